@@ -1,0 +1,5 @@
+import sys
+
+from medsci.cli import main
+
+sys.exit(main())
