@@ -1,0 +1,91 @@
+"""Checkpoint folders: safetensors weights + a JSON that rebuilds everything, never a pickle.
+
+Layout of a checkpoint folder::
+
+    config.json          task name, network/schedule settings, task settings (preprocessing), step, version
+    model.safetensors    raw weights
+    ema.safetensors      EMA weights (what sampling uses by default)
+    training_state.pt    optimizer / LR-schedule / RNG state, read with torch.load(weights_only=True)
+
+Every file is written atomically; the folder is complete once ``config.json`` (written last) is in place.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from medsci import __version__
+from medsci.errors import ConfigError
+from medsci.io.atomic import atomic_path, write_json_atomic
+
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.safetensors"
+EMA_FILE = "ema.safetensors"
+STATE_FILE = "training_state.pt"
+
+
+def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+
+
+def save_checkpoint(folder: str | Path, config: dict[str, Any], model: torch.nn.Module,
+                    ema: torch.nn.Module | None = None, training_state: dict | None = None) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / MODEL_FILE) as tmp:
+        save_file(_contiguous(model.state_dict()), str(tmp))
+    if ema is not None:
+        with atomic_path(folder / EMA_FILE) as tmp:
+            save_file(_contiguous(ema.state_dict()), str(tmp))
+    if training_state is not None:
+        with atomic_path(folder / STATE_FILE) as tmp:
+            torch.save(training_state, tmp)
+    write_json_atomic(folder / CONFIG_FILE, {**config, "medsci_version": __version__})
+    return folder
+
+
+def read_checkpoint_config(folder: str | Path) -> dict[str, Any]:
+    folder = Path(folder)
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(f"not a medsci checkpoint folder (no {CONFIG_FILE})", folder)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"unreadable checkpoint config: {err.msg if hasattr(err, 'msg') else err}", path) from None
+
+
+def load_weights(folder: str | Path, model: torch.nn.Module, use_ema: bool = True) -> torch.nn.Module:
+    """Load EMA (default) or raw weights into ``model``; a missing, corrupted or mismatching file is a ConfigError."""
+    folder = Path(folder)
+    path = folder / (EMA_FILE if use_ema else MODEL_FILE)
+    if use_ema and not path.is_file():
+        path = folder / MODEL_FILE
+    if not path.is_file():
+        raise ConfigError("checkpoint has no weights file", path)
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise ConfigError(f"not a valid safetensors file ({str(err).splitlines()[0][:120]})", path) from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise ConfigError(f"weights do not fit the network in config.json ({first[:160]})", path) from None
+    return model
+
+
+def load_training_state(folder: str | Path) -> dict | None:
+    path = Path(folder) / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any unpickling refusal or corruption is the same problem for the user
+        raise ConfigError(f"unreadable training state ({type(err).__name__})", path) from None

@@ -1,0 +1,150 @@
+"""Reverse diffusion shared by every generator.
+
+One loop serves DDIM (few steps) and the 1000-step DDPM reference. Per step:
+1. the network is called on ``[x_t, condition]`` (twice with classifier-free guidance, once when adaptive
+   guidance decides the unconditional call is redundant);
+2. its output (x0, epsilon or v) is converted to an x0 estimate, and ``x0_transform`` applied — the place where a
+   task clamps in image space (e.g. inverse Haar -> clamp -> Haar for wavelet-domain models);
+3. the MONAI scheduler steps to the previous timestep;
+4. with input guidance (``known``/``known_mask``), known entries of x_{t-1} are replaced by the observation
+   noised to t-1 (RePaint-style), optionally with resampling jumps; the returned sample keeps them bit-exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from medsci.diffusion.config import SamplerConfig, ScheduleConfig
+from medsci.diffusion.model import build_scheduler, set_inference_steps
+
+
+@dataclass
+class SampleResult:
+    sample: torch.Tensor
+    network_evaluations: int
+    guided_steps: int
+
+
+def to_x0(output: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """Convert a network output of ``prediction_type`` at noise level ``alpha_bar`` into an x0 estimate."""
+    if prediction_type == "sample":
+        return output
+    if prediction_type == "epsilon":
+        return (x_t - (1 - alpha_bar).sqrt() * output) / alpha_bar.sqrt()
+    if prediction_type == "v_prediction":
+        return alpha_bar.sqrt() * x_t - (1 - alpha_bar).sqrt() * output
+    raise ValueError(prediction_type)
+
+
+def _alpha_bar(scheduler, t: int) -> torch.Tensor:
+    return scheduler.alphas_cumprod[t] if t >= 0 else torch.tensor(1.0)
+
+
+@torch.no_grad()
+def sample(
+    model: torch.nn.Module,
+    schedule: ScheduleConfig,
+    sampler: SamplerConfig,
+    condition: torch.Tensor | None,
+    shape: tuple[int, ...],
+    *,
+    generator: torch.Generator,
+    class_labels: torch.Tensor | None = None,
+    null_class_labels: torch.Tensor | None = None,
+    x0_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    known: torch.Tensor | None = None,
+    known_mask: torch.Tensor | None = None,
+    resample_jumps: int = 0,
+    device: torch.device | str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> SampleResult:
+    """Draw one batch of samples of ``shape`` (B, C, *spatial) conditioned on ``condition`` (B, Cc, *spatial).
+
+    Random numbers come from ``generator`` (a CPU generator: same seed -> same bytes on CPU, and the same
+    starting noise on any device). ``known`` (shape of the sample) and ``known_mask`` (broadcastable, 1 =
+    observed) switch on input guidance.
+    """
+    device = torch.device(device)
+    scheduler = build_scheduler(schedule, sampler.sampler)
+    steps = schedule.num_train_timesteps if sampler.sampler == "ddpm" else sampler.steps
+    set_inference_steps(scheduler, steps)
+    timesteps = [int(t) for t in scheduler.timesteps]
+    stride = schedule.num_train_timesteps // steps if sampler.sampler == "ddim" else 1
+
+    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    guided = sampler.guidance_scale != 1.0 and condition is not None
+    cond = condition.to(device) if condition is not None else None
+    uncond = torch.zeros_like(cond) if guided else None
+    labels = class_labels.to(device) if class_labels is not None else None
+    null_labels = null_class_labels.to(device) if null_class_labels is not None else labels
+
+    x = torch.randn(shape, generator=generator).to(device)
+    if known is not None:
+        known = known.to(device)
+        known_mask = known_mask.to(device=device, dtype=x.dtype)
+
+    nfe = 0
+    guided_steps = 0
+    guidance_on = guided
+
+    def predict_x0(x_t: torch.Tensor, t: int) -> torch.Tensor:
+        nonlocal nfe, guided_steps, guidance_on
+        a_bar = _alpha_bar(scheduler, t).to(device)
+        tt = torch.full((x_t.shape[0],), t, device=device, dtype=torch.long)
+        with autocast:
+            inp = torch.cat([x_t, cond], 1) if cond is not None else x_t
+            out_c = model(inp, tt, class_labels=labels).float()
+            nfe += 1
+            x0 = to_x0(out_c, x_t, a_bar, schedule.prediction_type)
+            if guidance_on:
+                inp_u = torch.cat([x_t, uncond], 1)
+                out_u = model(inp_u, tt, class_labels=null_labels).float()
+                nfe += 1
+                guided_steps += 1
+                x0_u = to_x0(out_u, x_t, a_bar, schedule.prediction_type)
+                x0_g = x0_u + sampler.guidance_scale * (x0 - x0_u)
+                # Adaptive guidance: once guided and conditional estimates agree, the extra call is wasted.
+                if sampler.adaptive_guidance is not None:
+                    cos = torch.nn.functional.cosine_similarity(x0_g.flatten(1), x0.flatten(1), dim=1).min()
+                    if cos > sampler.adaptive_guidance:
+                        guidance_on = False
+                x0 = x0_g
+        if x0_transform is not None:
+            x0 = x0_transform(x0)
+        return x0
+
+    def noised_known(t: int) -> torch.Tensor:
+        a_bar = _alpha_bar(scheduler, t).to(device)
+        noise = torch.randn(known.shape, generator=generator).to(device)
+        return a_bar.sqrt() * known + (1 - a_bar).sqrt() * noise
+
+    for i, t in enumerate(timesteps):
+        t_prev = t - stride
+        for jump in range(resample_jumps + 1):
+            x0 = predict_x0(x, t)
+            if sampler.sampler == "ddim":
+                x_prev, _ = scheduler.step(x0, t, x, eta=sampler.eta, generator=generator)
+            else:
+                # MONAI's DDPM step draws its noise on the model output's device; draw it on CPU for byte
+                # reproducibility instead, through the same generator.
+                x_prev, _ = scheduler.step(x0.cpu(), t, x.cpu(), generator=generator)
+                x_prev = x_prev.to(device)
+            if known is not None:
+                x_prev = known_mask * noised_known(t_prev) + (1 - known_mask) * x_prev
+                if jump < resample_jumps:
+                    # RePaint jump: diffuse x_{t-1} back to x_t and denoise again, harmonising the known part.
+                    a_t, a_p = _alpha_bar(scheduler, t).to(device), _alpha_bar(scheduler, t_prev).to(device)
+                    ratio = a_t / a_p
+                    noise = torch.randn(x.shape, generator=generator).to(device)
+                    x = ratio.sqrt() * x_prev + (1 - ratio).sqrt() * noise
+                    continue
+            x = x_prev
+        if progress is not None:
+            progress(i + 1, len(timesteps))
+
+    if known is not None:
+        x = torch.where(known_mask.bool().expand_as(x), known, x)
+    return SampleResult(sample=x, network_evaluations=nfe, guided_steps=guided_steps)

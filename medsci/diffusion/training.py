@@ -1,0 +1,197 @@
+"""Training loop shared by every generator.
+
+A task supplies ``batch(generator, batch_size) -> TrainingBatch`` (target x0 in the model's domain, condition
+channels, optional class labels). Every random number of step ``s`` — the batch, the noise, the timesteps, the
+condition dropout — comes from a generator seeded with ``(seed, s)``, so a run resumed from a checkpoint at step
+``s`` continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from medsci.diffusion.checkpoint import (
+    load_training_state,
+    load_weights,
+    read_checkpoint_config,
+    save_checkpoint,
+)
+from medsci.diffusion.config import ScheduleConfig, TrainConfig
+from medsci.diffusion.model import build_scheduler
+from medsci.io.atomic import write_text_atomic
+
+LOSS_LOG = "loss.csv"
+
+
+@dataclass
+class TrainingBatch:
+    x0: torch.Tensor  # (B, C, *spatial): the clean target in the model's domain
+    condition: torch.Tensor | None = None  # (B, Cc, *spatial): concatenated to the noisy input
+    class_labels: torch.Tensor | None = None  # (B,) long
+    loss_weight: torch.Tensor | None = None  # broadcastable to x0; e.g. to ignore padding
+
+
+class TrainingTask(Protocol):
+    null_class_label: int | None  # label used when the condition is dropped (classifier-free guidance)
+
+    def batch(self, generator: torch.Generator, batch_size: int) -> TrainingBatch: ...
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr_ratio``."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: float) -> None:
+    # Warm-up of the decay keeps early EMA weights from being dominated by the random init.
+    d = min(decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        ema_p = list(ema.parameters())
+        torch._foreach_lerp_(ema_p, [p.detach() for p in model.parameters()], 1 - d)
+        for b_ema, b in zip(ema.buffers(), model.buffers()):
+            b_ema.copy_(b)
+
+
+def diffusion_loss(model, scheduler, schedule: ScheduleConfig, batch: TrainingBatch, generator: torch.Generator,
+                   condition_dropout: float, null_class_label: int | None, device: torch.device) -> torch.Tensor:
+    x0 = batch.x0
+    b = x0.shape[0]
+    noise = torch.randn(x0.shape, generator=generator)
+    t = torch.randint(0, schedule.num_train_timesteps, (b,), generator=generator)
+    drop = torch.rand(b, generator=generator) < condition_dropout
+    x0, noise, t = x0.to(device), noise.to(device), t.to(device)
+    x_t = scheduler.add_noise(x0, noise, t)
+    inp = x_t
+    if batch.condition is not None:
+        cond = batch.condition.to(device)
+        if condition_dropout > 0:
+            cond = cond * (~drop).to(device, cond.dtype).view(-1, *([1] * (cond.ndim - 1)))
+        inp = torch.cat([x_t, cond], 1)
+    labels = batch.class_labels
+    if labels is not None:
+        labels = labels.clone()
+        if condition_dropout > 0 and null_class_label is not None:
+            labels[drop] = null_class_label
+        labels = labels.to(device)
+    out = model(inp, t, class_labels=labels).float()
+    if schedule.prediction_type == "sample":
+        target = x0
+    elif schedule.prediction_type == "epsilon":
+        target = noise
+    else:
+        target = scheduler.get_velocity(x0, noise, t)
+    err = (out - target) ** 2
+    if batch.loss_weight is not None:
+        w = batch.loss_weight.to(device).expand_as(err)
+        return (err * w).sum() / w.sum().clamp_min(1.0)
+    return err.mean()
+
+
+def train(
+    model: torch.nn.Module,
+    task: TrainingTask,
+    schedule: ScheduleConfig,
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    checkpoint_config: dict[str, Any],
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> Path:
+    """Train ``model`` on ``task``; checkpoints go to ``out_dir`` (resumed from there if one exists).
+
+    ``checkpoint_config`` is stored in ``config.json`` (it must rebuild the model for sampling).
+    Returns the checkpoint folder.
+    """
+    out_dir = Path(out_dir)
+    device = torch.device(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    model.to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    scheduler = build_scheduler(schedule, "train")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+
+    start = 0
+    log_rows: list[str] = []
+    state = load_training_state(out_dir) if (out_dir / "config.json").is_file() else None
+    if state is not None:
+        prev = read_checkpoint_config(out_dir)
+        if prev.get("model") != checkpoint_config.get("model"):
+            from medsci.errors import ConfigError
+
+            raise ConfigError("existing checkpoint was trained with another network; use a new folder", out_dir)
+        load_weights(out_dir, model, use_ema=False)
+        load_weights(out_dir, ema, use_ema=True)
+        optimizer.load_state_dict(state["optimizer"])
+        lr_sched.load_state_dict(state["lr_scheduler"])
+        start = int(state["step"])
+        log_path = out_dir / LOSS_LOG
+        if log_path.is_file():
+            # Keep the header and the rows of steps already done; later rows are redone.
+            log_rows = [r for r in log_path.read_text().splitlines()[1:] if int(r.split(",")[0]) <= start]
+
+    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.bf16)
+    started = time.monotonic()
+    bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=not progress, unit="step", dynamic_ncols=True)
+    step = start
+
+    def checkpoint(step: int) -> None:
+        state = {"optimizer": optimizer.state_dict(), "lr_scheduler": lr_sched.state_dict(), "step": step,
+                 "torch_rng": torch.get_rng_state()}
+        save_checkpoint(out_dir, {**checkpoint_config, "step": step, "total_steps": cfg.steps}, model, ema, state)
+        buf = io.StringIO()
+        buf.write("step,loss,lr,seconds\n")
+        buf.write("".join(r + "\n" for r in log_rows))
+        write_text_atomic(out_dir / LOSS_LOG, buf.getvalue())
+
+    model.train()
+    while step < cfg.steps:
+        gen = step_generator(cfg.seed, step)
+        batch = task.batch(gen, cfg.batch_size)
+        with autocast:
+            loss = diffusion_loss(model, scheduler, schedule, batch, gen, cfg.condition_dropout,
+                                  getattr(task, "null_class_label", None), device)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        lr_sched.step()
+        _ema_update(ema, model, step, cfg.ema_decay)
+        step += 1
+        value = float(loss.detach())
+        log_rows.append(f"{step},{value:.6g},{optimizer.param_groups[0]['lr']:.6g},{time.monotonic() - started:.2f}")
+        bar.update(1)
+        bar.set_postfix(loss=f"{value:.4f}")
+        if on_step is not None:
+            on_step(step, value)
+        out_of_time = cfg.max_minutes is not None and (time.monotonic() - started) > 60 * cfg.max_minutes
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
+            checkpoint(step)
+        if out_of_time:
+            bar.write(f"train: stopped at step {step}/{cfg.steps} after {cfg.max_minutes} min (max_minutes)")
+            break
+    bar.close()
+    if not (out_dir / "config.json").is_file():
+        checkpoint(step)
+    return out_dir

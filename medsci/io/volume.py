@@ -1,0 +1,245 @@
+"""Reading and writing 3D volumes (NIfTI, MetaImage, NRRD, DICOM series) with their world geometry.
+
+Every volume is held the same way whatever its format: the voxel array in the file's own index order
+(i, j, k) and a 4x4 affine mapping voxel indices to RAS+ millimetres (the NIfTI convention). ITK-based
+formats store LPS direction cosines and origin; they are converted here so downstream code never has to
+care which format a file came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medsci.errors import InputError
+from medsci.io.atomic import atomic_path
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
+
+# LPS (ITK) <-> RAS (NIfTI): negate the first two world axes.
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+@dataclass
+class Volume:
+    """A 3D voxel array with its voxel -> RAS+ world affine."""
+
+    array: np.ndarray
+    affine: np.ndarray
+    source: Path | None = None
+    header: Any = None  # nibabel Nifti1Header for NIfTI inputs, else None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        import nibabel as nib
+
+        return tuple(float(s) for s in nib.affines.voxel_sizes(self.affine))  # type: ignore[return-value]
+
+    @property
+    def orientation(self) -> str:
+        import nibabel as nib
+
+        return "".join(nib.aff2axcodes(self.affine))
+
+
+def _one_line(err: BaseException) -> str:
+    """Squeeze a library exception (ITK messages span many lines) into one readable line."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    # ITK messages look like "Exception thrown in SimpleITK ReadImage: /path...\nsitk::ERROR: reason";
+    # the sitk::ERROR line is the informative one.
+    for ln in lines:
+        if "ERROR:" in ln:
+            return ln.split("ERROR:", 1)[1].strip()
+    text = lines[-1] if lines else ""
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suf in NIFTI_SUFFIXES[::-1] + ITK_SUFFIXES:  # check ".nii.gz" before ".nii"
+        if name.endswith(suf):
+            return suf
+    return path.suffix.lower()
+
+
+def _squeeze_to_3d(array: np.ndarray, path: Path) -> np.ndarray:
+    """Drop trailing singleton axes beyond the third (e.g. a 4D file with one time point)."""
+    while array.ndim > 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 3:
+        raise InputError(f"expected a 3D volume, got shape {tuple(array.shape)}", path)
+    return array
+
+
+def _check_finite(array: np.ndarray, path: Path) -> None:
+    if np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.complexfloating):
+        if not np.isfinite(array).all():
+            n_bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+            raise InputError(f"volume contains {n_bad} NaN/Inf voxels", path)
+
+
+def _read_nifti(path: Path) -> Volume:
+    import nibabel as nib
+
+    try:
+        # mmap=False + asanyarray forces the whole payload to be read now, so a truncated .nii(.gz)
+        # fails here instead of later in the middle of a pipeline.
+        img = nib.load(str(path), mmap=False)
+        array = np.asanyarray(img.dataobj)
+    except Exception as err:  # nibabel raises many types (ImageFileError, EOFError, OSError, zlib.error)
+        raise InputError(f"cannot read NIfTI file ({_one_line(err)})", path) from None
+    array = _squeeze_to_3d(array, path)
+    header = img.header
+    meta = {
+        "format": "nifti",
+        "dtype": str(header.get_data_dtype()),
+        "qform_code": int(header["qform_code"]),
+        "sform_code": int(header["sform_code"]),
+    }
+    return Volume(array=array, affine=np.asarray(img.affine, dtype=np.float64), source=path,
+                  header=header, meta=meta)
+
+
+def _from_sitk(img, path: Path, fmt: str, extra: dict | None = None) -> Volume:
+    import SimpleITK as sitk
+
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"expected a scalar volume, got {img.GetNumberOfComponentsPerPixel()} components "
+                         "per voxel", path)
+    dim = img.GetDimension()
+    size = img.GetSize()
+    if dim < 3 or (dim > 3 and any(s != 1 for s in size[3:])):
+        raise InputError(f"expected a 3D volume, got size {tuple(size)}", path)
+    array = sitk.GetArrayFromImage(img)  # (..., k, j, i): reverse to the file's (i, j, k) order
+    array = _squeeze_to_3d(array.transpose(tuple(range(array.ndim))[::-1]), path)
+    direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(dim, dim)[:3, :3]
+    spacing = np.asarray(img.GetSpacing(), dtype=np.float64)[:3]
+    origin = np.asarray(img.GetOrigin(), dtype=np.float64)[:3]
+    affine = np.eye(4)
+    affine[:3, :3] = _LPS_TO_RAS @ direction @ np.diag(spacing)
+    affine[:3, 3] = _LPS_TO_RAS @ origin
+    meta = {"format": fmt, "dtype": str(array.dtype)}
+    meta.update(extra or {})
+    return Volume(array=array, affine=affine, source=path, header=None, meta=meta)
+
+
+def _read_itk(path: Path, fmt: str) -> Volume:
+    import SimpleITK as sitk
+
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        raise InputError(f"cannot read {fmt} file ({_one_line(err)})", path) from None
+    return _from_sitk(img, path, fmt)
+
+
+def _read_dicom_series(folder: Path) -> Volume:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    # ITK prints multi-line warnings to stderr for folders without series; we report our own one line.
+    warn = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        series = reader.GetGDCMSeriesIDs(str(folder))
+    except RuntimeError as err:
+        raise InputError(f"cannot scan DICOM folder ({_one_line(err)})", folder) from None
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warn)
+    if not series:
+        raise InputError("no DICOM series found in folder", folder)
+    files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
+    reader.SetFileNames(files)
+    try:
+        img = reader.Execute()
+    except RuntimeError as err:
+        raise InputError(f"cannot read DICOM series ({_one_line(err)})", folder) from None
+    return _from_sitk(img, folder, "dicom",
+                      {"series_id": series[0], "n_series": len(series), "n_files": len(files)})
+
+
+def read_volume(path: str | Path) -> Volume:
+    """Read a 3D volume from a NIfTI / MetaImage / NRRD file or a DICOM series folder.
+
+    Raises InputError naming the file when it is missing, unreadable, not 3D or holds NaN/Inf voxels.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError("file not found", path)
+    if path.is_dir():
+        vol = _read_dicom_series(path)
+    else:
+        suffix = _suffix(path)
+        if suffix in NIFTI_SUFFIXES:
+            vol = _read_nifti(path)
+        elif suffix in (".mha", ".mhd"):
+            vol = _read_itk(path, "metaimage")
+        elif suffix in (".nrrd", ".nhdr"):
+            vol = _read_itk(path, "nrrd")
+        else:
+            raise InputError(f"unsupported volume format {suffix or '(no extension)'!r}; expected one of "
+                             f"{', '.join(NIFTI_SUFFIXES + ITK_SUFFIXES)} or a DICOM folder", path)
+    _check_finite(vol.array, path)
+    if not np.isfinite(vol.affine).all() or abs(np.linalg.det(vol.affine[:3, :3])) < 1e-12:
+        raise InputError("voxel-to-world affine is singular or not finite", path)
+    return vol
+
+
+def write_nifti(path: str | Path, array: np.ndarray, affine: np.ndarray, header: Any = None,
+                dtype: Any = np.float32) -> Path:
+    """Write ``array`` as NIfTI atomically with exactly ``affine``; reuse ``header``'s other fields.
+
+    The header's descrip, units, intent and its qform/sform *codes* are kept, but both forms are set from
+    ``affine`` (nibabel would otherwise reset the codes to aligned/unknown when the affine changes).
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    array = np.asarray(array)
+    if array.ndim != 3:
+        raise ValueError(f"write_nifti expects a 3D array, got shape {array.shape}")
+    affine = np.asarray(affine, dtype=np.float64)
+    data = array.astype(dtype, copy=False)
+    if header is not None:
+        hdr = nib.Nifti1Header.from_header(header)
+        sform_code, qform_code = int(hdr["sform_code"]), int(hdr["qform_code"])
+        if sform_code == 0 and qform_code == 0:
+            sform_code = qform_code = 1  # an uncoded affine would be ignored by readers
+    else:
+        hdr = nib.Nifti1Header()
+        sform_code, qform_code = 1, 1
+    hdr.set_data_dtype(data.dtype)
+    hdr.set_data_shape(data.shape)
+    # Data is already in the target dtype: no scaling, so values are stored exactly.
+    hdr.set_slope_inter(1.0, 0.0)
+    hdr.set_sform(affine, code=sform_code)
+    hdr.set_qform(affine, code=qform_code)
+    img = nib.Nifti1Image(data, affine, header=hdr)
+    # Nifti1Image may touch the header; re-assert the codes so they survive.
+    img.header.set_sform(affine, code=sform_code)
+    img.header.set_qform(affine, code=qform_code)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return path
+
+
+def describe(volume: Volume) -> dict:
+    """Summary used by ``medsci info``: geometry, dtype and intensity range."""
+    arr = volume.array
+    return {
+        "source": None if volume.source is None else str(volume.source),
+        "format": volume.meta.get("format"),
+        "shape": [int(s) for s in arr.shape],
+        "spacing": [round(s, 6) for s in volume.spacing],
+        "orientation": volume.orientation,
+        "dtype": volume.meta.get("dtype", str(arr.dtype)),
+        "min": float(np.min(arr)),
+        "max": float(np.max(arr)),
+        "mean": float(np.mean(arr, dtype=np.float64)),
+        "affine": [[float(v) for v in row] for row in volume.affine],
+    }

@@ -1,0 +1,255 @@
+"""CLI of the synthesis generator: ``medsci train|sample|evaluate synthesis``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from medsci.commands.tasks import add_common_args, setup_torch
+from medsci.errors import MedsciError
+
+
+# ---------------------------------------------------------------------------------------------- train
+def register_train(tasks) -> None:
+    p = tasks.add_parser("synthesis", help="train the MRI modality-synthesis model")
+    add_common_args(p)
+    p.add_argument("--data", required=True, help="folder of preprocessed cases (<case>.npz + .json)")
+    p.add_argument("--cases", nargs="+", required=True, help="training case ids")
+    p.add_argument("--out", required=True, help="checkpoint folder (resumed if it holds a checkpoint)")
+    p.set_defaults(handler=run_train)
+
+
+def run_train(args) -> int:
+    from medsci.config import load_config
+    from medsci.tasks.synthesis.pipeline import train_synthesis
+
+    config = load_config(args.config)
+    device = setup_torch(args, config)
+    out = train_synthesis(config.synthesis, args.data, args.cases, args.out, device, progress=not args.no_progress)
+    print(f"checkpoint: {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- sample
+def register_sample(tasks) -> None:
+    p = tasks.add_parser(
+        "synthesis",
+        help="synthesise missing MRI contrasts",
+        description="Either --input: a folder of cases each missing one contrast (BraTS layout) -> one flat "
+                    "folder of <case>-<missing>.nii.gz on the input grid and affine (BraSyn format); or "
+                    "--data/--case: a preprocessed case and the --targets to synthesise (held-out evaluation).",
+    )
+    add_common_args(p, config_required=False)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--input", help="folder of cases (or one case folder) with one missing contrast each")
+    p.add_argument("--layout", default="brats", help="case layout of --input: brats | generic")
+    p.add_argument("--data", help="preprocessed folder (evaluation mode)")
+    p.add_argument("--case", help="preprocessed case id (evaluation mode)")
+    p.add_argument("--targets", nargs="+", help="modalities to synthesise in evaluation mode")
+    p.add_argument("--sampler", choices=["ddim", "ddpm"], help="default: config/ddim")
+    p.add_argument("--steps", type=int, help="DDIM steps (default: config, 25)")
+    p.add_argument("--n-samples", type=int, help="> 1 also writes a voxelwise std (uncertainty) volume")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--raw-weights", action="store_true", help="use raw instead of EMA weights")
+    p.add_argument("--steps-curve", type=int, nargs="+",
+                   help="evaluation mode: sample at each of these step counts (1000 = DDPM reference) and "
+                        "write brain SSIM/PSNR per count to <out>/<case>-curve.json instead of volumes")
+    p.set_defaults(handler=run_sample)
+
+
+def _sampler_config(args, config):
+    from medsci.diffusion.config import SamplerConfig
+
+    base = config.synthesis.sample.to_dict() if config is not None else {}
+    for key, value in (("sampler", args.sampler), ("steps", args.steps), ("n_samples", args.n_samples),
+                       ("seed", args.seed)):
+        if value is not None:
+            base[key] = value
+    if args.raw_weights:
+        base["use_ema"] = False
+    return SamplerConfig.from_dict(base, "sample")
+
+
+def run_sample(args) -> int:
+    from medsci.config import load_config
+    from medsci.tasks.synthesis.pipeline import load_model
+
+    config = load_config(args.config) if args.config else None
+    device = setup_torch(args, config)
+    sampler = _sampler_config(args, config)
+    loaded = load_model(args.checkpoint, device, use_ema=sampler.use_ema)
+    if args.input:
+        return _sample_new_cases(args, loaded, sampler)
+    if not (args.data and args.case):
+        raise MedsciError("give either --input, or --data and --case")
+    if args.steps_curve:
+        return _steps_curve(args, loaded, sampler)
+    return _sample_prepared(args, loaded, sampler)
+
+
+def _sample_prepared(args, loaded, sampler) -> int:
+    from medsci.io.atomic import atomic_path, safe_join, write_json_atomic
+    from medsci.io.cases import MODALITIES
+    from medsci.preprocessing.mri import save_native
+    from medsci.tasks.synthesis.data import load_case
+    from medsci.tasks.synthesis.pipeline import synthesize
+
+    import numpy as np
+
+    case = load_case(args.data, args.case)
+    out = safe_join(args.out, case.case_id)
+    targets = args.targets or list(MODALITIES)
+    timings = {}
+    for target in targets:
+        available = tuple(m for m in case.available if m != target)
+        result = synthesize(loaded, case, target, sampler, available)
+        stem = f"{case.case_id}-{target}"
+        with atomic_path(out / f"{stem}.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, mean=result.mean, **({"std": result.std} if result.std is not None else {}))
+        save_native(result.mean, case.sidecar, out / f"{stem}.nii.gz", modality=None)
+        if result.std is not None:
+            save_native(result.std, case.sidecar, out / f"{stem}-std.nii.gz", modality=None)
+        timings[target] = {"seconds": round(result.seconds, 3), "network_evaluations": result.network_evaluations}
+        print(f"{stem}: {result.network_evaluations} network evaluations, {result.seconds:.1f} s")
+    write_json_atomic(out / f"{case.case_id}-timing.json",
+                      {"sampler": sampler.to_dict(), "device": str(loaded.device), "targets": timings})
+    return 0
+
+
+def _steps_curve(args, loaded, sampler) -> int:
+    from dataclasses import replace
+
+    from medsci.evaluation.metrics import image_metrics
+    from medsci.io.atomic import safe_join, write_json_atomic
+    from medsci.io.cases import MODALITIES
+    from medsci.tasks.synthesis.data import load_case
+    from medsci.tasks.synthesis.pipeline import synthesize
+
+    case = load_case(args.data, args.case)
+    rows = []
+    for target in args.targets or ["t2f"]:
+        truth = case.image[MODALITIES.index(target)]
+        for steps in args.steps_curve:
+            kind = "ddpm" if steps >= loaded.schedule.num_train_timesteps else "ddim"
+            cfg = replace(sampler, sampler=kind, steps=min(steps, loaded.schedule.num_train_timesteps), n_samples=1)
+            result = synthesize(loaded, case, target, cfg)
+            m = image_metrics(result.mean, truth, data_range=1.0, masks={"brain": case.mask})
+            rows.append({"case": case.case_id, "target": target, "sampler": kind, "steps": cfg.steps,
+                         "network_evaluations": result.network_evaluations, "seconds": round(result.seconds, 3),
+                         "brain_ssim": m["brain_ssim"], "brain_psnr": m["brain_psnr"], "ssim": m["ssim"]})
+            print(f"{case.case_id} {target} {kind:4s} {cfg.steps:5d} steps: brain SSIM {m['brain_ssim']:.4f} "
+                  f"PSNR {m['brain_psnr']:.2f} dB ({result.seconds:.1f} s)")
+    write_json_atomic(safe_join(args.out, f"{case.case_id}-curve.json"), rows)
+    return 0
+
+
+def _sample_new_cases(args, loaded, sampler) -> int:
+    """Clinician path: each case misses one contrast; write it beside the others' grid and affine."""
+    from medsci.io.atomic import safe_join
+    from medsci.io.cases import MODALITIES, check_case, discover_cases, load_case as load_raw_case
+    from medsci.preprocessing.mri import preprocess_case, save_native
+    from medsci.tasks.synthesis.data import load_case
+    from medsci.tasks.synthesis.pipeline import synthesize
+
+    root = Path(args.input)
+    try:
+        cases = discover_cases(root, layout=args.layout)
+    except MedsciError:
+        cases = [load_raw_case(root, layout=args.layout)]  # a single case folder
+    failures = 0
+    with tempfile.TemporaryDirectory(prefix="medsci-prep-") as tmp:
+        for raw in cases:
+            try:
+                missing = [m for m in MODALITIES if m not in raw.files]
+                if not missing:
+                    raise MedsciError("all four contrasts are present: nothing to synthesise", raw.folder)
+                check_case(raw, max_missing=1)
+                target = missing[0]
+                preprocess_case(raw, loaded.preprocess, tmp)
+                case = load_case(tmp, raw.case_id)
+                started = time.perf_counter()
+                result = synthesize(loaded, case, target, sampler)
+                dest = safe_join(args.out, f"{raw.case_id}-{target}.nii.gz")
+                save_native(result.mean, case.sidecar, dest, modality=None)
+                if result.std is not None:
+                    save_native(result.std, case.sidecar, safe_join(args.out, f"{raw.case_id}-{target}-std.nii.gz"))
+                print(f"{dest}  ({result.network_evaluations} network evaluations, "
+                      f"{time.perf_counter() - started:.1f} s)")
+            except MedsciError as err:
+                failures += 1
+                print(f"medsci sample synthesis: error: {err}", file=sys.stderr)
+    if failures:
+        print(f"{failures} of {len(cases)} case(s) failed", file=sys.stderr)
+    return 1 if failures else 0
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+def register_evaluate(tasks) -> None:
+    p = tasks.add_parser("synthesis", help="score held-out syntheses beside the baselines")
+    p.add_argument("--data", required=True, help="preprocessed folder")
+    p.add_argument("--train-cases", nargs="+", required=True, help="cases the regression baseline is fitted on")
+    p.add_argument("--cases", nargs="+", required=True, help="held-out cases to score")
+    p.add_argument("--samples", required=True, help="folder written by `medsci sample synthesis --data`")
+    p.add_argument("--targets", nargs="+", help="default: all four")
+    p.add_argument("--curves", nargs="*", default=[], help="<case>-curve.json files of --steps-curve runs")
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=run_evaluate)
+
+
+def run_evaluate(args) -> int:
+    import numpy as np
+
+    from medsci.io.atomic import write_json_atomic, write_text_atomic
+    from medsci.io.cases import MODALITIES
+    from medsci.tasks.synthesis import evaluation as ev
+    from medsci.tasks.synthesis.baselines import LinearRegressionBaseline
+    from medsci.tasks.synthesis.data import load_case, load_training_cases
+
+    overlap = set(args.train_cases) & set(args.cases)
+    if overlap:
+        raise MedsciError(f"held-out cases also in training: {sorted(overlap)}")
+    out = Path(args.out)
+    targets = args.targets or list(MODALITIES)
+    regression = LinearRegressionBaseline.fit(load_training_cases(args.data, args.train_cases), targets)
+    write_json_atomic(out / "regression_baseline.json", regression.to_dict())
+    rows, timings = [], []
+    for case_id in args.cases:
+        case = load_case(args.data, case_id)
+        folder = Path(args.samples) / case_id
+        timing_file = folder / f"{case_id}-timing.json"
+        if timing_file.is_file():
+            timings.append(json.loads(timing_file.read_text()))
+        for target in targets:
+            sample_file = folder / f"{case_id}-{target}.npz"
+            if not sample_file.is_file():
+                raise MedsciError("missing synthesis (run `medsci sample synthesis` first)", sample_file)
+            with np.load(sample_file, allow_pickle=False) as z:
+                synthesis = z["mean"]
+                std = z["std"] if "std" in z.files else None
+            preds = {"model": synthesis, **ev.baseline_predictions(case, target, regression)}
+            rows += ev.case_rows(case, target, preds)
+            ev.save_montage(out / "montages" / f"{case_id}-{target}.png", case, target, synthesis, std,
+                            preds["regression"])
+    summary = {"cases": args.cases, "training_cases": args.train_cases, "targets": targets,
+               "metrics": ev.summarize(rows)}
+    curve = [row for path in args.curves for row in json.loads(Path(path).read_text())]
+    if curve:
+        summary["steps_curve"] = curve
+        ev.save_steps_curve(out / "steps_curve.png", curve)
+    if timings:
+        nfe = [t["network_evaluations"] for tm in timings for t in tm["targets"].values()]
+        secs = [t["seconds"] for tm in timings for t in tm["targets"].values()]
+        summary["sampling"] = {"network_evaluations_per_volume": float(np.mean(nfe)),
+                               "seconds_per_volume": float(np.mean(secs)), "device": timings[0]["device"],
+                               "sampler": timings[0]["sampler"]}
+    ev.write_rows_csv(out / "metrics.csv", rows)
+    write_json_atomic(out / "summary.json", summary)
+    table = ev.markdown_table(summary["metrics"], "brain")
+    write_text_atomic(out / "summary.md", f"# MRI synthesis, held-out cases ({len(args.cases)})\n\n{table}\n")
+    print(table)
+    return 0

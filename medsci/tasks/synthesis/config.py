@@ -1,0 +1,68 @@
+"""Settings of the MRI modality-synthesis generator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from medsci.config_section import ConfigSection
+from medsci.diffusion.config import SamplerConfig, ScheduleConfig, TrainConfig, UNetConfig
+from medsci.errors import ConfigError
+from medsci.io.cases import MODALITIES
+from medsci.preprocessing.mri import PreprocessConfig
+
+
+@dataclass
+class DemoDataConfig(ConfigSection):
+    cases: int = 16
+    seed: int = 0
+    shape: tuple[int, int, int] = (68, 76, 60)
+
+
+@dataclass
+class SynthesisDataConfig(ConfigSection):
+    # Either a folder of cases (raw_dir) or generated demo data (demo).
+    raw_dir: str | None = None
+    layout: str = "brats"
+    patterns: dict | None = None
+    demo: DemoDataConfig = field(default_factory=DemoDataConfig)
+    heldout: int = 4  # the last N cases (sorted by id) are never seen in training
+
+
+@dataclass
+class SynthesisModelConfig(ConfigSection):
+    unet: UNetConfig = field(default_factory=lambda: UNetConfig(channels=(32, 64, 64)))
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    # One model for any missing modality (target embedding) unless a single target is given here.
+    targets: tuple[str, ...] = MODALITIES
+    augment_flip: bool = True  # left-right flips in training
+
+    def __post_init__(self):
+        bad = [t for t in self.targets if t not in MODALITIES]
+        if bad or not self.targets:
+            raise ConfigError(f"synthesis.model.targets must be a non-empty subset of {MODALITIES}, got {bad}")
+
+
+@dataclass
+class SynthesisEvalConfig(ConfigSection):
+    targets: tuple[str, ...] = MODALITIES
+    steps_curve: tuple[int, ...] = (10, 25, 50, 100, 1000)
+    curve_cases: int = 1
+    curve_targets: tuple[str, ...] = ("t2f",)
+
+
+@dataclass
+class SynthesisConfig(ConfigSection):
+    enabled: bool = True
+    data: SynthesisDataConfig = field(default_factory=SynthesisDataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    model: SynthesisModelConfig = field(default_factory=SynthesisModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SamplerConfig = field(default_factory=SamplerConfig)
+    evaluation: SynthesisEvalConfig = field(default_factory=SynthesisEvalConfig)
+
+    def __post_init__(self):
+        # The UNet runs on the half-resolution Haar grid, which its levels must divide.
+        need = 2 * self.model.unet.downsampling_factor
+        if any(s % need for s in self.preprocess.shape):
+            raise ConfigError(f"synthesis.preprocess.shape {tuple(self.preprocess.shape)} must be divisible by "
+                              f"{need} (Haar level x UNet downsampling)")

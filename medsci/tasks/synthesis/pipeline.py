@@ -1,0 +1,151 @@
+"""Train the synthesis model and synthesise a missing modality with it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medsci.diffusion.checkpoint import load_weights, read_checkpoint_config
+from medsci.diffusion.config import SamplerConfig, ScheduleConfig, UNetConfig
+from medsci.diffusion.model import build_unet
+from medsci.diffusion.sampling import sample
+from medsci.diffusion.training import train
+from medsci.errors import ConfigError, InputError
+from medsci.io.cases import MODALITIES
+from medsci.preprocessing.mri import PreprocessConfig
+from medsci.tasks.synthesis.conditioning import (
+    SUBBANDS,
+    condition_channels,
+    image_space_clamp,
+    target_index,
+    to_image_space,
+)
+from medsci.tasks.synthesis.config import SynthesisConfig
+from medsci.tasks.synthesis.data import PreparedCase, SynthesisTrainingTask, load_training_cases
+
+TASK = "mri-synthesis"
+
+
+def model_spec(cfg: SynthesisConfig) -> dict:
+    multi = len(cfg.model.targets) > 1
+    return {
+        "unet": cfg.model.unet.to_dict(),
+        "spatial_dims": 3,
+        "in_channels": SUBBANDS + SUBBANDS * len(MODALITIES),
+        "out_channels": SUBBANDS,
+        "num_class_embeds": len(MODALITIES) if multi else None,
+    }
+
+
+def checkpoint_config(cfg: SynthesisConfig) -> dict:
+    return {
+        "task": TASK,
+        "model": model_spec(cfg),
+        "schedule": cfg.model.schedule.to_dict(),
+        "preprocess": cfg.preprocess.to_dict(),
+        "targets": list(cfg.model.targets),
+        "modalities": list(MODALITIES),
+        "domain": "haar3d of image*2-1, image in [0,1]",
+    }
+
+
+def build_model(spec: dict) -> torch.nn.Module:
+    return build_unet(UNetConfig.from_dict(spec["unet"], "model.unet"), spec["spatial_dims"], spec["in_channels"],
+                      spec["out_channels"], spec["num_class_embeds"])
+
+
+def default_device(requested: str | None = "auto") -> torch.device:
+    if requested in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def train_synthesis(cfg: SynthesisConfig, data_dir: str | Path, case_ids: list[str], out_dir: str | Path,
+                    device: str | None = "auto", progress: bool = True) -> Path:
+    cases = load_training_cases(data_dir, case_ids)
+    shape = tuple(cases[0].image.shape[1:])
+    if shape != tuple(cfg.preprocess.shape):
+        raise ConfigError(f"preprocessed shape {shape} differs from config preprocess.shape "
+                          f"{tuple(cfg.preprocess.shape)}", data_dir)
+    torch.manual_seed(cfg.train.seed)  # network initialisation
+    ckcfg = checkpoint_config(cfg)
+    model = build_model(ckcfg["model"])
+    task = SynthesisTrainingTask(cases, cfg.model.targets, cfg.model.augment_flip,
+                                 class_conditional=ckcfg["model"]["num_class_embeds"] is not None)
+    ckcfg["training_cases"] = list(case_ids)
+    return train(model, task, cfg.model.schedule, cfg.train, out_dir, ckcfg, default_device(device), progress)
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    config: dict
+    schedule: ScheduleConfig
+    preprocess: PreprocessConfig
+    device: torch.device
+
+
+def load_model(checkpoint: str | Path, device: str | None = "auto", use_ema: bool = True) -> LoadedModel:
+    ckcfg = read_checkpoint_config(checkpoint)
+    if ckcfg.get("task") != TASK:
+        raise ConfigError(f"checkpoint is for task {ckcfg.get('task')!r}, not {TASK!r}", checkpoint)
+    try:
+        model = build_model(ckcfg["model"])
+        schedule = ScheduleConfig.from_dict(ckcfg["schedule"], "schedule")
+        prep = PreprocessConfig.from_dict(ckcfg["preprocess"])
+    except (KeyError, TypeError) as err:
+        raise ConfigError(f"checkpoint config lacks or mangles {err}", checkpoint) from None
+    dev = default_device(device)
+    load_weights(checkpoint, model, use_ema=use_ema)
+    return LoadedModel(model.to(dev).eval(), ckcfg, schedule, prep, dev)
+
+
+@dataclass
+class Synthesis:
+    mean: np.ndarray  # (X, Y, Z) in [0, 1]
+    std: np.ndarray | None  # voxelwise standard deviation over samples (None for one sample)
+    network_evaluations: int
+    seconds: float
+
+
+def check_fits(loaded: LoadedModel, case: PreparedCase, target: str, path: str | Path) -> None:
+    shape = tuple(case.image.shape[1:])
+    if shape != tuple(loaded.preprocess.shape):
+        raise ConfigError(f"case grid {shape} does not match the checkpoint's {tuple(loaded.preprocess.shape)}",
+                          path)
+    if target not in loaded.config["targets"]:
+        raise ConfigError(f"checkpoint was trained for targets {loaded.config['targets']}, not {target}", path)
+    if case.image.shape[0] * SUBBANDS + SUBBANDS != loaded.config["model"]["in_channels"]:
+        raise ConfigError("case channels do not match the checkpoint", path)
+
+
+def synthesize(loaded: LoadedModel, case: PreparedCase, target: str, sampler: SamplerConfig,
+               available: tuple[str, ...] | None = None) -> Synthesis:
+    """Synthesise ``target`` for ``case`` from the ``available`` modalities (default: all others present)."""
+    available = tuple(m for m in (available or case.available) if m != target)
+    missing = [m for m in MODALITIES if m not in available and m != target]
+    if missing:
+        raise InputError(f"cannot synthesise {target}: {', '.join(missing)} also missing (one missing modality "
+                         "at a time)", case.case_id)
+    check_fits(loaded, case, target, case.case_id)
+    n = sampler.n_samples
+    image = torch.from_numpy(case.image).unsqueeze(0)
+    avail = torch.tensor([[float(m in available) for m in MODALITIES]])
+    cond = condition_channels(image, avail).repeat(n, 1, 1, 1, 1)
+    mask = torch.from_numpy(case.mask).view(1, 1, *case.mask.shape).repeat(n, 1, 1, 1, 1)
+    labels = None
+    if loaded.config["model"]["num_class_embeds"] is not None:
+        labels = torch.full((n,), target_index(target), dtype=torch.long)
+    half = [s // 2 for s in case.image.shape[1:]]
+    started = time.perf_counter()
+    result = sample(loaded.model, loaded.schedule, sampler, cond, (n, SUBBANDS, *half),
+                    generator=torch.Generator().manual_seed(sampler.seed), class_labels=labels,
+                    x0_transform=image_space_clamp(mask.to(loaded.device)), device=loaded.device)
+    images = to_image_space(result.sample.float().cpu())[:, 0].numpy() * case.mask
+    seconds = time.perf_counter() - started
+    std = images.std(axis=0).astype(np.float32) if n > 1 else None
+    return Synthesis(images.mean(axis=0).astype(np.float32), std, result.network_evaluations, seconds)

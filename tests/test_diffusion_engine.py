@@ -1,0 +1,174 @@
+"""The shared diffusion engine: samplers, guidance, input guidance, training, resume, checkpoints."""
+
+import dataclasses
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from medsci.diffusion.checkpoint import load_training_state, load_weights, read_checkpoint_config
+from medsci.diffusion.config import SamplerConfig, ScheduleConfig, TrainConfig, UNetConfig
+from medsci.diffusion.model import build_scheduler, build_unet, set_inference_steps
+from medsci.diffusion.sampling import sample, to_x0
+from medsci.diffusion.training import TrainingBatch, lr_factor, train
+from medsci.errors import ConfigError
+
+SCHEDULE = ScheduleConfig()
+
+
+class Oracle(torch.nn.Module):
+    """Knows the clean sample; answers in the requested prediction type (and counts its calls)."""
+
+    def __init__(self, x0, prediction_type="sample", schedule=SCHEDULE, bias_uncond=0.0):
+        super().__init__()
+        self.x0, self.kind, self.calls, self.bias_uncond = x0, prediction_type, 0, bias_uncond
+        self.alphas = build_scheduler(schedule, "train").alphas_cumprod
+
+    def forward(self, inp, t, class_labels=None):
+        self.calls += 1
+        c = self.x0.shape[1]
+        x_t, cond = inp[:, :c], inp[:, c:]
+        x0 = self.x0 + (self.bias_uncond if cond.numel() and not cond.any() else 0.0)
+        a = self.alphas[t].view(-1, *[1] * (x_t.ndim - 1))
+        eps = (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+        if self.kind == "sample":
+            return x0
+        if self.kind == "epsilon":
+            return eps
+        return a.sqrt() * eps - (1 - a).sqrt() * x0
+
+
+@pytest.mark.parametrize("kind", ["sample", "epsilon", "v_prediction"])
+def test_ddim_with_exact_predictor_returns_the_clean_sample(kind):
+    x0 = torch.linspace(-2.5, 2.5, 2 * 2 * 4 * 4).view(2, 2, 4, 4)  # beyond [-1, 1]: no clipping allowed
+    schedule = dataclasses.replace(SCHEDULE, prediction_type=kind)
+    oracle = Oracle(x0, kind, schedule)
+    res = sample(oracle, schedule, SamplerConfig(steps=10), None, tuple(x0.shape),
+                 generator=torch.Generator().manual_seed(0))
+    assert res.network_evaluations == 10 == oracle.calls
+    torch.testing.assert_close(res.sample, x0, atol=2e-4, rtol=0)
+
+
+def test_trailing_timesteps_start_from_pure_noise():
+    sched = build_scheduler(SCHEDULE, "ddim")
+    set_inference_steps(sched, 10)
+    assert sched.timesteps.tolist() == [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]
+    set_inference_steps(sched, 1000)
+    assert sched.timesteps[0] == 999 and sched.timesteps[-1] == 0
+
+
+def test_to_x0_matches_monai_conversions():
+    sched = build_scheduler(SCHEDULE, "train")
+    x0, noise = torch.randn(3, 1, 8), torch.randn(3, 1, 8)
+    t = torch.tensor([5, 500, 990])
+    x_t = sched.add_noise(x0, noise, t)
+    a = sched.alphas_cumprod[t].view(-1, 1, 1)
+    torch.testing.assert_close(to_x0(noise, x_t, a, "epsilon"), x0, atol=1e-3, rtol=1e-3)
+    v = sched.get_velocity(x0, noise, t)
+    torch.testing.assert_close(to_x0(v, x_t, a, "v_prediction"), x0, atol=1e-4, rtol=1e-4)
+
+
+def test_ddpm_reference_runs_all_steps_and_is_seeded():
+    x0 = torch.randn(1, 1, 4, 4)
+    cfg = SamplerConfig(sampler="ddpm", steps=1000)
+    a = sample(Oracle(x0), SCHEDULE, cfg, None, (1, 1, 4, 4), generator=torch.Generator().manual_seed(3))
+    b = sample(Oracle(x0), SCHEDULE, cfg, None, (1, 1, 4, 4), generator=torch.Generator().manual_seed(3))
+    assert a.network_evaluations == 1000
+    assert torch.equal(a.sample, b.sample)
+    torch.testing.assert_close(a.sample, x0, atol=1e-3, rtol=0)
+
+
+def test_classifier_free_guidance_extrapolates_and_adaptive_guidance_saves_calls():
+    x0 = torch.ones(1, 1, 4, 4)
+    cond = torch.ones(1, 1, 4, 4)
+    oracle = Oracle(x0, bias_uncond=-1.0)  # unconditional answer is x0 - 1
+    cfg = SamplerConfig(steps=8, guidance_scale=2.0)
+    res = sample(oracle, SCHEDULE, cfg, cond, (1, 1, 4, 4), generator=torch.Generator().manual_seed(0))
+    assert res.network_evaluations == 16 and res.guided_steps == 8
+    # guided x0 = uncond + 2 (cond - uncond) = x0 + 1
+    torch.testing.assert_close(res.sample, x0 + 1, atol=1e-3, rtol=0)
+
+    agreeing = Oracle(x0, bias_uncond=0.0)
+    cfg = SamplerConfig(steps=8, guidance_scale=2.0, adaptive_guidance=0.99)
+    res = sample(agreeing, SCHEDULE, cfg, cond, (1, 1, 4, 4), generator=torch.Generator().manual_seed(0))
+    assert res.guided_steps == 1 and res.network_evaluations == 9
+
+
+def test_input_guidance_keeps_known_entries_bit_exact():
+    truth = torch.randn(1, 1, 6, 6)
+    mask = torch.zeros(1, 1, 6, 6)
+    mask[..., ::2] = 1
+    wrong = Oracle(torch.zeros_like(truth))  # a model that knows nothing
+    res = sample(wrong, SCHEDULE, SamplerConfig(steps=5), None, tuple(truth.shape),
+                 generator=torch.Generator().manual_seed(0), known=truth, known_mask=mask, resample_jumps=2)
+    assert torch.equal(res.sample[mask.bool()], truth[mask.bool()])
+    assert res.network_evaluations == 15  # 5 steps x (1 + 2 jumps)
+
+
+class ToyTask:
+    """x0 = a smooth 2D bump whose sign is given by the condition."""
+
+    null_class_label = None
+
+    def batch(self, generator, batch_size):
+        sign = torch.randint(0, 2, (batch_size,), generator=generator).float() * 2 - 1
+        grid = torch.linspace(-1, 1, 8)
+        bump = torch.exp(-(grid[:, None] ** 2 + grid[None] ** 2) * 2)
+        x0 = sign.view(-1, 1, 1, 1) * bump
+        return TrainingBatch(x0=x0, condition=sign.view(-1, 1, 1, 1).expand(-1, 1, 8, 8).clone())
+
+
+def _tiny_unet():
+    torch.manual_seed(0)
+    return build_unet(UNetConfig(channels=(8, 8), attention_levels=(False, False), norm_num_groups=4), 2, 2, 1)
+
+
+def test_training_learns_and_resume_equals_uninterrupted(tmp_path):
+    cfg = TrainConfig(steps=6, batch_size=4, lr=1e-3, warmup_steps=2, checkpoint_every=3, seed=1)
+    full = train(_tiny_unet(), ToyTask(), SCHEDULE, cfg, tmp_path / "full", {"model": "toy"}, progress=False)
+
+    # Interrupted after 3 steps, then resumed from the checkpoint in the same folder.
+    part = tmp_path / "part"
+    train(_tiny_unet(), ToyTask(), SCHEDULE, dataclasses.replace(cfg, steps=6, max_minutes=1e-9), part,
+          {"model": "toy"}, progress=False)
+    assert read_checkpoint_config(part)["step"] == 1
+    train(_tiny_unet(), ToyTask(), SCHEDULE, cfg, part, {"model": "toy"}, progress=False)
+    for name in ("model.safetensors", "ema.safetensors"):
+        a, b = load_file(full / name), load_file(part / name)
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    rows = (part / "loss.csv").read_text().splitlines()
+    assert rows[0] == "step,loss,lr,seconds" and [r.split(",")[0] for r in rows[1:]] == list("123456")
+    state = load_training_state(full)
+    assert state["step"] == 6 and "optimizer" in state
+
+
+def test_training_reduces_loss(tmp_path):
+    cfg = TrainConfig(steps=120, batch_size=8, lr=3e-3, warmup_steps=5, checkpoint_every=1000, seed=0)
+    losses = []
+    train(_tiny_unet(), ToyTask(), SCHEDULE, cfg, tmp_path, {"model": "toy"}, progress=False,
+          on_step=lambda s, loss: losses.append(loss))
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < 0.5 * first, (first, last)
+
+
+def test_lr_schedule_warmup_then_cosine_to_floor():
+    cfg = TrainConfig(steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(0, cfg) == pytest.approx(0.1)
+    assert lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(55, cfg) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_factor(100, cfg) == pytest.approx(0.1)
+
+
+def test_corrupted_or_mismatched_checkpoint_is_a_config_error(tmp_path):
+    cfg = TrainConfig(steps=1, batch_size=2, checkpoint_every=1)
+    folder = train(_tiny_unet(), ToyTask(), SCHEDULE, cfg, tmp_path / "ck", {"model": "toy"}, progress=False)
+    other = build_unet(UNetConfig(channels=(16, 16), attention_levels=(False, False), norm_num_groups=4), 2, 2, 1)
+    with pytest.raises(ConfigError, match="do not fit"):
+        load_weights(folder, other)
+    (folder / "ema.safetensors").write_bytes(b"\x80\x04 this is a pickle, not safetensors")
+    with pytest.raises(ConfigError, match="safetensors"):
+        load_weights(folder, _tiny_unet())
+    (folder / "training_state.pt").write_bytes(b"garbage")
+    with pytest.raises(ConfigError, match="training state"):
+        load_training_state(folder)
