@@ -14,6 +14,7 @@ validate(config, "configs/schema.yaml")
 
 
 include: "workflows/common.smk"
+include: "workflows/config.smk"
 include: "workflows/synthesis.smk"
 include: "workflows/seismic.smk"
 

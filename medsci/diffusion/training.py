@@ -12,6 +12,7 @@ import copy
 import csv
 import io
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,6 +165,7 @@ def train(
         buf.write("".join(r + "\n" for r in log_rows))
         write_text_atomic(out_dir / LOSS_LOG, buf.getvalue())
 
+    log_every = max(1, cfg.steps // 20)
     model.train()
     while step < cfg.steps:
         gen = step_generator(cfg.seed, step)
@@ -185,6 +187,12 @@ def train(
         bar.set_postfix(loss=f"{value:.4f}")
         if on_step is not None:
             on_step(step, value)
+        if not progress and (step % log_every == 0 or step == cfg.steps):
+            # Without a progress bar (batch jobs, SLURM logs) say where training is, 20 times per run.
+            elapsed = time.monotonic() - started
+            eta = elapsed / max(1, step - start) * (cfg.steps - step)
+            print(f"train: step {step}/{cfg.steps} loss {value:.4f} lr {optimizer.param_groups[0]['lr']:.2e} "
+                  f"elapsed {elapsed:.0f}s eta {eta:.0f}s", file=sys.stderr, flush=True)
         out_of_time = cfg.max_minutes is not None and (time.monotonic() - started) > 60 * cfg.max_minutes
         if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
             checkpoint(step)

@@ -35,6 +35,8 @@ class SynthesisModelConfig(ConfigSection):
     # One model for any missing modality (target embedding) unless a single target is given here.
     targets: tuple[str, ...] = MODALITIES
     augment_flip: bool = True  # left-right flips in training
+    # Train on patches of this size (image voxels) centred in the brain; null = whole volumes (cWDM).
+    train_patch: tuple[int, int, int] | None = None
 
     def __post_init__(self):
         bad = [t for t in self.targets if t not in MODALITIES]
@@ -63,6 +65,10 @@ class SynthesisConfig(ConfigSection):
     def __post_init__(self):
         # The UNet runs on the half-resolution Haar grid, which its levels must divide.
         need = 2 * self.model.unet.downsampling_factor
+        patch = self.model.train_patch
+        if patch is not None and (any(p % need for p in patch) or any(p > s for p, s in zip(patch, self.preprocess.shape))):
+            raise ConfigError(f"synthesis.model.train_patch {tuple(patch)} must fit preprocess.shape and be "
+                              f"divisible by {need}")
         if any(s % need for s in self.preprocess.shape):
             raise ConfigError(f"synthesis.preprocess.shape {tuple(self.preprocess.shape)} must be divisible by "
                               f"{need} (Haar level x UNet downsampling)")

@@ -75,7 +75,8 @@ def train_synthesis(cfg: SynthesisConfig, data_dir: str | Path, case_ids: list[s
     ckcfg = checkpoint_config(cfg)
     model = build_model(ckcfg["model"])
     task = SynthesisTrainingTask(cases, cfg.model.targets, cfg.model.augment_flip,
-                                 class_conditional=ckcfg["model"]["num_class_embeds"] is not None)
+                                 class_conditional=ckcfg["model"]["num_class_embeds"] is not None,
+                                 patch=cfg.model.train_patch)
     ckcfg["training_cases"] = list(case_ids)
     return train(model, task, cfg.model.schedule, cfg.train, out_dir, ckcfg, default_device(device), progress)
 

@@ -1,0 +1,185 @@
+"""MRI modality synthesis: conditioning, baselines, training batches, and the CLI end to end on tiny data."""
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from medsci.cli import main
+from medsci.demo.brain import write_brats_dataset
+from medsci.io.cases import MODALITIES
+from medsci.tasks.synthesis.baselines import LinearRegressionBaseline, mean_of_available
+from medsci.tasks.synthesis.conditioning import condition_channels, to_image_space, to_model_space
+from medsci.tasks.synthesis.data import PreparedCase, SynthesisTrainingTask
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_CONFIG = REPO / "configs" / "test.yaml"
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_model_space_round_trip_and_zero_filled_slots():
+    img = torch.rand(2, 4, 8, 6, 4)
+    torch.testing.assert_close(to_image_space(to_model_space(img)), img, atol=1e-6, rtol=0)
+    avail = torch.tensor([[1, 1, 0, 1], [0, 1, 1, 1]], dtype=torch.float32)
+    cond = condition_channels(img, avail)
+    assert cond.shape == (2, 32, 4, 3, 2)
+    assert not cond[0, 16:24].any() and cond[0, 24:32].abs().sum() > 0
+    assert not cond[1, 0:8].any()
+    torch.testing.assert_close(cond[0, 0:8], to_model_space(img[:1, :1])[0])
+
+
+def _case(image, mask, cid="c"):
+    return PreparedCase(cid, image.astype(np.float32), mask, None, MODALITIES, {})
+
+
+def test_regression_baseline_recovers_a_linear_relation_and_mean_baseline():
+    rng = np.random.default_rng(0)
+    cases = []
+    for i in range(3):
+        img = rng.uniform(0, 1, (4, 6, 6, 6))
+        img[3] = 0.2 * img[0] + 0.3 * img[1] + 0.4 * img[2] + 0.05  # t2f from t1n, t1c, t2w
+        cases.append(_case(img, np.ones((6, 6, 6), bool)))
+    reg = LinearRegressionBaseline.fit(cases, targets=("t2f",))
+    np.testing.assert_allclose(reg.coef["t2f"], [0.2, 0.3, 0.4, 0.05], atol=1e-9)
+    mask = np.zeros((6, 6, 6), bool)
+    mask[1:5, 1:5, 1:5] = True
+    pred = reg.predict(cases[0].image, "t2f", mask)
+    np.testing.assert_allclose(pred[mask], cases[0].image[3][mask], atol=1e-6)
+    assert not pred[~mask].any()
+    mean = mean_of_available(cases[0].image, ("t1n", "t1c", "t2w"), mask)
+    np.testing.assert_allclose(mean[mask], cases[0].image[:3].mean(0)[mask], atol=1e-6)
+
+
+def test_training_batches_zero_the_target_slot_and_are_seeded():
+    rng = np.random.default_rng(1)
+    cases = [_case(rng.uniform(0, 1, (4, 8, 8, 8)), np.ones((8, 8, 8), bool), f"c{i}") for i in range(3)]
+    task = SynthesisTrainingTask(cases, MODALITIES)
+    a = task.batch(torch.Generator().manual_seed(5), 6)
+    b = task.batch(torch.Generator().manual_seed(5), 6)
+    assert torch.equal(a.x0, b.x0) and torch.equal(a.condition, b.condition)
+    assert a.x0.shape == (6, 8, 4, 4, 4) and a.condition.shape == (6, 32, 4, 4, 4)
+    for i, t in enumerate(a.class_labels.tolist()):
+        assert not a.condition[i, 8 * t: 8 * t + 8].any()
+        others = [k for k in range(4) if k != t]
+        assert all(a.condition[i, 8 * k: 8 * k + 8].abs().sum() > 0 for k in others)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Four tiny demo cases, preprocessed, and a model trained for a few steps through the CLI."""
+    root = tmp_path_factory.mktemp("syn")
+    raw = root / "raw"
+    write_brats_dataset(raw, cases=4, seed=3, shape=(36, 40, 30))
+    prep = root / "prep"
+    for case in sorted(p.name for p in raw.iterdir() if p.is_dir()):
+        assert main(["preprocess", "--case-dir", str(raw / case), "--out", str(prep),
+                     "--config", str(TEST_CONFIG)]) == 0
+    ids = sorted(p.stem for p in prep.glob("*.npz"))
+    model = root / "model"
+    assert main(["train", "synthesis", "--config", str(TEST_CONFIG), "--data", str(prep), "--cases", *ids[:3],
+                 "--out", str(model), "--no-progress"]) == 0
+    return {"root": root, "raw": raw, "prep": prep, "ids": ids, "model": model}
+
+
+def test_checkpoint_folder_is_safetensors_plus_json(trained):
+    import json
+
+    files = sorted(p.name for p in trained["model"].iterdir())
+    assert {"config.json", "model.safetensors", "ema.safetensors", "training_state.pt", "loss.csv"} <= set(files)
+    cfg = json.loads((trained["model"] / "config.json").read_text())
+    assert cfg["task"] == "mri-synthesis" and cfg["model"]["in_channels"] == 40
+    assert cfg["preprocess"]["shape"] == [32, 32, 32] and cfg["step"] == 6
+    assert cfg["training_cases"] == trained["ids"][:3]
+
+
+def test_sample_and_evaluate_heldout_case(trained, capsys):
+    out = trained["root"] / "samples"
+    held = trained["ids"][3]
+    args = ["sample", "synthesis", "--config", str(TEST_CONFIG), "--checkpoint", str(trained["model"]),
+            "--data", str(trained["prep"]), "--case", held, "--targets", "t2f", "t1c", "--out", str(out)]
+    assert main(args) == 0
+    nifti = out / held / f"{held}-t2f.nii.gz"
+    ref = nib.load(trained["raw"] / held / f"{held}-t1n.nii.gz")
+    img = nib.load(nifti)
+    assert img.shape == ref.shape
+    np.testing.assert_allclose(img.affine, ref.affine, atol=1e-5)
+    data = img.get_fdata()
+    assert data.min() >= 0 and data.max() <= 1 and data.max() > 0
+    assert not data[ref.get_fdata() == 0].any()  # nothing outside the brain
+    assert (out / held / f"{held}-t2f-std.nii.gz").is_file()  # n_samples = 2 in the test config
+    first = _digest(out / held / f"{held}-t2f.npz")
+    assert main(args) == 0  # same seed, same config -> same bytes
+    assert _digest(out / held / f"{held}-t2f.npz") == first
+
+    ev = trained["root"] / "eval"
+    assert main(["evaluate", "synthesis", "--data", str(trained["prep"]), "--train-cases", *trained["ids"][:3],
+                 "--cases", held, "--samples", str(out), "--targets", "t2f", "t1c", "--out", str(ev)]) == 0
+    import csv
+    import json
+
+    rows = list(csv.DictReader((ev / "metrics.csv").open()))
+    assert {r["method"] for r in rows} == {"model", "regression", "mean"}
+    assert {r["region"] for r in rows} == {"volume", "brain", "tumour"}
+    summary = json.loads((ev / "summary.json").read_text())
+    reg = summary["metrics"]["t2f"]["regression"]["brain"]["ssim"]["mean"]
+    assert 0 < reg < 1
+    assert (ev / "montages" / f"{held}-t2f.png").stat().st_size > 1000
+
+
+def test_overlapping_train_and_heldout_cases_are_refused(trained, capsys):
+    code = main(["evaluate", "synthesis", "--data", str(trained["prep"]), "--train-cases", *trained["ids"][:3],
+                 "--cases", trained["ids"][0], "--samples", "x", "--out", str(trained["root"] / "e2")])
+    assert code == 2 and "also in training" in capsys.readouterr().err
+
+
+def test_new_cases_get_the_missing_contrast_on_their_own_grid(trained, capsys):
+    """The clinician path: a folder of cases, each missing one contrast; bad cases fail alone."""
+    raw, held = trained["raw"], trained["ids"][3]
+    drop = trained["root"] / "dropbox"
+    good = drop / held
+    shutil.copytree(raw / held, good)
+    (good / f"{held}-t2w.nii.gz").unlink()
+    (good / f"{held}-seg.nii.gz").unlink()
+    two_missing = drop / "two-missing"
+    two_missing.mkdir()
+    for m in ("t1n", "t1c"):
+        shutil.copy(raw / held / f"{held}-{m}.nii.gz", two_missing / f"two-missing-{m}.nii.gz")
+    before = {p: _digest(p) for p in drop.rglob("*.nii.gz")}
+    out = trained["root"] / "brasyn"
+    code = main(["sample", "synthesis", "--checkpoint", str(trained["model"]), "--input", str(drop),
+                 "--out", str(out), "--steps", "2"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "two-missing" in err and "Traceback" not in err
+    assert [p.name for p in out.iterdir()] == [f"{held}-t2w.nii.gz"]
+    result, ref = nib.load(out / f"{held}-t2w.nii.gz"), nib.load(good / f"{held}-t1n.nii.gz")
+    assert result.shape == ref.shape
+    np.testing.assert_allclose(result.affine, ref.affine, atol=1e-5)
+    assert {p: _digest(p) for p in drop.rglob("*.nii.gz")} == before  # inputs never written to
+
+
+def test_checkpoint_that_does_not_fit_the_data_is_refused(trained, tmp_path, capsys):
+    import json
+
+    bad = tmp_path / "model"
+    shutil.copytree(trained["model"], bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["preprocess"]["shape"] = [40, 40, 40]
+    (bad / "config.json").write_text(json.dumps(cfg))
+    code = main(["sample", "synthesis", "--checkpoint", str(bad), "--data", str(trained["prep"]),
+                 "--case", trained["ids"][3], "--out", str(tmp_path / "o")])
+    assert code == 2 and "does not match" in capsys.readouterr().err
+
+    (bad / "ema.safetensors").write_bytes(b"not a safetensors file")
+    code = main(["sample", "synthesis", "--checkpoint", str(bad), "--data", str(trained["prep"]),
+                 "--case", trained["ids"][3], "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "safetensors" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("*.nii.gz"))
