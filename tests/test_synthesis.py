@@ -57,6 +57,25 @@ def test_regression_baseline_recovers_a_linear_relation_and_mean_baseline():
     np.testing.assert_allclose(mean[mask], cases[0].image[:3].mean(0)[mask], atol=1e-6)
 
 
+def test_torch_regression_prior_matches_the_numpy_baseline():
+    from medsci.tasks.synthesis.baselines import regression_prior
+
+    rng = np.random.default_rng(2)
+    cases = [_case(rng.uniform(0, 1, (4, 6, 6, 6)), np.ones((6, 6, 6), bool), f"c{i}") for i in range(2)]
+    reg = LinearRegressionBaseline.fit(cases)
+    img = rng.uniform(0, 1, (4, 6, 6, 6)).astype(np.float32)
+    mask = np.zeros((6, 6, 6), bool)
+    mask[:, 2:] = True
+    batch = torch.from_numpy(np.stack([img, img]))
+    prior = regression_prior(batch, torch.tensor([3, 1]), reg.coef_matrix(), torch.from_numpy(mask)[None, None])
+    np.testing.assert_allclose(prior[0, 0].numpy(), reg.predict(img, "t2f", mask), atol=1e-5)
+    np.testing.assert_allclose(prior[1, 0].numpy(), reg.predict(img, "t1c", mask), atol=1e-5)
+    # The target's own slot is never read: changing it leaves the prior unchanged.
+    batch[0, 3] = 0
+    assert torch.equal(regression_prior(batch, torch.tensor([3, 1]), reg.coef_matrix(),
+                                        torch.from_numpy(mask)[None, None])[0], prior[0])
+
+
 def test_training_batches_zero_the_target_slot_and_are_seeded():
     rng = np.random.default_rng(1)
     cases = [_case(rng.uniform(0, 1, (4, 8, 8, 8)), np.ones((8, 8, 8), bool), f"c{i}") for i in range(3)]
@@ -64,7 +83,7 @@ def test_training_batches_zero_the_target_slot_and_are_seeded():
     a = task.batch(torch.Generator().manual_seed(5), 6)
     b = task.batch(torch.Generator().manual_seed(5), 6)
     assert torch.equal(a.x0, b.x0) and torch.equal(a.condition, b.condition)
-    assert a.x0.shape == (6, 8, 4, 4, 4) and a.condition.shape == (6, 32, 4, 4, 4)
+    assert a.x0.shape == (6, 8, 4, 4, 4) and a.condition.shape == (6, 32, 4, 4, 4)  # no prior here
     for i, t in enumerate(a.class_labels.tolist()):
         assert not a.condition[i, 8 * t: 8 * t + 8].any()
         others = [k for k in range(4) if k != t]
@@ -94,7 +113,8 @@ def test_checkpoint_folder_is_safetensors_plus_json(trained):
     files = sorted(p.name for p in trained["model"].iterdir())
     assert {"config.json", "model.safetensors", "ema.safetensors", "training_state.pt", "loss.csv"} <= set(files)
     cfg = json.loads((trained["model"] / "config.json").read_text())
-    assert cfg["task"] == "mri-synthesis" and cfg["model"]["in_channels"] == 40
+    assert cfg["task"] == "mri-synthesis" and cfg["model"]["in_channels"] == 48  # 8 noisy + 32 + 8 prior
+    assert set(cfg["prior"]["coef"]) == set(MODALITIES)
     assert cfg["preprocess"]["shape"] == [32, 32, 32] and cfg["step"] == 6
     assert cfg["training_cases"] == trained["ids"][:3]
 

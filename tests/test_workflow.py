@@ -54,8 +54,8 @@ def test_tiny_preset_runs_end_to_end(tmp_path):
     run = results / "test"
     summary = json.loads((run / "synthesis" / "evaluation" / "summary.json").read_text())
     assert set(summary["metrics"]["all"]) == {"model", "regression", "mean"}
-    assert summary["sampling"]["network_evaluations_per_volume"] == 3  # 3 DDIM steps; 2 samples share each call
-    assert len(summary["steps_curve"]) == 2
+    assert summary["sampling"]["network_evaluations_per_volume"] == 3 * 2  # 3 DDIM steps x 2 samples
+    assert len(summary["steps_curve"]) == 2 + 1  # two step counts + the configured default
     assert (run / "synthesis" / "evaluation" / "steps_curve.png").is_file()
     assert json.loads((run / "synthesis" / "preprocessed" / "summary.json").read_text())
     assert (run / "config.yaml").is_file()

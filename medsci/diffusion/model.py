@@ -26,6 +26,12 @@ def build_unet(cfg: UNetConfig, spatial_dims: int, in_channels: int, out_channel
     )
 
 
+def model_from_spec(spec: dict) -> DiffusionModelUNet:
+    """Rebuild a network from the ``model`` entry of a checkpoint's config.json."""
+    return build_unet(UNetConfig.from_dict(spec["unet"], "model.unet"), spec["spatial_dims"], spec["in_channels"],
+                      spec["out_channels"], spec.get("num_class_embeds"))
+
+
 def build_scheduler(cfg: ScheduleConfig, kind: str = "ddpm"):
     """A MONAI scheduler for ``cfg``.
 

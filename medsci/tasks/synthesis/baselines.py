@@ -50,6 +50,32 @@ class LinearRegressionBaseline:
         pred = np.tensordot(w[:-1], image[others], axes=1) + w[-1]
         return np.where(mask, np.clip(pred, 0, 1), 0.0).astype(np.float32)
 
+    def coef_matrix(self) -> np.ndarray:
+        """(4, 4): row t = weights of the four slots (0 for the target's own) + intercept, for target t."""
+        out = np.zeros((len(MODALITIES), len(MODALITIES) + 1))
+        for target, w in self.coef.items():
+            t = MODALITIES.index(target)
+            others = [i for i in range(len(MODALITIES)) if i != t]
+            out[t, others] = w[:-1]
+            out[t, -1] = w[-1]
+        return out
+
     def to_dict(self) -> dict:
         return {"kind": "voxelwise_linear_regression", "inputs": "other three modalities + intercept",
                 "coef": self.coef}
+
+
+def regression_prior(images01, targets, coef_matrix, mask):
+    """Torch version of :meth:`LinearRegressionBaseline.predict` for a batch with per-item targets.
+
+    ``images01`` (B, 4, *spatial), ``targets`` (B,) slot indices, ``coef_matrix`` (4, 5) as from
+    :meth:`LinearRegressionBaseline.coef_matrix`, ``mask`` (B, 1, *spatial) -> (B, 1, *spatial) in [0, 1].
+    """
+    import torch
+
+    w = torch.as_tensor(coef_matrix, dtype=images01.dtype)[targets]  # (B, 5)
+    w_slots = w[:, :-1].clone()
+    w_slots[torch.arange(len(targets)), targets] = 0  # never read the target's own slot
+    shape = (len(targets), -1) + (1,) * (images01.ndim - 2)
+    pred = (images01 * w_slots.view(shape)).sum(1, keepdim=True) + w[:, -1].view(shape)
+    return pred.clamp(0, 1) * mask.to(images01.dtype)

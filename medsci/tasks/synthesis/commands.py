@@ -132,17 +132,20 @@ def _steps_curve(args, loaded, sampler) -> int:
 
     case = load_case(args.data, args.case)
     rows = []
+    T = loaded.schedule.num_train_timesteps
     for target in args.targets or ["t2f"]:
         truth = case.image[MODALITIES.index(target)]
-        for steps in args.steps_curve:
-            kind = "ddpm" if steps >= loaded.schedule.num_train_timesteps else "ddim"
-            cfg = replace(sampler, sampler=kind, steps=min(steps, loaded.schedule.num_train_timesteps), n_samples=1)
+        # One sample per step count, plus the configured default sampler (which may average several).
+        configs = [replace(sampler, sampler="ddpm" if s >= T else "ddim", steps=min(s, T), n_samples=1)
+                   for s in args.steps_curve] + [sampler]
+        for cfg in configs:
+            kind = cfg.sampler if cfg.n_samples == 1 else f"{cfg.sampler} x{cfg.n_samples} (default)"
             result = synthesize(loaded, case, target, cfg)
             m = image_metrics(result.mean, truth, data_range=1.0, masks={"brain": case.mask})
             rows.append({"case": case.case_id, "target": target, "sampler": kind, "steps": cfg.steps,
                          "network_evaluations": result.network_evaluations, "seconds": round(result.seconds, 3),
                          "brain_ssim": m["brain_ssim"], "brain_psnr": m["brain_psnr"], "ssim": m["ssim"]})
-            print(f"{case.case_id} {target} {kind:4s} {cfg.steps:5d} steps: brain SSIM {m['brain_ssim']:.4f} "
+            print(f"{case.case_id} {target} {kind} {cfg.steps:5d} steps: brain SSIM {m['brain_ssim']:.4f} "
                   f"PSNR {m['brain_psnr']:.2f} dB ({result.seconds:.1f} s)")
     write_json_atomic(safe_join(args.out, f"{case.case_id}-curve.json"), rows)
     return 0

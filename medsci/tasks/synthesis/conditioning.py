@@ -27,27 +27,39 @@ def to_image_space(coeffs: torch.Tensor) -> torch.Tensor:
     return ((haar_idwt3d(coeffs) + 1) / 2).clamp(0, 1)
 
 
-def condition_channels(images01: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
-    """(B, 4, X, Y, Z) images + (B, 4) availability -> (B, 32, ...) condition with missing slots zero-filled."""
+def condition_channels(images01: torch.Tensor, available: torch.Tensor,
+                       prior01: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, 4, X, Y, Z) images + (B, 4) availability -> (B, 32, ...) condition with missing slots zero-filled.
+
+    ``prior01`` (B, 1, X, Y, Z), when given, is a first guess of the target (the voxelwise regression
+    baseline) appended as 8 more channels: the network then learns a correction of a strong baseline instead of
+    the whole mapping (residual learning, as in RDDM), which is what makes a few CPU minutes of training enough.
+    """
     coeffs = to_model_space(images01)
     keep = available.to(coeffs.dtype).repeat_interleave(SUBBANDS, dim=1)
-    return coeffs * keep.view(*keep.shape, 1, 1, 1)
+    cond = coeffs * keep.view(*keep.shape, 1, 1, 1)
+    if prior01 is not None:
+        cond = torch.cat([cond, to_model_space(prior01)], 1)
+    return cond
 
 
 def target_index(modality: str) -> int:
     return MODALITIES.index(modality)
 
 
-def image_space_clamp(brain_mask: torch.Tensor | None):
+def image_space_clamp(brain_mask: torch.Tensor | None, offset: torch.Tensor | None = None):
     """An ``x0_transform`` for the sampler: clamp the x0 estimate in image space, zero outside the brain.
 
     ``brain_mask`` (B, 1, X, Y, Z) comes from the available modalities, so it is known at inference.
+    ``offset`` (model space) is added before and removed after, for models that diffuse a residual.
     """
 
     def transform(x0: torch.Tensor) -> torch.Tensor:
-        img = haar_idwt3d(x0).clamp(-1, 1)
+        full = x0 if offset is None else x0 + offset
+        img = haar_idwt3d(full).clamp(-1, 1)
         if brain_mask is not None:
             img = torch.where(brain_mask.bool(), img, torch.full_like(img, -1.0))
-        return haar_dwt3d(img)
+        out = haar_dwt3d(img)
+        return out if offset is None else out - offset
 
     return transform

@@ -35,10 +35,15 @@ class SynthesisModelConfig(ConfigSection):
     # One model for any missing modality (target embedding) unless a single target is given here.
     targets: tuple[str, ...] = MODALITIES
     augment_flip: bool = True  # left-right flips in training
+    # "regression": the voxelwise regression baseline (fitted on the training cases, stored in the checkpoint)
+    # is given to the network as a first guess of the target; "none": the contrasts alone (cWDM).
+    prior: str = "regression"
     # Train on patches of this size (image voxels) centred in the brain; null = whole volumes (cWDM).
     train_patch: tuple[int, int, int] | None = None
 
     def __post_init__(self):
+        if self.prior not in ("regression", "none"):
+            raise ConfigError(f"synthesis.model.prior must be regression or none, got {self.prior!r}")
         bad = [t for t in self.targets if t not in MODALITIES]
         if bad or not self.targets:
             raise ConfigError(f"synthesis.model.targets must be a non-empty subset of {MODALITIES}, got {bad}")

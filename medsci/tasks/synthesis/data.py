@@ -12,6 +12,7 @@ from medsci.diffusion.training import TrainingBatch
 from medsci.errors import InputError
 from medsci.io.cases import MODALITIES
 from medsci.preprocessing.mri import load_preprocessed
+from medsci.tasks.synthesis.baselines import regression_prior
 from medsci.tasks.synthesis.conditioning import condition_channels, target_index, to_model_space
 
 
@@ -56,8 +57,12 @@ class SynthesisTrainingTask:
     null_class_label = None
 
     def __init__(self, cases: list[PreparedCase], targets: tuple[str, ...], augment_flip: bool = True,
-                 class_conditional: bool = True, patch: tuple[int, int, int] | None = None):
-        self.images = torch.from_numpy(np.stack([c.image for c in cases]))
+                 class_conditional: bool = True, patch: tuple[int, int, int] | None = None,
+                 prior_coef: np.ndarray | None = None):
+        # The brain mask rides along as a fifth channel so crops and flips treat it like the images.
+        self.images = torch.from_numpy(np.stack([np.concatenate([c.image, c.mask[None].astype(np.float32)])
+                                                 for c in cases]))
+        self.prior_coef = prior_coef
         self.brain_voxels = [torch.from_numpy(np.argwhere(c.mask)) for c in cases]
         self.targets = torch.tensor([target_index(t) for t in targets])
         self.augment_flip = augment_flip
@@ -74,19 +79,25 @@ class SynthesisTrainingTask:
             start = torch.minimum(torch.clamp(centre - size // 2, min=0), shape - size)
             start = start - start % 2
             sl = tuple(slice(int(a), int(a + b)) for a, b in zip(start, size))
-            out.append(self.images[i][(slice(None), *sl)])
+            out.append(self.images[i][(slice(None), *sl)].clone())
         return torch.stack(out)
 
     def batch(self, generator: torch.Generator, batch_size: int) -> TrainingBatch:
         idx = torch.randint(0, len(self.images), (batch_size,), generator=generator)
         tgt = self.targets[torch.randint(0, len(self.targets), (batch_size,), generator=generator)]
         flip = torch.rand(batch_size, generator=generator) < 0.5
-        images = self._crop(idx, generator) if self.patch else self.images[idx]
+        stack = self._crop(idx, generator) if self.patch else self.images[idx].clone()
         if self.augment_flip and flip.any():
             # Axis 0 of RAS-oriented data is left-right: a mirrored brain is still a brain.
-            images[flip] = images[flip].flip(2)
+            stack[flip] = stack[flip].flip(2)
+        images, mask = stack[:, : len(MODALITIES)], stack[:, len(MODALITIES):]
         available = torch.ones(batch_size, len(MODALITIES))
         available[torch.arange(batch_size), tgt] = 0
         x0 = to_model_space(images[torch.arange(batch_size), tgt].unsqueeze(1))
-        return TrainingBatch(x0=x0, condition=condition_channels(images, available),
+        prior = None
+        if self.prior_coef is not None:
+            prior = regression_prior(images, tgt, self.prior_coef, mask)
+            # Diffuse the residual target - prior: an untrained (zero-output) network already gives the prior.
+            x0 = x0 - to_model_space(prior)
+        return TrainingBatch(x0=x0, condition=condition_channels(images, available, prior),
                              class_labels=tgt if self.class_conditional else None)

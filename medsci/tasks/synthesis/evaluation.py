@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -11,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from medsci.evaluation.metrics import image_metrics
-from medsci.io.atomic import atomic_path, write_text_atomic
+from medsci.evaluation.tables import metric_stats, write_rows_csv  # noqa: F401  (re-exported for the CLI)
+from medsci.io.atomic import atomic_path
 from medsci.io.cases import MODALITIES
 from medsci.tasks.synthesis.baselines import LinearRegressionBaseline, mean_of_available
 from medsci.tasks.synthesis.data import PreparedCase
@@ -55,23 +54,8 @@ def summarize(rows: list[dict]) -> dict:
         groups[("all", r["method"], r["region"])].append(r)
     out: dict = {}
     for (target, method, region), items in sorted(groups.items()):
-        entry = {}
-        for metric in METRICS:
-            vals = np.array([it[metric] for it in items], dtype=np.float64)
-            vals = vals[np.isfinite(vals)]
-            entry[metric] = {"mean": float(vals.mean()) if vals.size else None,
-                             "std": float(vals.std()) if vals.size else None, "n": int(vals.size)}
-        out.setdefault(target, {}).setdefault(method, {})[region] = entry
+        out.setdefault(target, {}).setdefault(method, {})[region] = metric_stats(items, METRICS)
     return out
-
-
-def write_rows_csv(path: str | Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
 
 
 def markdown_table(summary: dict, region: str = "brain", target: str = "all") -> str:

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from medsci.diffusion.checkpoint import load_weights, read_checkpoint_config
-from medsci.diffusion.config import SamplerConfig, ScheduleConfig, UNetConfig
-from medsci.diffusion.model import build_unet
+from medsci.diffusion.config import SamplerConfig, ScheduleConfig
+from medsci.diffusion.device import default_device
+from medsci.diffusion.model import model_from_spec
 from medsci.diffusion.sampling import sample
 from medsci.diffusion.training import train
 from medsci.errors import ConfigError, InputError
@@ -23,7 +24,9 @@ from medsci.tasks.synthesis.conditioning import (
     image_space_clamp,
     target_index,
     to_image_space,
+    to_model_space,
 )
+from medsci.tasks.synthesis.baselines import LinearRegressionBaseline, regression_prior
 from medsci.tasks.synthesis.config import SynthesisConfig
 from medsci.tasks.synthesis.data import PreparedCase, SynthesisTrainingTask, load_training_cases
 
@@ -35,7 +38,7 @@ def model_spec(cfg: SynthesisConfig) -> dict:
     return {
         "unet": cfg.model.unet.to_dict(),
         "spatial_dims": 3,
-        "in_channels": SUBBANDS + SUBBANDS * len(MODALITIES),
+        "in_channels": SUBBANDS + SUBBANDS * len(MODALITIES) + (SUBBANDS if cfg.model.prior == "regression" else 0),
         "out_channels": SUBBANDS,
         "num_class_embeds": len(MODALITIES) if multi else None,
     }
@@ -53,17 +56,6 @@ def checkpoint_config(cfg: SynthesisConfig) -> dict:
     }
 
 
-def build_model(spec: dict) -> torch.nn.Module:
-    return build_unet(UNetConfig.from_dict(spec["unet"], "model.unet"), spec["spatial_dims"], spec["in_channels"],
-                      spec["out_channels"], spec["num_class_embeds"])
-
-
-def default_device(requested: str | None = "auto") -> torch.device:
-    if requested in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
-
-
 def train_synthesis(cfg: SynthesisConfig, data_dir: str | Path, case_ids: list[str], out_dir: str | Path,
                     device: str | None = "auto", progress: bool = True) -> Path:
     cases = load_training_cases(data_dir, case_ids)
@@ -73,10 +65,15 @@ def train_synthesis(cfg: SynthesisConfig, data_dir: str | Path, case_ids: list[s
                           f"{tuple(cfg.preprocess.shape)}", data_dir)
     torch.manual_seed(cfg.train.seed)  # network initialisation
     ckcfg = checkpoint_config(cfg)
-    model = build_model(ckcfg["model"])
+    prior_coef = None
+    if cfg.model.prior == "regression":
+        regression = LinearRegressionBaseline.fit(cases, cfg.model.targets)
+        ckcfg["prior"] = regression.to_dict()
+        prior_coef = regression.coef_matrix()
+    model = model_from_spec(ckcfg["model"])
     task = SynthesisTrainingTask(cases, cfg.model.targets, cfg.model.augment_flip,
                                  class_conditional=ckcfg["model"]["num_class_embeds"] is not None,
-                                 patch=cfg.model.train_patch)
+                                 patch=cfg.model.train_patch, prior_coef=prior_coef)
     ckcfg["training_cases"] = list(case_ids)
     return train(model, task, cfg.model.schedule, cfg.train, out_dir, ckcfg, default_device(device), progress)
 
@@ -95,7 +92,7 @@ def load_model(checkpoint: str | Path, device: str | None = "auto", use_ema: boo
     if ckcfg.get("task") != TASK:
         raise ConfigError(f"checkpoint is for task {ckcfg.get('task')!r}, not {TASK!r}", checkpoint)
     try:
-        model = build_model(ckcfg["model"])
+        model = model_from_spec(ckcfg["model"])
         schedule = ScheduleConfig.from_dict(ckcfg["schedule"], "schedule")
         prep = PreprocessConfig.from_dict(ckcfg["preprocess"])
     except (KeyError, TypeError) as err:
@@ -120,7 +117,8 @@ def check_fits(loaded: LoadedModel, case: PreparedCase, target: str, path: str |
                           path)
     if target not in loaded.config["targets"]:
         raise ConfigError(f"checkpoint was trained for targets {loaded.config['targets']}, not {target}", path)
-    if case.image.shape[0] * SUBBANDS + SUBBANDS != loaded.config["model"]["in_channels"]:
+    prior = SUBBANDS if "prior" in loaded.config else 0
+    if case.image.shape[0] * SUBBANDS + SUBBANDS + prior != loaded.config["model"]["in_channels"]:
         raise ConfigError("case channels do not match the checkpoint", path)
 
 
@@ -136,8 +134,16 @@ def synthesize(loaded: LoadedModel, case: PreparedCase, target: str, sampler: Sa
     n = sampler.n_samples
     image = torch.from_numpy(case.image).unsqueeze(0)
     avail = torch.tensor([[float(m in available) for m in MODALITIES]])
-    cond = condition_channels(image, avail).repeat(n, 1, 1, 1, 1)
-    mask = torch.from_numpy(case.mask).view(1, 1, *case.mask.shape).repeat(n, 1, 1, 1, 1)
+    mask = torch.from_numpy(case.mask).view(1, 1, *case.mask.shape)
+    prior = None
+    if "prior" in loaded.config:
+        coef = LinearRegressionBaseline(loaded.config["prior"]["coef"]).coef_matrix()
+        prior = regression_prior(image * avail.view(1, -1, 1, 1, 1), torch.tensor([target_index(target)]), coef,
+                                 mask)
+    cond = condition_channels(image, avail, prior).repeat(n, 1, 1, 1, 1)
+    mask = mask.repeat(n, 1, 1, 1, 1)
+    # With a prior the network diffuses the residual (target - prior); the prior is added back at the end.
+    offset = to_model_space(prior).repeat(n, 1, 1, 1, 1).to(loaded.device) if prior is not None else None
     labels = None
     if loaded.config["model"]["num_class_embeds"] is not None:
         labels = torch.full((n,), target_index(target), dtype=torch.long)
@@ -145,8 +151,10 @@ def synthesize(loaded: LoadedModel, case: PreparedCase, target: str, sampler: Sa
     started = time.perf_counter()
     result = sample(loaded.model, loaded.schedule, sampler, cond, (n, SUBBANDS, *half),
                     generator=torch.Generator().manual_seed(sampler.seed), class_labels=labels,
-                    x0_transform=image_space_clamp(mask.to(loaded.device)), device=loaded.device)
-    images = to_image_space(result.sample.float().cpu())[:, 0].numpy() * case.mask
+                    x0_transform=image_space_clamp(mask.to(loaded.device), offset), device=loaded.device)
+    coeffs = result.sample.float() + (offset if offset is not None else 0)
+    images = to_image_space(coeffs.cpu())[:, 0].numpy() * case.mask
     seconds = time.perf_counter() - started
     std = images.std(axis=0).astype(np.float32) if n > 1 else None
-    return Synthesis(images.mean(axis=0).astype(np.float32), std, result.network_evaluations, seconds)
+    # Samples share each network call as a batch; per volume, each sample counts.
+    return Synthesis(images.mean(axis=0).astype(np.float32), std, result.network_evaluations * n, seconds)

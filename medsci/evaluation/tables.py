@@ -1,0 +1,31 @@
+"""Result tables shared by every generator: per-item metric rows -> CSV, and mean/std summaries."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from medsci.io.atomic import write_text_atomic
+
+
+def metric_stats(rows: list[dict], metrics: tuple[str, ...]) -> dict:
+    """``{metric: {mean, std, n}}`` over ``rows``; non-finite values are left out (n says how many counted)."""
+    out = {}
+    for metric in metrics:
+        vals = np.array([r[metric] for r in rows], dtype=np.float64)
+        vals = vals[np.isfinite(vals)]
+        out[metric] = {"mean": float(vals.mean()) if vals.size else None,
+                       "std": float(vals.std()) if vals.size else None, "n": int(vals.size)}
+    return out
+
+
+def write_rows_csv(path: str | Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
