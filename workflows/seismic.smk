@@ -1,5 +1,176 @@
-# Seismic interpolation rules are added with the seismic generator.
+# Seismic trace interpolation: demo cubes -> held-out masks -> train -> reconstruct every held-out cube for
+# every mask pattern, with and without input guidance (one job per cube) -> sampling benchmark (steps, jumps)
+# -> evaluation beside linear interpolation and POCS (tables, section figures, benchmark figure).
 
 
-def seismic_outputs():
-    return []
+include: "seismic_common.smk"
+
+
+if SEIS_ENABLED:
+
+    if not SEIS.data.raw_dir:
+
+        rule seismic_demo_data:
+            """Deterministic synthetic post-stack cubes (folds, faults, Ricker wavelet), written as SEG-Y."""
+            output:
+                cubes=[SEIS_FILES[c] for c in SEIS_CUBES],
+                dataset=str(SEIS_RAW / "dataset.json"),
+            params:
+                folder=parent("dataset"),
+                cubes=SEIS.data.demo.cubes,
+                seed=SEIS.data.demo.seed,
+                shape=" ".join(str(s) for s in SEIS.data.demo.shape),
+            log:
+                log_path("seismic", "demo_data.log"),
+            threads: 1
+            resources:
+                mem_mb=1000,
+                runtime=10,
+            conda:
+                ENV
+            shell:
+                "medsci demo-data seismic {params.folder} --cubes {params.cubes} --seed {params.seed} "
+                "--shape {params.shape} > {log} 2>&1"
+
+
+    rule seismic_masks:
+        """Held-out missing-trace masks, one per (cube, pattern); seeded by the config's mask_seed and the cube id."""
+        input:
+            cubes=[SEIS_FILES[c] for c in SEIS_HELDOUT],
+            cfg=RESOLVED_CONFIG,
+        output:
+            masks=expand(str(SEIS_MASKS / "{cube}-{pattern}.npy"), cube=SEIS_HELDOUT, pattern=SEIS_PATTERNS),
+        params:
+            cubes=" ".join(SEIS_HELDOUT),
+            data=lambda wc, input: os.path.dirname(input.cubes[0]),
+            out=lambda wc, output: os.path.dirname(output.masks[0]),
+        log:
+            log_path("seismic", "masks.log"),
+        threads: 1
+        resources:
+            mem_mb=1000,
+            runtime=10,
+        conda:
+            ENV
+        shell:
+            "medsci sample seismic --config {input.cfg} --data {params.data} --cubes {params.cubes} --make-masks "
+            "--out {params.out} > {log} 2>&1"
+
+
+    rule seismic_train:
+        """3D conditional diffusion model on patches (observation + mask as condition), random masks of all patterns."""
+        input:
+            cubes=[SEIS_FILES[c] for c in SEIS_TRAIN],
+            cfg=RESOLVED_CONFIG,
+        output:
+            config=str(SEIS_MODEL / "config.json"),
+            ema=str(SEIS_MODEL / "ema.safetensors"),
+            loss=report(str(SEIS_MODEL / "loss.csv"), category="Seismic interpolation", subcategory="training"),
+        params:
+            cubes=" ".join(SEIS_TRAIN),
+            data=lambda wc, input: os.path.dirname(input.cubes[0]),
+            model=parent("config"),
+        log:
+            log_path("seismic", "train.log"),
+        threads: 2
+        resources:
+            mem_mb=4000,
+            runtime=24 * 60,
+            gpu=uses_gpu(),
+        conda:
+            ENV
+        shell:
+            "medsci train seismic --config {input.cfg} --data {params.data} --cubes {params.cubes} "
+            "--out {params.model} --threads {threads} --no-progress 2> {log}"
+
+
+    rule seismic_reconstruct:
+        """Every mask pattern of one held-out cube, with and without input guidance (sliding-window sampling)."""
+        input:
+            model=rules.seismic_train.output.config,
+            cube=lambda wc: SEIS_FILES[wc.cube],
+            masks=expand(str(SEIS_MASKS / "{{cube}}-{pattern}.npy"), pattern=SEIS_PATTERNS),
+            cfg=RESOLVED_CONFIG,
+        output:
+            timing=str(SEIS_RECON / "{cube}" / "{cube}-timing.json"),
+            cubes=expand(
+                str(SEIS_RECON / "{{cube}}" / "{{cube}}-{pattern}-{method}.npy"), pattern=SEIS_PATTERNS, method=SEIS_METHODS
+            ),
+        params:
+            data=lambda wc, input: os.path.dirname(input.cube),
+            masks=lambda wc, input: os.path.dirname(input.masks[0]),
+            model=lambda wc, input: os.path.dirname(input.model),
+            out=lambda wc, output: os.path.dirname(os.path.dirname(output.timing)),
+        log:
+            log_path("seismic", "reconstruct", "{cube}.log"),
+        threads: 1
+        resources:
+            mem_mb=3000,
+            runtime=60,
+            gpu=uses_gpu(),
+        conda:
+            ENV
+        shell:
+            "medsci sample seismic --config {input.cfg} --checkpoint {params.model} --data {params.data} "
+            "--cubes {wildcards.cube} --masks {params.masks} --out {params.out} --threads {threads} "
+            "> {log} 2>&1"
+
+
+    rule seismic_benchmark:
+        """SNR on the missing traces against network evaluations and time: the config's [steps, jumps] runs."""
+        input:
+            model=rules.seismic_train.output.config,
+            cube=lambda wc: SEIS_FILES[wc.cube],
+            masks=expand(str(SEIS_MASKS / "{{cube}}-{pattern}.npy"), pattern=SEIS_PATTERNS),
+            cfg=RESOLVED_CONFIG,
+        output:
+            str(SEIS_BENCH / "{cube}-benchmark.json"),
+        params:
+            data=lambda wc, input: os.path.dirname(input.cube),
+            masks=lambda wc, input: os.path.dirname(input.masks[0]),
+            model=lambda wc, input: os.path.dirname(input.model),
+            out=lambda wc, output: os.path.dirname(output[0]),
+        log:
+            log_path("seismic", "benchmark", "{cube}.log"),
+        threads: 1
+        resources:
+            mem_mb=3000,
+            runtime=120,
+            gpu=uses_gpu(),
+        conda:
+            ENV
+        shell:
+            "medsci sample seismic --config {input.cfg} --checkpoint {params.model} --data {params.data} "
+            "--cubes {wildcards.cube} --masks {params.masks} --benchmark --out {params.out} --threads {threads} "
+            "> {log} 2>&1"
+
+
+    rule seismic_evaluate:
+        """Model (with / without input guidance), linear interpolation and POCS side by side on held-out cubes."""
+        input:
+            cubes=[SEIS_FILES[c] for c in SEIS_HELDOUT],
+            timings=expand(str(SEIS_RECON / "{cube}" / "{cube}-timing.json"), cube=SEIS_HELDOUT),
+            benchmark=expand(str(SEIS_BENCH / "{cube}-benchmark.json"), cube=SEIS_BENCH_CUBES),
+            masks=expand(str(SEIS_MASKS / "{cube}-{pattern}.npy"), cube=SEIS_HELDOUT, pattern=SEIS_PATTERNS),
+            cfg=RESOLVED_CONFIG,
+        output:
+            **seismic_evaluation_outputs(),
+        params:
+            data=lambda wc, input: os.path.dirname(input.cubes[0]),
+            heldout=" ".join(SEIS_HELDOUT),
+            train=" ".join(SEIS_TRAIN),
+            masks=lambda wc, input: os.path.dirname(input.masks[0]),
+            samples=lambda wc, input: os.path.dirname(os.path.dirname(input.timings[0])),
+            out=parent("summary"),
+        log:
+            log_path("seismic", "evaluate.log"),
+        threads: 1
+        resources:
+            mem_mb=3000,
+            runtime=30,
+        conda:
+            ENV
+        shell:
+            "medsci evaluate seismic --config {input.cfg} --data {params.data} --cubes {params.heldout} "
+            "--train-cubes {params.train} --masks {params.masks} --samples {params.samples} "
+            "--benchmark {input.benchmark} --out {params.out} > {log} 2>&1"

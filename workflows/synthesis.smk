@@ -95,7 +95,7 @@ rule synthesis_train:
         ENV
     shell:
         "medsci train synthesis --config {input.cfg} --data {params.data} --cases {params.cases} "
-        "--out {params.model} --threads {threads} 2> {log}"
+        "--out {params.model} --threads {threads} --no-progress > {log} 2>&1"
 
 
 rule synthesis_sample:

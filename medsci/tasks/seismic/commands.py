@@ -1,0 +1,303 @@
+"""CLI of the seismic interpolation generator: ``medsci train|sample|evaluate seismic``.
+
+``medsci interpolate`` (medsci/commands/interpolate.py) is the single-survey path for users; these commands
+serve the workflow's held-out evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from medsci.commands.tasks import add_common_args, setup_torch
+from medsci.errors import InputError, MedsciError
+
+GUIDED, UNGUIDED = "model", "model_unguided"
+
+
+def limit_blas_threads() -> None:
+    """One OpenBLAS thread unless the user chose otherwise; call before numpy/scipy are imported.
+
+    scipy's Delaunay triangulation (linear-interpolation baseline and first guess) calls OpenBLAS, whose
+    worker threads busy-wait: on a 2-core machine shared with another job one small call took ~1-4 s
+    instead of ~3 ms. torch (MKL, its own thread pool) is not affected.
+    """
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+def _cube_paths(data: str, cube_ids: list[str]) -> list[Path]:
+    from medsci.tasks.seismic.data import cube_files
+
+    files = cube_files(data)
+    missing = [c for c in cube_ids if c not in files]
+    if missing:
+        raise InputError(f"no cube file for {missing}", data)
+    return [files[c] for c in cube_ids]
+
+
+def mask_file(folder: str | Path, cube_id: str, pattern: str) -> Path:
+    return Path(folder) / f"{cube_id}-{pattern}.npy"
+
+
+def sample_file(folder: str | Path, cube_id: str, pattern: str, method: str) -> Path:
+    return Path(folder) / cube_id / f"{cube_id}-{pattern}-{method}.npy"
+
+
+def load_mask(path: str | Path, cube_shape) -> "np.ndarray":  # noqa: F821
+    """A per-trace mask from ``.npy``: (n_il, n_xl), bool or 0/1; checked against the cube."""
+    import numpy as np
+
+    from medsci.tasks.seismic.masks import check_mask
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("mask file not found", path)
+    if path.suffix.lower() != ".npy":
+        raise InputError("mask must be a .npy array of shape (n_il, n_xl), 1 = observed trace", path)
+    try:
+        mask = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise InputError(f"not a readable .npy array ({str(err).splitlines()[0] if str(err) else err})",
+                         path) from None
+    if not (mask.dtype == bool or np.issubdtype(mask.dtype, np.number)):
+        raise InputError(f"mask dtype {mask.dtype} is not boolean or numeric", path)
+    return check_mask(mask, cube_shape, path)
+
+
+def _save_npy(path: Path, array) -> None:
+    import numpy as np
+
+    from medsci.io.atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array, allow_pickle=False)
+
+
+# ---------------------------------------------------------------------------------------------- train
+def register_train(tasks) -> None:
+    p = tasks.add_parser("seismic", help="train the seismic trace-interpolation model")
+    add_common_args(p)
+    p.add_argument("--data", required=True, help="folder of complete cubes (.segy/.sgy/.npy)")
+    p.add_argument("--cubes", nargs="+", required=True, help="training cube ids (file stems)")
+    p.add_argument("--out", required=True, help="checkpoint folder (resumed if it holds a checkpoint)")
+    p.set_defaults(handler=run_train)
+
+
+def run_train(args) -> int:
+    limit_blas_threads()
+    from medsci.config import load_config
+    from medsci.tasks.seismic.pipeline import train_seismic
+
+    config = load_config(args.config)
+    device = setup_torch(args, config)
+    out = train_seismic(config.seismic, _cube_paths(args.data, args.cubes), args.out, device,
+                        progress=not args.no_progress)
+    print(f"checkpoint: {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- sample
+def register_sample(tasks) -> None:
+    p = tasks.add_parser(
+        "seismic",
+        help="held-out masks and reconstructions of seismic cubes",
+        description="Three modes for the held-out evaluation: --make-masks writes <cube>-<pattern>.npy for "
+                    "every evaluation pattern of the config; with --checkpoint, each --cube is reconstructed "
+                    "for every pattern, with and without input guidance; --benchmark instead runs the "
+                    "config's [steps, jumps] list on the `random` pattern and writes <cube>-benchmark.json. "
+                    "For a single survey use `medsci interpolate`.",
+    )
+    add_common_args(p)
+    p.add_argument("--data", required=True, help="folder of complete cubes")
+    p.add_argument("--cubes", nargs="+", required=True, help="cube ids")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--make-masks", action="store_true", help="only write the held-out masks")
+    p.add_argument("--masks", help="folder of masks written by --make-masks")
+    p.add_argument("--checkpoint", help="trained model folder")
+    p.add_argument("--benchmark", action="store_true", help="network evaluations / time / SNR benchmark")
+    p.add_argument("--steps", type=int, help="DDIM steps (default: config)")
+    p.add_argument("--seed", type=int)
+    p.set_defaults(handler=run_sample)
+
+
+def run_sample(args) -> int:
+    limit_blas_threads()
+    from medsci.config import load_config
+
+    config = load_config(args.config)
+    cfg = config.seismic
+    paths = _cube_paths(args.data, args.cubes)
+    if args.make_masks:
+        return _make_masks(cfg, args.cubes, paths, args.out)
+    if not (args.checkpoint and args.masks):
+        raise MedsciError("give --make-masks, or --checkpoint and --masks")
+    from medsci.tasks.seismic.pipeline import load_model, sampler_for
+
+    device = setup_torch(args, config)
+    loaded = load_model(args.checkpoint, device, use_ema=cfg.sample.use_ema)
+    sampler = sampler_for(loaded, cfg.sample, args.steps, args.seed)
+    for cube_id, path in zip(args.cubes, paths):
+        if args.benchmark:
+            _benchmark(cfg, loaded, sampler, cube_id, path, args.masks, args.out)
+        else:
+            _reconstruct_cube(cfg, loaded, sampler, cube_id, path, args.masks, args.out)
+    return 0
+
+
+def _make_masks(cfg, cube_ids, paths, out) -> int:
+    from medsci.tasks.seismic.data import evaluation_mask, load_cube
+
+    for cube_id, path in zip(cube_ids, paths):
+        shape = load_cube(path, cfg.data).shape
+        for pattern, params in cfg.evaluation.patterns.items():
+            mask = evaluation_mask(cube_id, shape, pattern, params, cfg.evaluation.mask_seed)
+            _save_npy(mask_file(out, cube_id, pattern), mask)
+            print(f"{cube_id} {pattern}: {int((~mask).sum())} of {mask.size} traces missing")
+    return 0
+
+
+def _observed(cfg, cube_id, path, masks, pattern):
+    import numpy as np
+
+    from medsci.tasks.seismic.data import load_cube
+
+    truth = load_cube(path, cfg.data).data
+    mask = load_mask(mask_file(masks, cube_id, pattern), truth.shape)
+    return truth, np.where(mask[..., None], truth, np.float32(0)), mask
+
+
+def _timing(rec) -> dict:
+    return {"seconds": round(rec.seconds, 3), "network_evaluations": rec.network_evaluations,
+            "windows": rec.windows, "window_evaluations": rec.window_evaluations,
+            "empty_windows": rec.empty_windows, "scale": rec.scale, "input_guidance": rec.input_guidance,
+            "resample_jumps": rec.resample_jumps}
+
+
+def _reconstruct_cube(cfg, loaded, sampler, cube_id, path, masks, out) -> None:
+    from dataclasses import replace
+
+    from medsci.io.atomic import safe_join, write_json_atomic
+    from medsci.tasks.seismic.pipeline import reconstruct
+
+    modes = {GUIDED: cfg.inference}
+    if cfg.evaluation.unguided:
+        modes[UNGUIDED] = replace(cfg.inference, input_guidance=False, resample_jumps=0)
+    timings: dict = {}
+    for pattern in cfg.evaluation.patterns:
+        _, observed, mask = _observed(cfg, cube_id, path, masks, pattern)
+        for method, inference in modes.items():
+            rec = reconstruct(loaded, observed, mask, sampler, inference, source=path)
+            _save_npy(safe_join(out, str(sample_file("", cube_id, pattern, method))), rec.data)
+            timings.setdefault(pattern, {})[method] = _timing(rec)
+            print(f"{cube_id} {pattern} {method}: {rec.network_evaluations} network evaluations x "
+                  f"{rec.windows} windows, {rec.seconds:.1f} s")
+    write_json_atomic(safe_join(out, f"{cube_id}/{cube_id}-timing.json"),
+                      {"cube": cube_id, "device": str(loaded.device), "sampler": sampler.to_dict(),
+                       "inference": cfg.inference.to_dict(), "reconstructions": timings})
+
+
+def _benchmark(cfg, loaded, sampler, cube_id, path, masks, out) -> None:
+    from dataclasses import replace
+
+    from medsci.evaluation.metrics import snr_db
+    from medsci.io.atomic import safe_join, write_json_atomic
+    from medsci.tasks.seismic.pipeline import reconstruct, sampler_for
+
+    import numpy as np
+
+    pattern = "random" if "random" in cfg.evaluation.patterns else next(iter(cfg.evaluation.patterns))
+    truth, observed, mask = _observed(cfg, cube_id, path, masks, pattern)
+    missing = np.broadcast_to(~mask[..., None], truth.shape)
+    rows = []
+    for steps, jumps in cfg.evaluation.benchmark:
+        run_sampler = sampler_for(loaded, replace(sampler, sampler="ddim"), steps)
+        inference = replace(cfg.inference, input_guidance=True, resample_jumps=jumps)
+        rec = reconstruct(loaded, observed, mask, run_sampler, inference, source=path)
+        row = {"cube": cube_id, "pattern": pattern, "sampler": "ddim", "steps": steps, "resample_jumps": jumps,
+               "snr_missing": snr_db(rec.data, truth, missing), **_timing(rec), "device": str(loaded.device)}
+        rows.append(row)
+        print(f"{cube_id} {steps} steps x {jumps + 1}: {rec.network_evaluations} network evaluations, "
+              f"SNR missing {row['snr_missing']:.2f} dB, {rec.seconds:.1f} s")
+    write_json_atomic(safe_join(out, f"{cube_id}-benchmark.json"), rows)
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+def register_evaluate(tasks) -> None:
+    p = tasks.add_parser("seismic", help="score held-out reconstructions beside linear interpolation and POCS")
+    p.add_argument("--config", required=True, help="medsci config YAML")
+    p.add_argument("--data", required=True, help="folder of complete cubes (the truth)")
+    p.add_argument("--cubes", nargs="+", required=True, help="held-out cube ids")
+    p.add_argument("--train-cubes", nargs="*", default=[], help="training cube ids (refused if they overlap)")
+    p.add_argument("--masks", required=True, help="folder written by `medsci sample seismic --make-masks`")
+    p.add_argument("--samples", required=True, help="folder written by `medsci sample seismic --checkpoint`")
+    p.add_argument("--benchmark", nargs="*", default=[], help="<cube>-benchmark.json files")
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=run_evaluate)
+
+
+def run_evaluate(args) -> int:
+    limit_blas_threads()
+    import numpy as np
+
+    from medsci.config import load_config
+    from medsci.io.atomic import write_json_atomic, write_text_atomic
+    from medsci.tasks.seismic import evaluation as ev
+
+    overlap = set(args.train_cubes) & set(args.cubes)
+    if overlap:
+        raise MedsciError(f"held-out cubes also in training: {sorted(overlap)}")
+    cfg = load_config(args.config).seismic
+    out = Path(args.out)
+    methods = [GUIDED, UNGUIDED] if cfg.evaluation.unguided else [GUIDED]
+    rows, timings = [], []
+    for cube_id, path in zip(args.cubes, _cube_paths(args.data, args.cubes)):
+        timing_file = Path(args.samples) / cube_id / f"{cube_id}-timing.json"
+        if not timing_file.is_file():
+            raise MedsciError("missing reconstructions (run `medsci sample seismic` first)", timing_file)
+        timings.append(json.loads(timing_file.read_text()))
+        for pattern in cfg.evaluation.patterns:
+            truth, observed, mask = _observed(cfg, cube_id, path, args.masks, pattern)
+            preds = {}
+            for method in methods:
+                f = sample_file(args.samples, cube_id, pattern, method)
+                if not f.is_file():
+                    raise MedsciError("missing reconstruction", f)
+                preds[method] = np.load(f, allow_pickle=False)
+                if preds[method].shape != truth.shape:
+                    raise InputError(f"reconstruction shape {preds[method].shape} != cube {truth.shape}", f)
+            preds.update(ev.baseline_predictions(observed, mask, cfg.evaluation.pocs_iterations))
+            rows += ev.cube_rows(cube_id, pattern, truth, mask, preds)
+            ev.save_sections(out / "sections" / f"{cube_id}-{pattern}.png", cube_id, pattern, observed, truth,
+                             preds[GUIDED], mask, preds["linear"])
+    summary = {"cubes": args.cubes, "training_cubes": args.train_cubes,
+               "patterns": cfg.evaluation.patterns, "metrics": ev.summarize(rows)}
+    # Seconds and network evaluations per cube, per reconstruction mode.
+    per_mode: dict = {}
+    for tm in timings:
+        for pattern_timings in tm["reconstructions"].values():
+            for method, t in pattern_timings.items():
+                per_mode.setdefault(method, []).append(t)
+    summary["sampling"] = {
+        method: {"seconds_per_cube": float(np.mean([t["seconds"] for t in ts])),
+                 "network_evaluations_per_window": float(np.mean([t["network_evaluations"] for t in ts])),
+                 "windows_per_cube": float(np.mean([t["windows"] for t in ts])),
+                 "empty_windows": int(sum(t["empty_windows"] for t in ts))}
+        for method, ts in per_mode.items()}
+    if timings:
+        summary["sampling"]["device"] = timings[0]["device"]
+        summary["sampling"]["sampler"] = timings[0]["sampler"]
+    bench = [row for f in args.benchmark for row in json.loads(Path(f).read_text())]
+    text = f"# Seismic trace interpolation, held-out cubes ({len(args.cubes)})\n\n{ev.markdown_table(summary['metrics'])}\n"
+    if bench:
+        summary["benchmark"] = bench
+        random = summary["metrics"].get(bench[0]["pattern"], {})
+        baselines = {f"{m} (held-out mean)": random[m]["snr_missing"]["mean"] for m in ("linear", "pocs")
+                     if m in random and random[m]["snr_missing"]["mean"] is not None}
+        ev.save_benchmark(out / "benchmark.png", bench, baselines)
+        text += f"\n## Sampling benchmark (pattern {bench[0]['pattern']})\n\n{ev.benchmark_table(bench)}\n"
+    ev.write_rows_csv(out / "metrics.csv", rows)
+    write_json_atomic(out / "summary.json", summary)
+    write_text_atomic(out / "summary.md", text)
+    print(text)
+    return 0

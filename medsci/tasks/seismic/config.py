@@ -1,0 +1,138 @@
+"""Settings of the seismic trace-interpolation generator (the ``seismic:`` section of a medsci config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from medsci.config_section import ConfigSection
+from medsci.diffusion.config import SamplerConfig, ScheduleConfig, TrainConfig, UNetConfig
+from medsci.errors import ConfigError
+from medsci.tasks.seismic.masks import PATTERNS
+
+
+@dataclass
+class SeismicDemoConfig(ConfigSection):
+    cubes: int = 10
+    seed: int = 0
+    shape: tuple[int, int, int] = (32, 32, 64)  # (inline, crossline, time)
+
+    def __post_init__(self):
+        if self.cubes < 2:
+            raise ConfigError("seismic.data.demo.cubes must be >= 2 (training + held-out)")
+
+
+@dataclass
+class SeismicDataConfig(ConfigSection):
+    # Either a folder of complete post-stack cubes (*.segy, *.sgy, *.npy) or generated demo cubes.
+    raw_dir: str | None = None
+    demo: SeismicDemoConfig = field(default_factory=SeismicDemoConfig)
+    heldout: int = 2  # the last N cubes (sorted by id) are never trained on
+    iline_byte: int = 189
+    xline_byte: int = 193
+
+
+@dataclass
+class SeismicModelConfig(ConfigSection):
+    unet: UNetConfig = field(default_factory=lambda: UNetConfig(channels=(16, 32, 64)))
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    patch: tuple[int, int, int] = (16, 16, 64)  # (il, xl, t) training patch = sliding window at inference
+    scale_percentile: float = 99.0  # robust amplitude scale: this percentile of |observed samples| ...
+    scale_value: float = 2.5  # ... becomes this value in model space (about unit variance for seismic)
+    # Training masks: probability of each pattern (drawn per patch), and the missing ratio range of `random`.
+    mask_weights: dict = field(default_factory=lambda: {"random": 0.7, "block": 0.15, "decimate": 0.15})
+    random_ratio: tuple[float, float] = (0.3, 0.7)
+    observed_loss_weight: float = 0.1  # loss weight of observed traces (missing traces weigh 1)
+    condition: str = "zeros"  # zeros: observation + mask; linear / pocs: + that method's first guess
+    residual: bool = False  # diffuse cube - first guess (needs condition linear or pocs) instead of the cube
+    augment: bool = True  # random il/xl flips and il<->xl transposes
+
+    def __post_init__(self):
+        if len(self.patch) != 3 or min(self.patch) < 1:
+            raise ConfigError(f"seismic.model.patch must be three positive sizes, got {self.patch}")
+        f = self.unet.downsampling_factor
+        if any(p % f for p in self.patch):
+            raise ConfigError(f"seismic.model.patch {tuple(self.patch)} must be divisible by {f} (UNet levels)")
+        if not 50.0 <= self.scale_percentile <= 100.0:
+            raise ConfigError("seismic.model.scale_percentile must be in [50, 100]")
+        if not self.scale_value > 0:
+            raise ConfigError("seismic.model.scale_value must be > 0")
+        bad = sorted(set(self.mask_weights) - set(PATTERNS))
+        if bad or not self.mask_weights or any(float(w) < 0 for w in self.mask_weights.values()) \
+                or sum(float(w) for w in self.mask_weights.values()) <= 0:
+            raise ConfigError(f"seismic.model.mask_weights needs non-negative weights for {PATTERNS}, "
+                              f"got {self.mask_weights}")
+        lo, hi = self.random_ratio
+        if not 0.0 < lo <= hi < 1.0:
+            raise ConfigError("seismic.model.random_ratio must satisfy 0 < low <= high < 1")
+        if self.condition not in ("zeros", "linear", "pocs"):
+            raise ConfigError(f"seismic.model.condition must be zeros, linear or pocs, got {self.condition!r}")
+        if self.residual and self.condition == "zeros":
+            raise ConfigError("seismic.model.residual needs a first guess: condition linear or pocs")
+        if self.observed_loss_weight < 0:
+            raise ConfigError("seismic.model.observed_loss_weight must be >= 0")
+
+
+@dataclass
+class SeismicInferenceConfig(ConfigSection):
+    input_guidance: bool = True  # replace observed traces by the noised observation at every step
+    resample_jumps: int = 0  # RePaint resampling jumps per step (network calls x (1 + jumps))
+    overlap: float = 0.5  # sliding-window overlap along every axis
+    sw_batch_size: int = 8  # windows per sampler call
+    sigma_scale: float = 0.125  # Gaussian blending window (MONAI's default)
+
+    def __post_init__(self):
+        if self.resample_jumps < 0:
+            raise ConfigError("seismic.inference.resample_jumps must be >= 0")
+        if not 0.0 <= self.overlap < 1.0:
+            raise ConfigError("seismic.inference.overlap must be in [0, 1)")
+        if self.sw_batch_size < 1:
+            raise ConfigError("seismic.inference.sw_batch_size must be >= 1")
+
+
+@dataclass
+class SeismicEvalConfig(ConfigSection):
+    # Held-out masks: pattern -> keyword arguments of medsci.tasks.seismic.masks.make_mask.
+    patterns: dict = field(default_factory=lambda: {"random": {"ratio_missing": 0.5}, "block": {},
+                                                    "decimate": {"factor": 2}})
+    mask_seed: int = 0
+    unguided: bool = True  # also reconstruct without input guidance (same table)
+    pocs_iterations: int = 50
+    # Sampling benchmark on the first benchmark_cubes held-out cubes, `random` pattern: [steps, jumps] pairs.
+    benchmark: tuple = ((25, 0), (25, 2), (100, 0), (250, 0))
+    benchmark_cubes: int = 1
+
+    def __post_init__(self):
+        bad = sorted(set(self.patterns) - set(PATTERNS))
+        if bad or not self.patterns:
+            raise ConfigError(f"seismic.evaluation.patterns must be a non-empty subset of {PATTERNS}, got {bad}")
+        for name, params in self.patterns.items():
+            if params is not None and not isinstance(params, dict):
+                raise ConfigError(f"seismic.evaluation.patterns.{name} must be a mapping of mask parameters")
+        self.patterns = {k: dict(v or {}) for k, v in self.patterns.items()}
+        pairs = []
+        for item in self.benchmark:
+            if not isinstance(item, (list, tuple)) or len(item) != 2 or int(item[0]) < 1 or int(item[1]) < 0:
+                raise ConfigError(f"seismic.evaluation.benchmark entries are [steps, jumps], got {item!r}")
+            pairs.append((int(item[0]), int(item[1])))
+        self.benchmark = tuple(pairs)
+        if self.pocs_iterations < 1 or self.benchmark_cubes < 0:
+            raise ConfigError("seismic.evaluation.pocs_iterations must be >= 1 and benchmark_cubes >= 0")
+
+    def to_dict(self):
+        out = super().to_dict()
+        out["benchmark"] = [list(p) for p in self.benchmark]  # plain lists: YAML/JSON round trip
+        return out
+
+
+@dataclass
+class SeismicConfig(ConfigSection):
+    enabled: bool = True
+    data: SeismicDataConfig = field(default_factory=SeismicDataConfig)
+    model: SeismicModelConfig = field(default_factory=SeismicModelConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=600, batch_size=4, lr=5e-4,
+                                                                   warmup_steps=20, ema_decay=0.995,
+                                                                   checkpoint_every=100))
+    sample: SamplerConfig = field(default_factory=SamplerConfig)
+    inference: SeismicInferenceConfig = field(default_factory=SeismicInferenceConfig)
+    evaluation: SeismicEvalConfig = field(default_factory=SeismicEvalConfig)
+
