@@ -57,6 +57,8 @@ def test_config_defaults_and_validation():
         SeismicConfig.from_dict({"model": {"patch": [10, 16, 64]}})
     with pytest.raises(ConfigError, match="patterns"):
         SeismicConfig.from_dict({"evaluation": {"patterns": {"spiral": {}}}})
+    with pytest.raises(ConfigError, match="first guess"):
+        SeismicConfig.from_dict({"model": {"condition": "zeros", "residual": True}})
 
 
 def test_condition_layout_zeroes_missing_traces():
@@ -105,7 +107,7 @@ def _task(augment: bool, **model) -> SeismicTrainingTask:
 
 
 def test_training_batch_shapes_weights_and_crops():
-    task = _task(augment=False, observed_loss_weight=0.25)
+    task = _task(augment=False, observed_loss_weight=0.25, condition="zeros", residual=False)
     batch = task.batch(torch.Generator().manual_seed(3), 5)
     assert batch.x0.shape == (5, 1, 8, 8, 16) and batch.condition.shape == (5, 2, 8, 8, 16)
     assert batch.loss_weight.shape == (5, 1, 8, 8, 1)
@@ -121,8 +123,20 @@ def test_training_batch_shapes_weights_and_crops():
         assert m.any() and not m.all()  # every mask keeps and loses traces
 
 
+def test_residual_batch_targets_cube_minus_first_guess():
+    task = _task(augment=False)  # default: POCS first guess, residual target
+    batch = task.batch(torch.Generator().manual_seed(4), 3)
+    assert batch.condition.shape == (3, 3, 8, 8, 16)
+    observed = batch.condition[:, 1:2].bool().expand_as(batch.x0)
+    patch = batch.x0 + batch.condition[:, 2:3]  # residual + guess = the clean crop
+    assert torch.equal(batch.condition[:, :1][observed], patch[observed])
+    assert (batch.x0[observed] == 0).all()  # the first guess keeps observed traces exactly
+    for p, m, g in zip(patch[:, 0].numpy(), batch.condition[:, 1, :, :, 0].bool().numpy(), batch.condition[:, 2]):
+        np.testing.assert_allclose(g.numpy(), first_guess(p, m, "pocs"), atol=1e-4)
+
+
 def test_training_batch_deterministic_and_augmented():
-    task = _task(augment=True, condition="linear")
+    task = _task(augment=True, condition="linear", residual=False)
     a = task.batch(torch.Generator().manual_seed(11), 6)
     b = task.batch(torch.Generator().manual_seed(11), 6)
     c = task.batch(torch.Generator().manual_seed(12), 6)
@@ -167,6 +181,8 @@ def test_guided_sampling_keeps_observed_traces_and_is_seeded(tiny_model):
     assert not np.array_equal(other.data[~mask], rec.data[~mask])
     jumps = reconstruct(tiny_model, observed, mask, inference=replace(tiny_model.inference, resample_jumps=2))
     assert jumps.network_evaluations == 6 and np.array_equal(jumps.data[mask], truth[mask])
+    two = reconstruct(tiny_model, observed, mask, replace(tiny_model.sample, n_samples=2))
+    assert two.network_evaluations == 4 and two.window_evaluations == 4 and np.array_equal(two.data[mask], truth[mask])
     free = reconstruct(tiny_model, observed, mask, inference=replace(tiny_model.inference, input_guidance=False))
     assert np.array_equal(free.data[mask], truth[mask]) and not np.array_equal(free.data, rec.data)
 
@@ -185,6 +201,21 @@ def test_sliding_window_on_a_cube_larger_than_the_patch(tiny_model):
     assert np.isfinite(a.data).all()
     # Output amplitudes follow the input's scale (model works on cube / robust scale).
     assert a.scale == pytest.approx(np.percentile(np.abs(truth[mask].astype(np.float64)), 99.0) / 2.5)
+
+
+def test_zero_filled_condition_model_keeps_observed_traces(tmp_path):
+    from medsci.io.segy import write_cube
+    from medsci.tasks.seismic.pipeline import load_model, reconstruct, train_seismic
+
+    cfg = SeismicConfig.from_dict({**TINY, "model": {**TINY["model"], "condition": "zeros", "residual": False},
+                                   "train": {**TINY["train"], "steps": 1}})
+    paths = [write_cube(tmp_path / "c.npy", _cubes(1)[0])]
+    loaded = load_model(train_seismic(cfg, paths, tmp_path / "m", "cpu", progress=False), "cpu")
+    assert loaded.config["model"]["in_channels"] == 3 and not loaded.residual
+    truth = _cubes(1, (9, 8, 16))[0]
+    mask = random_traces(truth.shape, 0.5, np.random.default_rng(3))
+    rec = reconstruct(loaded, np.where(mask[..., None], truth, 0), mask)
+    assert np.array_equal(rec.data[mask], truth[mask]) and rec.windows == 2
 
 
 def test_reconstruct_refuses_bad_masks(tiny_model):

@@ -30,6 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--config", help="medsci config; its seismic sample/inference settings replace the checkpoint's")
     p.add_argument("--steps", type=int, help="DDIM steps (default: the checkpoint's, 25)")
     p.add_argument("--jumps", type=int, help="resampling jumps per step (default: the checkpoint's, 0)")
+    p.add_argument("--n-samples", type=int, help="average this many samples per window (higher SNR, n x time)")
     p.add_argument("--no-guidance", action="store_true", help="condition only, no input guidance")
     p.add_argument("--overlap", type=float, help="sliding-window overlap in [0, 1)")
     p.add_argument("--batch-size", type=int, help="windows per sampler call")
@@ -96,7 +97,7 @@ def run(args) -> int:
     device = args.device or (config.device if config is not None else "auto")
     loaded = load_model(args.checkpoint, device, use_ema=not args.raw_weights)
     base_sampler = config.seismic.sample if config is not None else loaded.sample
-    sampler = sampler_for(loaded, base_sampler, args.steps, args.seed)
+    sampler = sampler_for(loaded, base_sampler, args.steps, args.seed, n_samples=args.n_samples)
     inference = config.seismic.inference if config is not None else loaded.inference
     overrides = {}
     if args.jumps is not None:

@@ -88,8 +88,10 @@ class SeismicTrainingTask:
     Per patch: a cube, an optional il<->xl transpose and il/xl flips (seismic has no preferred lateral
     direction), a crop, and a mask whose pattern is drawn from ``mask_weights``. Masks are drawn on the
     patch grid: ``random`` with a missing ratio in ``random_ratio``, ``block`` with 1 .. half the lines
-    of a random axis, ``decimate`` keeping every 2nd or 3rd line of a random axis. The loss weighs missing
-    traces 1 and observed ones ``observed_loss_weight`` (input guidance overwrites those anyway).
+    of a random axis, ``decimate`` keeping every 2nd or 3rd line of a random axis. The first guess
+    (``condition: linear | pocs``) is computed on the patch; with ``residual`` the target is patch - guess.
+    The loss weighs missing traces 1 and observed ones ``observed_loss_weight`` (input guidance overwrites
+    those anyway).
     All randomness comes from the engine's per-step generator, so batches are reproducible.
     """
 

@@ -1,5 +1,10 @@
 """Train the seismic interpolation model and reconstruct missing traces with it.
 
+Model: a 3D conditional diffusion UNet on (il, xl, t) patches, x0 prediction by default. Condition channels:
+the zero-filled observation and the trace mask, plus (``condition: linear | pocs``) a classical first
+guess; with ``residual: true`` the diffused quantity is cube - first guess, which is exactly zero on the
+observed traces, so an untrained network already returns the first guess and training only adds to it.
+
 Reconstruction of a whole survey: the cube is normalised by its robust scale, cut into overlapping
 windows of the training patch size by MONAI's ``SlidingWindowInferer`` (Gaussian blending), and every batch
 of windows goes through the whole reverse diffusion (``medsci.diffusion.sampling.sample``) with input
@@ -61,7 +66,8 @@ def checkpoint_config(cfg: SeismicConfig) -> dict:
         "condition": cfg.model.condition,
         "residual": cfg.model.residual,
         "condition_channels": list(CONDITIONS[cfg.model.condition]),
-        "domain": "cube * scale_value / percentile(|observed samples|, scale_percentile), axes (il, xl, t)",
+        "domain": ("(cube - first guess if residual else cube) * scale_value / percentile(|observed samples|, "
+                   "scale_percentile), axes (il, xl, t)"),
         # Inference defaults of `medsci interpolate` when no config is given.
         "sample": cfg.sample.to_dict(),
         "inference": cfg.inference.to_dict(),
@@ -127,7 +133,7 @@ def load_model(checkpoint: str | Path, device: str | None = "auto", use_ema: boo
 class Reconstruction:
     data: np.ndarray  # (il, xl, t) float32 amplitudes; observed traces bit-identical to the input
     scale: float  # robust amplitude scale the model worked in
-    network_evaluations: int  # network calls per window (sampler steps x (1 + jumps))
+    network_evaluations: int  # network calls per window (sampler steps x (1 + jumps) x n_samples)
     windows: int  # sliding windows the cube was cut into
     window_evaluations: int  # network evaluations summed over all windows
     empty_windows: int  # windows without a single observed trace (reconstructed unconditionally)
@@ -141,9 +147,9 @@ def reconstruct(loaded: LoadedModel, observed: np.ndarray, mask: np.ndarray, sam
                 progress: bool = False) -> Reconstruction:
     """Fill the missing traces (``mask`` False) of ``observed`` (il, xl, t).
 
-    ``sampler``/``inference`` default to what the checkpoint was trained with. Randomness: window batch
-    ``k`` of the sliding window uses a generator seeded with ``(sampler.seed, k)``, so the same seed and
-    settings give the same bytes.
+    ``sampler``/``inference`` default to what the checkpoint was trained with; ``sampler.n_samples`` > 1
+    averages that many samples per window. Randomness: window batch ``k`` of the sliding window uses
+    generators seeded with ``(sampler.seed, k, sample)``, so the same seed and settings give the same bytes.
     """
     sampler = sampler or loaded.sample
     inference = inference or loaded.inference
@@ -165,19 +171,25 @@ def reconstruct(loaded: LoadedModel, observed: np.ndarray, mask: np.ndarray, sam
     counts = {"calls": 0, "nfe": 0, "windows": 0, "window_nfe": 0, "empty": 0}
 
     def predictor(windows: torch.Tensor) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(sampler.seed * 1_000_003 + counts["calls"])
-        counts["calls"] += 1
         known_mask = windows[:, 1:2]
         counts["empty"] += int((known_mask.flatten(1).amax(1) == 0).sum())
         # Residual models diffuse cube - first guess, which is exactly 0 on observed traces.
         offset = windows[:, 2:3] if loaded.residual else torch.zeros(())
-        result = sample(loaded.model, loaded.schedule, sampler, windows, (windows.shape[0], 1, *windows.shape[2:]),
-                        generator=gen, known=windows[:, :1] - offset if guided else None,
-                        known_mask=known_mask if guided else None, resample_jumps=jumps, device=loaded.device)
-        counts["nfe"] = result.network_evaluations
+        total, nfe = None, 0
+        # n_samples > 1: the mean of several posterior samples, which approaches the MMSE estimate.
+        for k in range(sampler.n_samples):
+            gen = torch.Generator().manual_seed((sampler.seed * 1_000_003 + counts["calls"]) * 101 + k)
+            result = sample(loaded.model, loaded.schedule, sampler, windows,
+                            (windows.shape[0], 1, *windows.shape[2:]), generator=gen,
+                            known=windows[:, :1] - offset if guided else None,
+                            known_mask=known_mask if guided else None, resample_jumps=jumps, device=loaded.device)
+            total = result.sample.float() if total is None else total + result.sample.float()
+            nfe += result.network_evaluations
+        counts["calls"] += 1
+        counts["nfe"] = nfe
         counts["windows"] += windows.shape[0]
-        counts["window_nfe"] += result.network_evaluations * windows.shape[0]
-        return result.sample.float() + offset.to(result.sample.device)
+        counts["window_nfe"] += nfe * windows.shape[0]
+        return total / sampler.n_samples + offset.to(total.device)
 
     inferer = SlidingWindowInferer(roi_size=loaded.patch, sw_batch_size=inference.sw_batch_size,
                                    overlap=inference.overlap, mode="gaussian", sigma_scale=inference.sigma_scale,
@@ -195,15 +207,19 @@ def reconstruct(loaded: LoadedModel, observed: np.ndarray, mask: np.ndarray, sam
 
 
 def sampler_for(loaded: LoadedModel, base: SamplerConfig | None = None, steps: int | None = None,
-                seed: int | None = None, use_ema: bool | None = None) -> SamplerConfig:
-    """The checkpoint's (or ``base``) sampler with command-line overrides; more steps than T use DDPM."""
+                seed: int | None = None, n_samples: int | None = None) -> SamplerConfig:
+    """The checkpoint's (or ``base``) sampler with command-line overrides, checked against the schedule."""
     cfg = base or loaded.sample
     if steps is not None:
         cfg = replace(cfg, steps=steps)
     if seed is not None:
         cfg = replace(cfg, seed=seed)
-    if use_ema is not None:
-        cfg = replace(cfg, use_ema=use_ema)
+    if n_samples is not None:
+        if n_samples < 1:
+            raise ConfigError("--n-samples must be >= 1", "command line")
+        cfg = replace(cfg, n_samples=n_samples)
+    if cfg.steps < 1:
+        raise ConfigError("sampling steps must be >= 1", "command line")
     if cfg.steps > loaded.schedule.num_train_timesteps:
         raise ConfigError(f"{cfg.steps} sampling steps exceed the {loaded.schedule.num_train_timesteps} "
                           "training timesteps")
