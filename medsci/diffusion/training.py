@@ -9,7 +9,6 @@ condition dropout — comes from a generator seeded with ``(seed, s)``, so a run
 from __future__ import annotations
 
 import copy
-import csv
 import io
 import math
 import sys

@@ -242,6 +242,7 @@ def run_evaluate(args) -> int:
 
     from medsci.config import load_config
     from medsci.io.atomic import write_json_atomic, write_text_atomic
+    from medsci.evaluation.tables import write_rows_csv
     from medsci.tasks.seismic import evaluation as ev
 
     overlap = set(args.train_cubes) & set(args.cubes)
@@ -296,7 +297,7 @@ def run_evaluate(args) -> int:
                      if m in random and random[m]["snr_missing"]["mean"] is not None}
         ev.save_benchmark(out / "benchmark.png", bench, baselines)
         text += f"\n## Sampling benchmark (pattern {bench[0]['pattern']})\n\n{ev.benchmark_table(bench)}\n"
-    ev.write_rows_csv(out / "metrics.csv", rows)
+    write_rows_csv(out / "metrics.csv", rows)
     write_json_atomic(out / "summary.json", summary)
     write_text_atomic(out / "summary.md", text)
     print(text)

@@ -7,8 +7,6 @@ whole cube and over the missing traces only, and the mean 2D SSIM of inline and 
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -16,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from medsci.evaluation.metrics import section_ssim, snr_db
-from medsci.io.atomic import atomic_path, write_text_atomic
+from medsci.evaluation.tables import metric_stats
+from medsci.io.atomic import atomic_path
 from medsci.tasks.seismic.baselines import linear_interpolation, pocs_interpolation
 
 METHODS = ("model", "model_unguided", "linear", "pocs")
@@ -62,23 +61,8 @@ def summarize(rows: list[dict]) -> dict:
         groups[(r["pattern"], r["method"])].append(r)
     out: dict = {}
     for (pattern, method), items in groups.items():
-        entry = {}
-        for metric in METRICS:
-            vals = np.array([it[metric] for it in items], dtype=np.float64)
-            vals = vals[np.isfinite(vals)]
-            entry[metric] = {"mean": float(vals.mean()) if vals.size else None,
-                             "std": float(vals.std()) if vals.size else None, "n": int(vals.size)}
-        out.setdefault(pattern, {})[method] = entry
+        out.setdefault(pattern, {})[method] = metric_stats(items, METRICS)
     return out
-
-
-def write_rows_csv(path: str | Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
 
 
 def _fmt(entry: dict | None, metric: str, digits: int) -> str:

@@ -209,6 +209,7 @@ def run_evaluate(args) -> int:
 
     from medsci.io.atomic import write_json_atomic, write_text_atomic
     from medsci.io.cases import MODALITIES
+    from medsci.evaluation.tables import write_rows_csv
     from medsci.tasks.synthesis import evaluation as ev
     from medsci.tasks.synthesis.baselines import LinearRegressionBaseline
     from medsci.tasks.synthesis.data import load_case, load_training_cases
@@ -250,7 +251,7 @@ def run_evaluate(args) -> int:
         summary["sampling"] = {"network_evaluations_per_volume": float(np.mean(nfe)),
                                "seconds_per_volume": float(np.mean(secs)), "device": timings[0]["device"],
                                "sampler": timings[0]["sampler"]}
-    ev.write_rows_csv(out / "metrics.csv", rows)
+    write_rows_csv(out / "metrics.csv", rows)
     write_json_atomic(out / "summary.json", summary)
     table = ev.markdown_table(summary["metrics"], "brain")
     write_text_atomic(out / "summary.md", f"# MRI synthesis, held-out cases ({len(args.cases)})\n\n{table}\n")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from medsci.evaluation.metrics import image_metrics
-from medsci.evaluation.tables import metric_stats, write_rows_csv  # noqa: F401  (re-exported for the CLI)
+from medsci.evaluation.tables import metric_stats
 from medsci.io.atomic import atomic_path
 from medsci.io.cases import MODALITIES
 from medsci.tasks.synthesis.baselines import LinearRegressionBaseline, mean_of_available
