@@ -50,15 +50,19 @@ def save_checkpoint(folder: str | Path, config: dict[str, Any], model: torch.nn.
     return folder
 
 
-def read_checkpoint_config(folder: str | Path) -> dict[str, Any]:
+def read_checkpoint_config(folder: str | Path, task: str | None = None) -> dict[str, Any]:
+    """The checkpoint's config.json; with ``task``, refuse a checkpoint trained for another generator."""
     folder = Path(folder)
     path = folder / CONFIG_FILE
     if not path.is_file():
         raise ConfigError(f"not a medsci checkpoint folder (no {CONFIG_FILE})", folder)
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"unreadable checkpoint config: {err.msg if hasattr(err, 'msg') else err}", path) from None
+    if task is not None and config.get("task") != task:
+        raise ConfigError(f"checkpoint is for task {config.get('task')!r}, not {task!r}", folder)
+    return config
 
 
 def load_weights(folder: str | Path, model: torch.nn.Module, use_ema: bool = True) -> torch.nn.Module:

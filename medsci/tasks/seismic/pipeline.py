@@ -106,9 +106,7 @@ class LoadedModel:
 
 
 def load_model(checkpoint: str | Path, device: str | None = "auto", use_ema: bool = True) -> LoadedModel:
-    ckcfg = read_checkpoint_config(checkpoint)
-    if ckcfg.get("task") != TASK:
-        raise ConfigError(f"checkpoint is for task {ckcfg.get('task')!r}, not {TASK!r}", checkpoint)
+    ckcfg = read_checkpoint_config(checkpoint, TASK)
     try:
         model = build_model(ckcfg["model"])
         schedule = ScheduleConfig.from_dict(ckcfg["schedule"], "schedule")
