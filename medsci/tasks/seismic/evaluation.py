@@ -156,7 +156,8 @@ def save_benchmark(path: str | Path, rows: list[dict], baselines: dict[str, floa
         secs = [np.mean([r["seconds"] for r in items if r["network_evaluations"] == n]) for n in nfes]
         ax.plot(nfes, snr, "o-", label=f"DDIM, {jumps} resampling jumps")
         for n, s, t in zip(nfes, snr, secs):
-            ax.annotate(f"{t:.0f} s", (n, s), textcoords="offset points", xytext=(4, -10), fontsize=7)
+            ax.annotate(f"{t:.1f} s" if t < 10 else f"{t:.0f} s", (n, s), textcoords="offset points",
+                        xytext=(4, -10), fontsize=7)
     for i, (name, value) in enumerate(sorted((baselines or {}).items())):
         ax.axhline(value, color=f"C{len(by_jumps) + i}", ls="--", lw=1, label=name)
     ax.axvline(250, color="grey", ls=":", lw=1, label="250 evaluations (budget)")
