@@ -115,6 +115,7 @@ def bench_synthesis_item(preset: str, device=None, steps: int = 3, sample_steps:
 
 def _run_child(fn_name: str, kwargs: dict, queue) -> None:
     try:
+        _load_generator_items()  # a spawned child starts with only the built-in items
         fn = ITEMS[fn_name][0]
         result = fn(**kwargs)
         result.setdefault("peak_rss_mb", _peak_rss_mb())
@@ -129,6 +130,13 @@ ITEMS: dict[str, tuple[Callable, dict]] = {
     "synthesis-demo": (bench_synthesis_item, {"preset": "demo"}),
     "synthesis-brats": (bench_synthesis_item, {"preset": "brats", "steps": 1, "sample_steps": 1}),
 }
+
+
+def _load_generator_items() -> None:
+    try:
+        import medsci.tasks.seismic.pipeline  # noqa: F401  (registers "seismic")
+    except ImportError:
+        pass
 
 
 def register_item(name: str, fn: Callable, kwargs: dict | None = None) -> None:

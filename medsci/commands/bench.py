@@ -26,10 +26,7 @@ def run(args) -> int:
     from medsci.errors import MedsciError
     from medsci.io.atomic import write_json_atomic
 
-    try:  # generators register their own items on import
-        import medsci.tasks.seismic.pipeline  # noqa: F401
-    except ImportError:
-        pass
+    bench._load_generator_items()
     names = args.items or [n for n in DEFAULT_ITEMS if n in bench.ITEMS]
     if args.full and "synthesis-brats" not in names:
         names.append("synthesis-brats")
