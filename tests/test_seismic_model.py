@@ -123,16 +123,26 @@ def test_training_batch_shapes_weights_and_crops():
         assert m.any() and not m.all()  # every mask keeps and loses traces
 
 
-def test_residual_batch_targets_cube_minus_first_guess():
-    task = _task(augment=False)  # default: POCS first guess, residual target
+def test_residual_batch_targets_cube_minus_a_first_guess_made_on_the_region():
+    task = _task(augment=False, guess_bank=3)  # default: POCS first guess, residual target
+    assert len(task.bank) == 3
+    for region, mask, guess in task.bank:  # each guess is POCS of its whole region (here the whole 12x10 cube)
+        assert region.shape == (12, 10, 24)
+        np.testing.assert_allclose(guess.numpy(), first_guess(region.numpy(), mask, "pocs"), atol=1e-5)
     batch = task.batch(torch.Generator().manual_seed(4), 3)
     assert batch.condition.shape == (3, 3, 8, 8, 16)
     observed = batch.condition[:, 1:2].bool().expand_as(batch.x0)
     patch = batch.x0 + batch.condition[:, 2:3]  # residual + guess = the clean crop
     assert torch.equal(batch.condition[:, :1][observed], patch[observed])
     assert (batch.x0[observed] == 0).all()  # the first guess keeps observed traces exactly
-    for p, m, g in zip(patch[:, 0].numpy(), batch.condition[:, 1, :, :, 0].bool().numpy(), batch.condition[:, 2]):
-        np.testing.assert_allclose(g.numpy(), first_guess(p, m, "pocs"), atol=1e-4)
+    cube = task.cubes[0]
+    for p, m, g in zip(patch[:, 0], batch.condition[:, 1, :, :, 0].bool(), batch.condition[:, 2]):
+        i, j, k = np.unravel_index(int(round(float(p[0, 0, 0]))), cube.shape)
+        crop = (slice(i, i + 8), slice(j, j + 8))
+        # The crop's guess and mask are the crop of one bank entry's region guess and mask, not POCS of the crop.
+        assert any(np.array_equal(mask[crop], m.numpy()) and torch.equal(guess[crop + (slice(k, k + 16),)], g)
+                   for _, mask, guess in task.bank)
+        assert not np.allclose(g.numpy(), first_guess(p.numpy(), m.numpy(), "pocs"), atol=1e-3)
 
 
 def test_training_batch_deterministic_and_augmented():

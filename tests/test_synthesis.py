@@ -57,23 +57,41 @@ def test_regression_baseline_recovers_a_linear_relation_and_mean_baseline():
     np.testing.assert_allclose(mean[mask], cases[0].image[:3].mean(0)[mask], atol=1e-6)
 
 
-def test_torch_regression_prior_matches_the_numpy_baseline():
-    from medsci.tasks.synthesis.baselines import regression_prior
+def test_quadratic_prior_recovers_a_nonlinear_relation_the_linear_baseline_misses():
+    rng = np.random.default_rng(3)
+    cases = []
+    for i in range(2):
+        img = rng.uniform(0, 1, (4, 6, 6, 6))
+        img[3] = 0.8 * img[0] * img[2] - 0.3 * img[1] ** 2 + 0.1 * img[1] + 0.2  # FLAIR-like non-linearity
+        cases.append(_case(img, np.ones((6, 6, 6), bool), f"c{i}"))
+    mask = np.ones((6, 6, 6), bool)
+    quad = LinearRegressionBaseline.fit(cases, targets=("t2f",), degree=2)
+    lin = LinearRegressionBaseline.fit(cases, targets=("t2f",))
+    truth = cases[0].image[3]
+    np.testing.assert_allclose(quad.predict(cases[0].image, "t2f", mask), truth, atol=1e-6)
+    assert np.abs(lin.predict(cases[0].image, "t2f", mask) - truth).max() > 0.05
+    # The checkpoint form round-trips, degree included; old linear entries (no degree) still load.
+    again = LinearRegressionBaseline.from_dict(quad.to_dict())
+    assert again.degree == 2 and again.coef == quad.coef
+    assert LinearRegressionBaseline.from_dict({"coef": lin.coef}).degree == 1
 
+
+@pytest.mark.parametrize("degree", [1, 2])
+def test_torch_regression_prior_matches_the_numpy_baseline(degree):
     rng = np.random.default_rng(2)
     cases = [_case(rng.uniform(0, 1, (4, 6, 6, 6)), np.ones((6, 6, 6), bool), f"c{i}") for i in range(2)]
-    reg = LinearRegressionBaseline.fit(cases)
+    reg = LinearRegressionBaseline.fit(cases, degree=degree)
     img = rng.uniform(0, 1, (4, 6, 6, 6)).astype(np.float32)
     mask = np.zeros((6, 6, 6), bool)
     mask[:, 2:] = True
     batch = torch.from_numpy(np.stack([img, img]))
-    prior = regression_prior(batch, torch.tensor([3, 1]), reg.coef_matrix(), torch.from_numpy(mask)[None, None])
+    prior = reg.predict_torch(batch, torch.tensor([3, 1]), torch.from_numpy(mask)[None, None])
     np.testing.assert_allclose(prior[0, 0].numpy(), reg.predict(img, "t2f", mask), atol=1e-5)
     np.testing.assert_allclose(prior[1, 0].numpy(), reg.predict(img, "t1c", mask), atol=1e-5)
     # The target's own slot is never read: changing it leaves the prior unchanged.
     batch[0, 3] = 0
-    assert torch.equal(regression_prior(batch, torch.tensor([3, 1]), reg.coef_matrix(),
-                                        torch.from_numpy(mask)[None, None])[0], prior[0])
+    assert torch.equal(reg.predict_torch(batch, torch.tensor([3, 1]), torch.from_numpy(mask)[None, None])[0],
+                       prior[0])
 
 
 def test_training_batches_zero_the_target_slot_and_are_seeded():

@@ -53,7 +53,10 @@ def test_tiny_preset_runs_end_to_end(tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     run = results / "test"
     summary = json.loads((run / "synthesis" / "evaluation" / "summary.json").read_text())
-    assert set(summary["metrics"]["all"]) == {"model", "regression", "mean"}
+    # The model's own first guess (quadratic regression) is scored as an ablation beside the baselines.
+    assert set(summary["metrics"]["all"]) == {"model", "first_guess", "regression", "mean"}
+    brain = {m: summary["metrics"]["all"][m]["brain"]["mse"]["mean"] for m in ("first_guess", "regression")}
+    assert brain["first_guess"] != brain["regression"]
     assert summary["sampling"]["network_evaluations_per_volume"] == 3 * 2  # 3 DDIM steps x 2 samples
     assert len(summary["steps_curve"]) == 2 + 1  # two step counts + the configured default
     assert (run / "synthesis" / "evaluation" / "steps_curve.png").is_file()

@@ -163,6 +163,7 @@ rule synthesis_evaluate:
         samples=expand(str(SYN_SAMPLES / "{case}" / "{case}-timing.json"), case=SYN_HELDOUT),
         curves=expand(str(SYN_CURVES / "{case}-curve.json"), case=SYN_CURVE_CASES),
         data=expand(str(SYN_PREP / "{case}.npz"), case=SYN_CASES),
+        model=str(SYN_MODEL / "config.json"),
     output:
         summary=report(str(SYN_EVAL / "summary.json"), category="MRI synthesis", subcategory="evaluation"),
         table=report(str(SYN_EVAL / "metrics.csv"), category="MRI synthesis", subcategory="evaluation"),
@@ -179,6 +180,7 @@ rule synthesis_evaluate:
         targets=" ".join(SYN.evaluation.targets),
         data=lambda wc, input: os.path.dirname(input.data[0]),
         samples=lambda wc, input: os.path.dirname(os.path.dirname(input.samples[0])),
+        model=lambda wc, input: os.path.dirname(input.model),
         out=parent("summary"),
     log:
         log_path("synthesis", "evaluate.log"),
@@ -190,5 +192,6 @@ rule synthesis_evaluate:
         ENV
     shell:
         "medsci evaluate synthesis --data {params.data} --train-cases {params.train} --cases {params.heldout} "
+        "--checkpoint {params.model} "
         "--samples {params.samples} --targets {params.targets} --curves {input.curves} --out {params.out} "
         "> {log} 2>&1"

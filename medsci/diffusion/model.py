@@ -60,3 +60,39 @@ def set_inference_steps(scheduler, steps: int, device: torch.device | str | None
     if isinstance(scheduler, DDIMScheduler):
         scheduler.steps_offset = scheduler.num_train_timesteps // steps - 1
     scheduler.set_timesteps(steps, device=device)
+
+
+class WindowedNetwork(torch.nn.Module):
+    """Runs a network on overlapping windows of its input, blended by MONAI's ``SlidingWindowInferer``.
+
+    For networks trained on patches: GroupNorm statistics of a whole volume (much more background) differ
+    from those of a training patch, so calling the network window by window at the training patch size keeps
+    inference in the conditions it was trained in. Drop-in for the sampler's ``model(x, t, class_labels=...)``;
+    every item of a call must share its timestep (true within a sampling step).
+    """
+
+    def __init__(self, model: torch.nn.Module, roi_size: tuple[int, ...], overlap: float = 0.5,
+                 sw_batch_size: int = 8):
+        super().__init__()
+        from monai.inferers import SlidingWindowInferer
+
+        self.model = model
+        self.inferer = SlidingWindowInferer(roi_size=tuple(roi_size), sw_batch_size=sw_batch_size, overlap=overlap,
+                                            mode="gaussian")
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, class_labels: torch.Tensor | None = None):
+        import warnings
+
+        if class_labels is not None and bool((class_labels != class_labels[0]).any()):
+            # Windows of different items share one call: split items with different labels.
+            return torch.cat([self(x[i:i + 1], timesteps[i:i + 1], class_labels[i:i + 1]) for i in range(len(x))])
+
+        def predictor(windows: torch.Tensor) -> torch.Tensor:
+            n = windows.shape[0]
+            labels = None if class_labels is None else class_labels[:1].expand(n)
+            return self.model(windows, timesteps[:1].expand(n), class_labels=labels)
+
+        with warnings.catch_warnings():
+            # MONAI 1.5 indexes with lists of slices, which torch >= 2.8 flags as deprecated on every window.
+            warnings.filterwarnings("ignore", message="Using a non-tuple sequence", category=UserWarning)
+            return self.inferer(x, predictor)

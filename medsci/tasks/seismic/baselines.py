@@ -149,7 +149,8 @@ def pocs_interpolation(observed: np.ndarray, mask: np.ndarray, n_iter: int = 50,
     fractions = (pad_fraction, pad_fraction, pad_fraction / 4.0)
     pads = [_pad_widths(n, fr) for n, fr in zip(observed.shape, fractions)]
     inner = tuple(slice(lo, lo + n) for (lo, _), n in zip(pads, observed.shape))
-    data = np.pad(np.where(mask[..., None], observed, 0.0).astype(np.float64), pads)
+    # float32 FFTs: 2-3x faster than float64, and far below the noise of any seismic data.
+    data = np.pad(np.where(mask[..., None], observed, 0.0).astype(np.float32), pads)
     known = np.pad(np.broadcast_to(mask[..., None], observed.shape), pads)  # margin counts as missing
     shape = data.shape
     fan = _fan(shape, dips)

@@ -214,14 +214,16 @@ def _benchmark(cfg, loaded, sampler, cube_id, path, masks, out) -> None:
     truth, observed, mask = _observed(cfg, cube_id, path, masks, pattern)
     missing = np.broadcast_to(~mask[..., None], truth.shape)
     rows = []
-    for steps, jumps in cfg.evaluation.benchmark:
-        run_sampler = sampler_for(loaded, replace(sampler, sampler="ddim"), steps)
+    for steps, jumps, n_samples in cfg.evaluation.benchmark:
+        run_sampler = sampler_for(loaded, replace(sampler, sampler="ddim"), steps, n_samples=n_samples)
         inference = replace(cfg.inference, input_guidance=True, resample_jumps=jumps)
         rec = reconstruct(loaded, observed, mask, run_sampler, inference, source=path)
         row = {"cube": cube_id, "pattern": pattern, "sampler": "ddim", "steps": steps, "resample_jumps": jumps,
+               "n_samples": n_samples,
                "snr_missing": snr_db(rec.data, truth, missing), **_timing(rec), "device": str(loaded.device)}
         rows.append(row)
-        print(f"{cube_id} {steps} steps x {jumps + 1}: {rec.network_evaluations} network evaluations, "
+        print(f"{cube_id} {steps} steps x {jumps + 1} x {n_samples} samples: {rec.network_evaluations} network "
+              "evaluations, "
               f"SNR missing {row['snr_missing']:.2f} dB, {rec.seconds:.1f} s")
     write_json_atomic(safe_join(out, f"{cube_id}-benchmark.json"), rows)
 

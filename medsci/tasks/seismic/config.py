@@ -47,6 +47,7 @@ class SeismicModelConfig(ConfigSection):
     condition: str = "pocs"  # zeros: observation + mask; linear / pocs: + that method's first guess
     residual: bool = True  # diffuse cube - first guess (needs condition linear or pocs) instead of the cube
     augment: bool = True  # random il/xl flips and il<->xl transposes
+    guess_bank: int = 32  # (region, mask, first guess) triples drawn per training cube before training
 
     def __post_init__(self):
         if len(self.patch) != 3 or min(self.patch) < 1:
@@ -54,6 +55,8 @@ class SeismicModelConfig(ConfigSection):
         f = self.unet.downsampling_factor
         if any(p % f for p in self.patch):
             raise ConfigError(f"seismic.model.patch {tuple(self.patch)} must be divisible by {f} (UNet levels)")
+        if self.guess_bank < 1:
+            raise ConfigError("seismic.model.guess_bank must be >= 1")
         if not 50.0 <= self.scale_percentile <= 100.0:
             raise ConfigError("seismic.model.scale_percentile must be in [50, 100]")
         if not self.scale_value > 0:
@@ -99,7 +102,8 @@ class SeismicEvalConfig(ConfigSection):
     mask_seed: int = 0
     unguided: bool = True  # also reconstruct without input guidance (same table)
     pocs_iterations: int = 50
-    # Sampling benchmark on the first benchmark_cubes held-out cubes, `random` pattern: [steps, jumps] pairs.
+    # Sampling benchmark on the first benchmark_cubes held-out cubes, `random` pattern: [steps, jumps] or
+    # [steps, jumps, samples averaged] (default 1).
     benchmark: tuple = ((25, 0), (25, 2), (100, 0), (250, 0))
     benchmark_cubes: int = 1
 
@@ -113,9 +117,11 @@ class SeismicEvalConfig(ConfigSection):
         self.patterns = {k: dict(v or {}) for k, v in self.patterns.items()}
         pairs = []
         for item in self.benchmark:
-            if not isinstance(item, (list, tuple)) or len(item) != 2 or int(item[0]) < 1 or int(item[1]) < 0:
-                raise ConfigError(f"seismic.evaluation.benchmark entries are [steps, jumps], got {item!r}")
-            pairs.append((int(item[0]), int(item[1])))
+            if (not isinstance(item, (list, tuple)) or len(item) not in (2, 3) or int(item[0]) < 1
+                    or int(item[1]) < 0 or (len(item) == 3 and int(item[2]) < 1)):
+                raise ConfigError(f"seismic.evaluation.benchmark entries are [steps, jumps] or [steps, jumps, "
+                                  f"samples], got {item!r}")
+            pairs.append((int(item[0]), int(item[1]), int(item[2]) if len(item) == 3 else 1))
         self.benchmark = tuple(pairs)
         if self.pocs_iterations < 1 or self.benchmark_cubes < 0:
             raise ConfigError("seismic.evaluation.pocs_iterations must be >= 1 and benchmark_cubes >= 0")

@@ -85,19 +85,24 @@ def _seed_from(generator: torch.Generator) -> int:
 class SeismicTrainingTask:
     """Random patches of the training cubes with random missing-trace masks.
 
-    Per patch: a cube, an optional il<->xl transpose and il/xl flips (seismic has no preferred lateral
-    direction), a crop, and a mask whose pattern is drawn from ``mask_weights``. Masks are drawn on the
-    patch grid: ``random`` with a missing ratio in ``random_ratio``, ``block`` with 1 .. half the lines
-    of a random axis, ``decimate`` keeping every 2nd or 3rd line of a random axis. The first guess
-    (``condition: linear | pocs``) is computed on the patch; with ``residual`` the target is patch - guess.
+    Per patch: a region of a cube up to twice the patch laterally (the whole demo cube), a mask on that region
+    whose pattern is drawn from ``mask_weights`` (``random`` with a missing ratio in ``random_ratio``, ``block``
+    with 1 .. half the lines of a random axis, ``decimate`` keeping every 2nd or 3rd line of a random axis),
+    an optional il<->xl transpose and il/xl flips (seismic has no preferred lateral direction), and a crop.
     The loss weighs missing traces 1 and observed ones ``observed_loss_weight`` (input guidance overwrites
     those anyway).
-    All randomness comes from the engine's per-step generator, so batches are reproducible.
+
+    The first guess (``condition: linear | pocs``; with ``residual`` the target is patch - guess) is made on
+    the region, not on the patch: inference makes it on the whole cube, and a POCS guess made on a small patch
+    is worse, so a network trained on patch guesses over-corrects the better guesses it gets at inference.
+    POCS on a region costs more than a training step, so (region, mask, guess) triples are drawn once, into a
+    bank of ``guess_bank`` per cube; every step then takes a fresh crop, flip and transpose of a bank entry.
+    All randomness comes from the engine's per-step generator and ``seed``, so batches are reproducible.
     """
 
     null_class_label = None
 
-    def __init__(self, cubes: list[TrainingCube], cfg: SeismicModelConfig):
+    def __init__(self, cubes: list[TrainingCube], cfg: SeismicModelConfig, seed: int = 0):
         self.cubes = [torch.from_numpy(np.ascontiguousarray(c.data)) for c in cubes]
         self.patch = tuple(int(p) for p in cfg.patch)
         self.augment = cfg.augment
@@ -108,9 +113,18 @@ class SeismicTrainingTask:
         self.observed_weight = float(cfg.observed_loss_weight)
         self.guess = None if cfg.condition == "zeros" else cfg.condition
         self.residual = cfg.residual
+        self.bank: list[tuple[torch.Tensor, np.ndarray, torch.Tensor]] = []
+        if self.guess is not None:
+            rng = np.random.default_rng([int(seed), 0x5E15])
+            gen = torch.Generator().manual_seed(int(seed))
+            for index in range(len(self.cubes)):
+                for _ in range(cfg.guess_bank):
+                    region = self._region(index, gen)
+                    mask = self.sample_mask(rng, region.shape[:2])
+                    self.bank.append((region, mask, torch.from_numpy(first_guess(region.numpy(), mask, self.guess))))
 
-    def sample_mask(self, rng: np.random.Generator) -> np.ndarray:
-        grid = self.patch[:2]
+    def sample_mask(self, rng: np.random.Generator, grid: tuple[int, int] | None = None) -> np.ndarray:
+        grid = tuple(grid or self.patch[:2])
         pattern = self.patterns[int(rng.choice(len(self.patterns), p=self.pattern_p))]
         if pattern == "random":
             return random_traces(grid, rng.uniform(*self.random_ratio), rng)
@@ -121,33 +135,49 @@ class SeismicTrainingTask:
         factor = int(rng.integers(2, 4))
         return regular_decimation(grid, factor, axis, offset=int(rng.integers(0, min(factor, grid[axis]))))
 
-    def _crop(self, generator: torch.Generator) -> torch.Tensor:
-        cube = self.cubes[int(torch.randint(0, len(self.cubes), (1,), generator=generator))]
-        transpose, flip_il, flip_xl = (torch.rand(3, generator=generator) < 0.5).tolist()
-        p_il, p_xl, p_t = self.patch
-        fits_plain = cube.shape[0] >= p_il and cube.shape[1] >= p_xl
-        fits_transposed = cube.shape[1] >= p_il and cube.shape[0] >= p_xl
-        if (self.augment and transpose and fits_transposed) or not fits_plain:
+    def _region(self, index: int, generator: torch.Generator) -> torch.Tensor:
+        """Up to twice the patch along each axis, at a random place of cube ``index`` (il<->xl transposed
+        when the cube only fits the patch that way)."""
+        cube = self.cubes[index]
+        if not (cube.shape[0] >= self.patch[0] and cube.shape[1] >= self.patch[1]):
             cube = cube.transpose(0, 1)
-        starts = [int(torch.randint(0, n - p + 1, (1,), generator=generator)) for n, p in zip(cube.shape, self.patch)]
-        patch = cube[starts[0]:starts[0] + p_il, starts[1]:starts[1] + p_xl, starts[2]:starts[2] + p_t]
+        size = [min(n, 2 * p) for n, p in zip(cube.shape, self.patch)]
+        starts = [int(torch.randint(0, n - s + 1, (1,), generator=generator)) for n, s in zip(cube.shape, size)]
+        return cube[tuple(slice(a, a + s) for a, s in zip(starts, size))].contiguous()
+
+    def _augment(self, arrays: list[torch.Tensor], generator: torch.Generator) -> list[torch.Tensor]:
+        """The same transpose/flips for a region, its (il, xl) mask and its guess; then the same crop."""
+        transpose, flip_il, flip_xl = (torch.rand(3, generator=generator) < 0.5).tolist()
+        shape = arrays[0].shape
+        if self.augment and transpose and shape[1] >= self.patch[0] and shape[0] >= self.patch[1]:
+            arrays = [a.transpose(0, 1) for a in arrays]
         if self.augment and flip_il:
-            patch = patch.flip(0)
+            arrays = [a.flip(0) for a in arrays]
         if self.augment and flip_xl:
-            patch = patch.flip(1)
-        return patch
+            arrays = [a.flip(1) for a in arrays]
+        shape = arrays[0].shape
+        starts = [int(torch.randint(0, n - p + 1, (1,), generator=generator)) for n, p in zip(shape, self.patch)]
+        crop = tuple(slice(a, a + p) for a, p in zip(starts, self.patch))
+        return [a[crop[: a.ndim]] for a in arrays]
 
     def batch(self, generator: torch.Generator, batch_size: int) -> TrainingBatch:
-        x0 = torch.stack([self._crop(generator) for _ in range(batch_size)]).unsqueeze(1)
         rng = np.random.default_rng(_seed_from(generator))
-        masks = torch.from_numpy(np.stack([self.sample_mask(rng) for _ in range(batch_size)]))
-        mask = masks.view(batch_size, 1, *self.patch[:2], 1)
+        x0s, masks, guesses = [], [], []
+        for _ in range(batch_size):
+            if self.bank:
+                region, mask, guess = self.bank[int(torch.randint(0, len(self.bank), (1,), generator=generator))]
+                patch, mask_t, guess = self._augment([region, torch.from_numpy(mask), guess], generator)
+                guesses.append(guess)
+            else:
+                region = self._region(int(torch.randint(0, len(self.cubes), (1,), generator=generator)), generator)
+                mask = self.sample_mask(rng, region.shape[:2])
+                patch, mask_t = self._augment([region, torch.from_numpy(mask)], generator)
+            x0s.append(patch)
+            masks.append(mask_t)
+        x0 = torch.stack(x0s).unsqueeze(1)
+        mask = torch.stack(masks).view(batch_size, 1, *self.patch[:2], 1)
         weight = torch.where(mask, torch.tensor(self.observed_weight), torch.tensor(1.0))
-        guess = None
-        if self.guess is not None:
-            guess = torch.from_numpy(np.stack([first_guess(p, m, self.guess)
-                                               for p, m in zip(x0[:, 0].numpy(), masks.numpy())]))
-            guess = guess.unsqueeze(1)
+        guess = torch.stack(guesses).unsqueeze(1) if guesses else None
         condition = condition_channels(x0, mask, guess)
         target = x0 - guess if self.residual else x0  # residual: zero on observed traces
         return TrainingBatch(x0=target.contiguous(), condition=condition, loss_weight=weight)

@@ -86,10 +86,11 @@ def markdown_table(summary: dict) -> str:
 
 
 def benchmark_table(rows: list[dict]) -> str:
-    lines = ["| cube | steps | jumps | network evaluations per window | seconds per cube | SNR missing dB |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| cube | steps | jumps | samples | network evaluations per window | seconds per cube | SNR missing dB |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['cube']} | {r['steps']} | {r['resample_jumps']} | {r['network_evaluations']} | "
+        lines.append(f"| {r['cube']} | {r['steps']} | {r['resample_jumps']} | {r.get('n_samples', 1)} | "
+                     f"{r['network_evaluations']} | "
                      f"{r['seconds']:.1f} | {r['snr_missing']:.2f} |")
     return "\n".join(lines)
 
@@ -149,12 +150,13 @@ def save_benchmark(path: str | Path, rows: list[dict], baselines: dict[str, floa
     fig, ax = plt.subplots(figsize=(5.0, 3.4), dpi=100)
     by_jumps: dict[int, list[dict]] = defaultdict(list)
     for r in rows:
-        by_jumps[int(r["resample_jumps"])].append(r)
-    for jumps, items in sorted(by_jumps.items()):
+        by_jumps[(int(r["resample_jumps"]), int(r.get("n_samples", 1)))].append(r)
+    for (jumps, n_samples), items in sorted(by_jumps.items()):
         nfes = sorted({r["network_evaluations"] for r in items})
         snr = [np.mean([r["snr_missing"] for r in items if r["network_evaluations"] == n]) for n in nfes]
         secs = [np.mean([r["seconds"] for r in items if r["network_evaluations"] == n]) for n in nfes]
-        ax.plot(nfes, snr, "o-", label=f"DDIM, {jumps} resampling jumps")
+        label = f"DDIM, {jumps} resampling jumps" + (f", mean of {n_samples} samples" if n_samples > 1 else "")
+        ax.plot(nfes, snr, "o-", label=label)
         for n, s, t in zip(nfes, snr, secs):
             ax.annotate(f"{t:.1f} s" if t < 10 else f"{t:.0f} s", (n, s), textcoords="offset points",
                         xytext=(4, -10), fontsize=7)

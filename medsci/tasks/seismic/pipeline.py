@@ -85,7 +85,7 @@ def train_seismic(cfg: SeismicConfig, cube_paths: list[Path], out_dir: str | Pat
     torch.manual_seed(cfg.train.seed)  # network initialisation
     ckcfg = checkpoint_config(cfg)
     model = build_model(ckcfg["model"])
-    task = SeismicTrainingTask(cubes, cfg.model)
+    task = SeismicTrainingTask(cubes, cfg.model, seed=cfg.train.seed)
     ckcfg["training_cubes"] = [c.cube_id for c in cubes]
     return train(model, task, cfg.model.schedule, cfg.train, out_dir, ckcfg, default_device(device), progress)
 

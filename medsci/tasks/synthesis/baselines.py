@@ -1,11 +1,18 @@
-"""Baselines the synthesis model must beat, evaluated in the same table.
+"""Baselines the synthesis model must beat, evaluated in the same table, and the model's first guess.
 
 - ``mean``: the voxelwise mean of the available (normalised) modalities.
 - ``regression``: per target modality, a voxelwise linear regression (with intercept) from the available
   modalities, fitted by least squares on the brain voxels of the training cases.
+
+The same class with ``degree`` 2 (all products of two available modalities as extra features) is the first
+guess the diffusion model refines (``synthesis.model.prior``). Contrasts relate non-linearly (FLAIR nulls CSF,
+which is dark on T1 and bright on T2), and a per-voxel function of the inputs is cheap to fit exactly, but slow
+for a network to learn from Haar subbands, where a voxelwise product mixes all eight bands.
 """
 
 from __future__ import annotations
+
+from itertools import combinations_with_replacement
 
 import numpy as np
 
@@ -17,14 +24,49 @@ def mean_of_available(image: np.ndarray, available: tuple[str, ...], mask: np.nd
     return np.where(mask, image[idx].mean(axis=0), 0.0).astype(np.float32)
 
 
-class LinearRegressionBaseline:
-    """``coef[target]`` holds weights for the other three modalities (MODALITIES order) and an intercept."""
+def _others(target: str) -> list[int]:
+    t = MODALITIES.index(target)
+    return [i for i in range(len(MODALITIES)) if i != t]
 
-    def __init__(self, coef: dict[str, list[float]]):
+
+def _monomials(n_inputs: int, degree: int) -> list[tuple[int, ...]]:
+    """Exponent-free monomials as index tuples: (0,), (1,), ..., (0, 0), (0, 1), ... up to ``degree``."""
+    return [combo for d in range(1, degree + 1) for combo in combinations_with_replacement(range(n_inputs), d)]
+
+
+def polynomial_features(inputs, degree: int):
+    """``inputs`` (k, ...) numpy or torch -> (n_features, ...): monomials up to ``degree``, then a constant 1."""
+    feats = []
+    for combo in _monomials(len(inputs), degree):
+        f = inputs[combo[0]]
+        for i in combo[1:]:
+            f = f * inputs[i]
+        feats.append(f)
+    ones = inputs[0] * 0 + 1
+    return (np.stack if isinstance(inputs, np.ndarray) else _torch_stack)(feats + [ones])
+
+
+def _torch_stack(items):
+    import torch
+
+    return torch.stack(items)
+
+
+class LinearRegressionBaseline:
+    """Voxelwise polynomial regression of a target from the other three modalities, fitted exactly.
+
+    ``coef[target]`` holds one weight per feature of :func:`polynomial_features` (the other three modalities
+    in MODALITIES order, their products up to ``degree``) and the intercept last; ``degree`` 1 is the linear
+    baseline.
+    """
+
+    def __init__(self, coef: dict[str, list[float]], degree: int = 1):
         self.coef = coef
+        self.degree = int(degree)
 
     @classmethod
-    def fit(cls, cases, targets=MODALITIES, max_voxels: int = 2_000_000, seed: int = 0) -> "LinearRegressionBaseline":
+    def fit(cls, cases, targets=MODALITIES, degree: int = 1, max_voxels: int = 2_000_000,
+            seed: int = 0) -> "LinearRegressionBaseline":
         rng = np.random.default_rng(seed)
         per_case = max(1, max_voxels // max(1, len(cases)))
         rows = []
@@ -36,46 +78,38 @@ class LinearRegressionBaseline:
         data = np.concatenate(rows, axis=1).astype(np.float64)
         coef = {}
         for target in targets:
-            t = MODALITIES.index(target)
-            others = [i for i in range(len(MODALITIES)) if i != t]
-            design = np.concatenate([data[others].T, np.ones((data.shape[1], 1))], axis=1)
-            w, *_ = np.linalg.lstsq(design, data[t], rcond=None)
+            design = polynomial_features(data[_others(target)], degree).T
+            w, *_ = np.linalg.lstsq(design, data[MODALITIES.index(target)], rcond=None)
             coef[target] = w.tolist()
-        return cls(coef)
+        return cls(coef, degree)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LinearRegressionBaseline":
+        return cls(data["coef"], data.get("degree", 1))
 
     def predict(self, image: np.ndarray, target: str, mask: np.ndarray) -> np.ndarray:
-        t = MODALITIES.index(target)
-        others = [i for i in range(len(MODALITIES)) if i != t]
         w = np.asarray(self.coef[target])
-        pred = np.tensordot(w[:-1], image[others], axes=1) + w[-1]
+        pred = np.tensordot(w, polynomial_features(image[_others(target)].astype(np.float64), self.degree), axes=1)
         return np.where(mask, np.clip(pred, 0, 1), 0.0).astype(np.float32)
 
-    def coef_matrix(self) -> np.ndarray:
-        """(4, 4): row t = weights of the four slots (0 for the target's own) + intercept, for target t."""
-        out = np.zeros((len(MODALITIES), len(MODALITIES) + 1))
-        for target, w in self.coef.items():
-            t = MODALITIES.index(target)
-            others = [i for i in range(len(MODALITIES)) if i != t]
-            out[t, others] = w[:-1]
-            out[t, -1] = w[-1]
-        return out
+    def predict_torch(self, images01, targets, mask):
+        """Batch version for training and sampling: ``images01`` (B, 4, *spatial), ``targets`` (B,) slot
+        indices, ``mask`` (B or 1, 1, *spatial) -> (B, 1, *spatial) in [0, 1]. Never reads a target's own slot."""
+        import torch
+
+        out = torch.zeros((images01.shape[0], 1, *images01.shape[2:]), dtype=images01.dtype)
+        for t in torch.unique(targets).tolist():
+            items = (targets == t).nonzero().flatten()
+            target = MODALITIES[t]
+            w = torch.as_tensor(self.coef[target], dtype=torch.float64)
+            x = images01[items][:, _others(target)].to(torch.float64).transpose(0, 1)  # (3, b, *spatial)
+            pred = torch.tensordot(w, polynomial_features(x, self.degree), dims=1)
+            out[items, 0] = pred.to(images01.dtype)
+        return out.clamp(0, 1) * mask.to(images01.dtype)
 
     def to_dict(self) -> dict:
-        return {"kind": "voxelwise_linear_regression", "inputs": "other three modalities + intercept",
+        kind = "voxelwise_linear_regression" if self.degree == 1 else "voxelwise_polynomial_regression"
+        return {"kind": kind, "degree": self.degree,
+                "inputs": "other three modalities (t1n, t1c, t2w, t2f order), their products up to degree, "
+                          "intercept last",
                 "coef": self.coef}
-
-
-def regression_prior(images01, targets, coef_matrix, mask):
-    """Torch version of :meth:`LinearRegressionBaseline.predict` for a batch with per-item targets.
-
-    ``images01`` (B, 4, *spatial), ``targets`` (B,) slot indices, ``coef_matrix`` (4, 5) as from
-    :meth:`LinearRegressionBaseline.coef_matrix`, ``mask`` (B, 1, *spatial) -> (B, 1, *spatial) in [0, 1].
-    """
-    import torch
-
-    w = torch.as_tensor(coef_matrix, dtype=images01.dtype)[targets]  # (B, 5)
-    w_slots = w[:, :-1].clone()
-    w_slots[torch.arange(len(targets)), targets] = 0  # never read the target's own slot
-    shape = (len(targets), -1) + (1,) * (images01.ndim - 2)
-    pred = (images01 * w_slots.view(shape)).sum(1, keepdim=True) + w[:, -1].view(shape)
-    return pred.clamp(0, 1) * mask.to(images01.dtype)

@@ -200,6 +200,7 @@ def register_evaluate(tasks) -> None:
     p.add_argument("--samples", required=True, help="folder written by `medsci sample synthesis --data`")
     p.add_argument("--targets", nargs="+", help="default: all four")
     p.add_argument("--curves", nargs="*", default=[], help="<case>-curve.json files of --steps-curve runs")
+    p.add_argument("--checkpoint", help="model folder: its first guess (prior) is scored too, as an ablation")
     p.add_argument("--out", required=True)
     p.set_defaults(handler=run_evaluate)
 
@@ -221,6 +222,13 @@ def run_evaluate(args) -> int:
     targets = args.targets or list(MODALITIES)
     regression = LinearRegressionBaseline.fit(load_training_cases(args.data, args.train_cases), targets)
     write_json_atomic(out / "regression_baseline.json", regression.to_dict())
+    first_guess = None
+    if args.checkpoint:
+        from medsci.diffusion.checkpoint import read_checkpoint_config
+        from medsci.tasks.synthesis.pipeline import TASK
+
+        prior = read_checkpoint_config(args.checkpoint, TASK).get("prior")
+        first_guess = LinearRegressionBaseline.from_dict(prior) if prior else None
     rows, timings = [], []
     for case_id in args.cases:
         case = load_case(args.data, case_id)
@@ -236,6 +244,9 @@ def run_evaluate(args) -> int:
                 synthesis = z["mean"]
                 std = z["std"] if "std" in z.files else None
             preds = {"model": synthesis, **ev.baseline_predictions(case, target, regression)}
+            if first_guess is not None:
+                # What the diffusion model starts from: shows how much the network itself adds.
+                preds["first_guess"] = first_guess.predict(case.image, target, case.mask)
             rows += ev.case_rows(case, target, preds)
             ev.save_montage(out / "montages" / f"{case_id}-{target}.png", case, target, synthesis, std,
                             preds["regression"])

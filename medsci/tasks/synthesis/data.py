@@ -12,7 +12,7 @@ from medsci.diffusion.training import TrainingBatch
 from medsci.errors import InputError
 from medsci.io.cases import MODALITIES
 from medsci.preprocessing.mri import load_preprocessed
-from medsci.tasks.synthesis.baselines import regression_prior
+from medsci.tasks.synthesis.baselines import LinearRegressionBaseline
 from medsci.tasks.synthesis.conditioning import condition_channels, target_index, to_model_space
 
 
@@ -58,11 +58,11 @@ class SynthesisTrainingTask:
 
     def __init__(self, cases: list[PreparedCase], targets: tuple[str, ...], augment_flip: bool = True,
                  class_conditional: bool = True, patch: tuple[int, int, int] | None = None,
-                 prior_coef: np.ndarray | None = None):
+                 prior: LinearRegressionBaseline | None = None):
         # The brain mask rides along as a fifth channel so crops and flips treat it like the images.
         self.images = torch.from_numpy(np.stack([np.concatenate([c.image, c.mask[None].astype(np.float32)])
                                                  for c in cases]))
-        self.prior_coef = prior_coef
+        self.prior = prior
         self.brain_voxels = [torch.from_numpy(np.argwhere(c.mask)) for c in cases]
         self.targets = torch.tensor([target_index(t) for t in targets])
         self.augment_flip = augment_flip
@@ -95,8 +95,8 @@ class SynthesisTrainingTask:
         available[torch.arange(batch_size), tgt] = 0
         x0 = to_model_space(images[torch.arange(batch_size), tgt].unsqueeze(1))
         prior = None
-        if self.prior_coef is not None:
-            prior = regression_prior(images, tgt, self.prior_coef, mask)
+        if self.prior is not None:
+            prior = self.prior.predict_torch(images, tgt, mask)
             # Diffuse the residual target - prior: an untrained (zero-output) network already gives the prior.
             x0 = x0 - to_model_space(prior)
         return TrainingBatch(x0=x0, condition=condition_channels(images, available, prior),

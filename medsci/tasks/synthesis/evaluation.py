@@ -15,7 +15,7 @@ from medsci.io.cases import MODALITIES
 from medsci.tasks.synthesis.baselines import LinearRegressionBaseline, mean_of_available
 from medsci.tasks.synthesis.data import PreparedCase
 
-METHODS = ("model", "regression", "mean")
+METHODS = ("model", "first_guess", "regression", "mean")
 REGIONS = {"volume": "", "brain": "brain_", "tumour": "tumour_"}
 METRICS = ("ssim", "psnr", "mse", "mae")
 

@@ -12,7 +12,7 @@ import torch
 from medsci.diffusion.checkpoint import load_weights, read_checkpoint_config
 from medsci.diffusion.config import SamplerConfig, ScheduleConfig
 from medsci.diffusion.device import default_device
-from medsci.diffusion.model import model_from_spec
+from medsci.diffusion.model import WindowedNetwork, model_from_spec
 from medsci.diffusion.sampling import sample
 from medsci.diffusion.training import train
 from medsci.errors import ConfigError, InputError
@@ -26,7 +26,7 @@ from medsci.tasks.synthesis.conditioning import (
     to_image_space,
     to_model_space,
 )
-from medsci.tasks.synthesis.baselines import LinearRegressionBaseline, regression_prior
+from medsci.tasks.synthesis.baselines import LinearRegressionBaseline
 from medsci.tasks.synthesis.config import SynthesisConfig
 from medsci.tasks.synthesis.data import PreparedCase, SynthesisTrainingTask, load_training_cases
 
@@ -53,6 +53,9 @@ def checkpoint_config(cfg: SynthesisConfig) -> dict:
         "targets": list(cfg.model.targets),
         "modalities": list(MODALITIES),
         "domain": "haar3d of image*2-1, image in [0,1]",
+        # Network window at inference on the Haar grid (half the image patch); null = the whole volume.
+        "window": [p // 2 for p in cfg.model.train_patch] if cfg.model.train_patch and cfg.model.windowed_inference
+        else None,
     }
 
 
@@ -65,15 +68,14 @@ def train_synthesis(cfg: SynthesisConfig, data_dir: str | Path, case_ids: list[s
                           f"{tuple(cfg.preprocess.shape)}", data_dir)
     torch.manual_seed(cfg.train.seed)  # network initialisation
     ckcfg = checkpoint_config(cfg)
-    prior_coef = None
+    prior = None
     if cfg.model.prior == "regression":
-        regression = LinearRegressionBaseline.fit(cases, cfg.model.targets)
-        ckcfg["prior"] = regression.to_dict()
-        prior_coef = regression.coef_matrix()
+        prior = LinearRegressionBaseline.fit(cases, cfg.model.targets, degree=cfg.model.prior_degree)
+        ckcfg["prior"] = prior.to_dict()
     model = model_from_spec(ckcfg["model"])
     task = SynthesisTrainingTask(cases, cfg.model.targets, cfg.model.augment_flip,
                                  class_conditional=ckcfg["model"]["num_class_embeds"] is not None,
-                                 patch=cfg.model.train_patch, prior_coef=prior_coef)
+                                 patch=cfg.model.train_patch, prior=prior)
     ckcfg["training_cases"] = list(case_ids)
     return train(model, task, cfg.model.schedule, cfg.train, out_dir, ckcfg, default_device(device), progress)
 
@@ -135,9 +137,9 @@ def synthesize(loaded: LoadedModel, case: PreparedCase, target: str, sampler: Sa
     mask = torch.from_numpy(case.mask).view(1, 1, *case.mask.shape)
     prior = None
     if "prior" in loaded.config:
-        coef = LinearRegressionBaseline(loaded.config["prior"]["coef"]).coef_matrix()
-        prior = regression_prior(image * avail.view(1, -1, 1, 1, 1), torch.tensor([target_index(target)]), coef,
-                                 mask)
+        regression = LinearRegressionBaseline.from_dict(loaded.config["prior"])
+        prior = regression.predict_torch(image * avail.view(1, -1, 1, 1, 1), torch.tensor([target_index(target)]),
+                                         mask)
     cond = condition_channels(image, avail, prior).repeat(n, 1, 1, 1, 1)
     mask = mask.repeat(n, 1, 1, 1, 1)
     # With a prior the network diffuses the residual (target - prior); the prior is added back at the end.
@@ -146,8 +148,11 @@ def synthesize(loaded: LoadedModel, case: PreparedCase, target: str, sampler: Sa
     if loaded.config["model"]["num_class_embeds"] is not None:
         labels = torch.full((n,), target_index(target), dtype=torch.long)
     half = [s // 2 for s in case.image.shape[1:]]
+    network = loaded.model
+    if loaded.config.get("window"):
+        network = WindowedNetwork(network, loaded.config["window"], overlap=0.5)
     started = time.perf_counter()
-    result = sample(loaded.model, loaded.schedule, sampler, cond, (n, SUBBANDS, *half),
+    result = sample(network, loaded.schedule, sampler, cond, (n, SUBBANDS, *half),
                     generator=torch.Generator().manual_seed(sampler.seed), class_labels=labels,
                     x0_transform=image_space_clamp(mask.to(loaded.device), offset), device=loaded.device)
     coeffs = result.sample.float() + (offset if offset is not None else 0)
