@@ -16,7 +16,7 @@ from typing import Callable
 
 # Sizes of the synthesis presets: (preprocessed grid, UNet channels, res blocks, norm groups).
 SYNTHESIS_PRESETS = {
-    "demo": ((64, 72, 64), (32, 64, 64), 1, 16),
+    "demo": ((64, 72, 64), (16, 32, 32), 1, 8),  # as configs/demo.yaml and configs/brats.yaml
     "brats": ((224, 224, 160), (64, 128, 128, 256, 256), 2, 32),
 }
 
@@ -67,11 +67,12 @@ def bench_synthesis_item(preset: str, device=None, steps: int = 3, sample_steps:
     unet = UNetConfig(channels=channels, attention_levels=(False,) * len(channels), num_res_blocks=res_blocks,
                       norm_num_groups=groups)
     torch.manual_seed(0)
-    model = build_unet(unet, 3, 40, 8, num_class_embeds=4).to(dev)
+    # Noisy target + four contrast slots + the first guess, 8 Haar subbands each.
+    model = build_unet(unet, 3, 48, 8, num_class_embeds=4).to(dev)
     params = sum(p.numel() for p in model.parameters())
     half = [s // 2 for s in shape]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(1, 40, *half, device=dev)
+    x = torch.randn(1, 48, *half, device=dev)
     t = torch.randint(0, 1000, (1,), device=dev)
     y = torch.zeros(1, dtype=torch.long, device=dev)
     autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
@@ -98,7 +99,7 @@ def bench_synthesis_item(preset: str, device=None, steps: int = 3, sample_steps:
         out["train_peak_rss_mb"] = _peak_rss_mb()
     model.eval()
     sampler = SamplerConfig(steps=sample_steps)
-    cond = torch.randn(1, 32, *half)
+    cond = torch.randn(1, 40, *half)
     mask = torch.ones(1, 1, *shape, device=dev)
     _sync(dev)
     start = time.perf_counter()

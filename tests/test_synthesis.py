@@ -221,3 +221,20 @@ def test_checkpoint_that_does_not_fit_the_data_is_refused(trained, tmp_path, cap
     err = capsys.readouterr().err
     assert code == 2 and "safetensors" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("*.nii.gz"))
+
+
+def test_inference_window_is_checked_and_stored_on_the_haar_grid():
+    from medsci.errors import ConfigError
+    from medsci.tasks.synthesis.config import SynthesisConfig
+    from medsci.tasks.synthesis.pipeline import checkpoint_config
+
+    base = {"preprocess": {"shape": [64, 72, 64]},
+            "model": {"unet": {"channels": [8, 16, 16], "attention_levels": [False] * 3, "norm_num_groups": 8},
+                      "train_patch": [32, 32, 32]}}
+    assert checkpoint_config(SynthesisConfig.from_dict(base))["window"] is None  # default: whole volume
+    base["model"]["inference_window"] = [48, 48, 48]
+    assert checkpoint_config(SynthesisConfig.from_dict(base))["window"] == [24, 24, 24]
+    for bad in ([20, 20, 20], [48, 80, 48]):  # not divisible by 2 x 4, larger than the grid
+        base["model"]["inference_window"] = bad
+        with pytest.raises(ConfigError, match="inference_window"):
+            SynthesisConfig.from_dict(base)

@@ -54,8 +54,7 @@ def checkpoint_config(cfg: SynthesisConfig) -> dict:
         "modalities": list(MODALITIES),
         "domain": "haar3d of image*2-1, image in [0,1]",
         # Network window at inference on the Haar grid (half the image patch); null = the whole volume.
-        "window": [p // 2 for p in cfg.model.train_patch] if cfg.model.train_patch and cfg.model.windowed_inference
-        else None,
+        "window": [w // 2 for w in cfg.model.inference_window] if cfg.model.inference_window else None,
     }
 
 
