@@ -196,3 +196,18 @@ def test_windowed_network_blends_windows_back_into_the_whole_volume():
     norm = torch.nn.GroupNorm(1, 2)
     ctx = lambda inp, tt, class_labels=None: norm(inp)[:, :1]  # noqa: E731
     assert not torch.allclose(WindowedNetwork(ctx, (4, 4, 4))(x, t), ctx(x, t), atol=1e-3)
+
+
+def test_haar_domain_network_is_the_inner_network_between_orthonormal_transforms():
+    from medsci.diffusion.model import HaarDomainNetwork
+    from medsci.wavelets import haar_dwt3d
+
+    x = torch.randn(2, 3, 4, 6, 8)
+    t = torch.full((2,), 10)
+    passthrough = HaarDomainNetwork(lambda c, tt, class_labels=None: c[:, :8])  # noqa: E731  first channel's bands
+    assert torch.allclose(passthrough(x, t), x[:, :1], atol=1e-6)  # perfect reconstruction
+    doubled = HaarDomainNetwork(lambda c, tt, class_labels=None: 2 * c[:, 8:16])  # noqa: E731
+    assert torch.allclose(doubled(x, t), 2 * x[:, 1:2], atol=1e-5)
+    # Orthonormal: white noise keeps its variance, so diffusing in image space = diffusing the subbands.
+    noise = torch.randn(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert abs(float(haar_dwt3d(noise).var()) - float(noise.var())) < 1e-3

@@ -96,3 +96,23 @@ class WindowedNetwork(torch.nn.Module):
             # MONAI 1.5 indexes with lists of slices, which torch >= 2.8 flags as deprecated on every window.
             warnings.filterwarnings("ignore", message="Using a non-tuple sequence", category=UserWarning)
             return self.inferer(x, predictor)
+
+
+class HaarDomainNetwork(torch.nn.Module):
+    """Runs a network in the one-level 3D Haar domain: input channels -> 8 subbands each at half resolution,
+    network, 8 output subbands -> inverse transform.
+
+    The transform is orthonormal, so Gaussian noise stays white Gaussian noise of the same variance under it:
+    diffusing in image space with this network is the same process as diffusing the Haar coefficients (WDM),
+    while input guidance and losses stay in image space. The network sees an 8x smaller grid with 8x the
+    channels. ``inner`` must take ``8 * channels`` and return 8 channels per output channel.
+    """
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, class_labels: torch.Tensor | None = None):
+        from medsci.wavelets import haar_dwt3d, haar_idwt3d
+
+        return haar_idwt3d(self.inner(haar_dwt3d(x), timesteps, class_labels=class_labels))

@@ -647,7 +647,7 @@ def bench_preprocessing(workdir: str | Path, shape: Sequence[int] = (240, 240, 1
         pre_times.append(time.perf_counter() - t0)
     pre, io_floor = min(pre_times), min(floor_times)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: kilobytes, process-wide peak
-    return {"preprocess_s": round(pre, 4), "io_floor_s": round(io_floor, 4),
+    return {"preprocess_s": round(pre, 6), "io_floor_s": round(io_floor, 6),
             "ratio": round(pre / io_floor, 4) if io_floor > 0 else None,
             "preprocess_first_s": round(pre_times[0], 4),
             "peak_rss_mb": round(peak_kb / 1024.0, 1), "shape": [int(s) for s in shape],

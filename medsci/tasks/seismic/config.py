@@ -47,6 +47,9 @@ class SeismicModelConfig(ConfigSection):
     condition: str = "pocs"  # zeros: observation + mask; linear / pocs: + that method's first guess
     residual: bool = True  # diffuse cube - first guess (needs condition linear or pocs) instead of the cube
     augment: bool = True  # random il/xl flips and il<->xl transposes
+    # "haar": the network works on the 8 Haar subbands of its input at half resolution (as cWDM; orthonormal,
+    # so it is the same diffusion process), an 8x smaller grid for large patches; "image": on the samples.
+    domain: str = "image"
     guess_bank: int = 32  # (region, mask, first guess) triples drawn per training cube before training
 
     def __post_init__(self):
@@ -55,6 +58,11 @@ class SeismicModelConfig(ConfigSection):
         f = self.unet.downsampling_factor
         if any(p % f for p in self.patch):
             raise ConfigError(f"seismic.model.patch {tuple(self.patch)} must be divisible by {f} (UNet levels)")
+        if self.domain not in ("image", "haar"):
+            raise ConfigError(f"seismic.model.domain must be image or haar, got {self.domain!r}")
+        if self.domain == "haar" and any(p % (2 * f) for p in self.patch):
+            raise ConfigError(f"seismic.model.patch {tuple(self.patch)} must be divisible by {2 * f} with "
+                              "domain: haar (Haar level x UNet levels)")
         if self.guess_bank < 1:
             raise ConfigError("seismic.model.guess_bank must be >= 1")
         if not 50.0 <= self.scale_percentile <= 100.0:

@@ -26,7 +26,7 @@ from monai.inferers import SlidingWindowInferer
 from medsci.diffusion.checkpoint import load_weights, read_checkpoint_config
 from medsci.diffusion.config import SamplerConfig, ScheduleConfig, UNetConfig
 from medsci.diffusion.device import default_device
-from medsci.diffusion.model import build_unet
+from medsci.diffusion.model import HaarDomainNetwork, build_unet
 from medsci.diffusion.sampling import sample
 from medsci.diffusion.training import train
 from medsci.errors import ConfigError, InputError
@@ -47,11 +47,13 @@ TASK = "seismic-interpolation"
 
 
 def model_spec(cfg: SeismicConfig) -> dict:
+    bands = 8 if cfg.model.domain == "haar" else 1
     return {
         "unet": cfg.model.unet.to_dict(),
         "spatial_dims": 3,
-        "in_channels": 1 + len(CONDITIONS[cfg.model.condition]),
-        "out_channels": 1,
+        "in_channels": (1 + len(CONDITIONS[cfg.model.condition])) * bands,
+        "out_channels": bands,
+        "domain": cfg.model.domain,
     }
 
 
@@ -75,8 +77,9 @@ def checkpoint_config(cfg: SeismicConfig) -> dict:
 
 
 def build_model(spec: dict) -> torch.nn.Module:
-    return build_unet(UNetConfig.from_dict(spec["unet"], "model.unet"), spec["spatial_dims"], spec["in_channels"],
+    unet = build_unet(UNetConfig.from_dict(spec["unet"], "model.unet"), spec["spatial_dims"], spec["in_channels"],
                       spec["out_channels"])
+    return HaarDomainNetwork(unet) if spec.get("domain", "image") == "haar" else unet
 
 
 def train_seismic(cfg: SeismicConfig, cube_paths: list[Path], out_dir: str | Path, device: str | None = "auto",
@@ -115,7 +118,8 @@ def load_model(checkpoint: str | Path, device: str | None = "auto", use_ema: boo
         scale_value = float(ckcfg["scale_value"])
         condition = str(ckcfg.get("condition", "zeros"))
         residual = bool(ckcfg.get("residual", False))
-        if condition not in CONDITIONS or ckcfg["model"]["in_channels"] != 1 + len(CONDITIONS[condition]):
+        bands = 8 if ckcfg["model"].get("domain", "image") == "haar" else 1
+        if condition not in CONDITIONS or ckcfg["model"]["in_channels"] != (1 + len(CONDITIONS[condition])) * bands:
             raise ValueError(f"condition {condition!r} does not fit the network's input channels")
         sampler = SamplerConfig.from_dict(ckcfg.get("sample"), "sample")
         inference = SeismicInferenceConfig.from_dict(ckcfg.get("inference"), "inference")
