@@ -93,3 +93,24 @@ def load_training_state(folder: str | Path) -> dict | None:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # any unpickling refusal or corruption is the same problem for the user
         raise ConfigError(f"unreadable training state ({type(err).__name__})", path) from None
+
+
+def load_for_inference(folder: str | Path, task: str, build, parse, device: str | None = "auto",
+                       use_ema: bool = True):
+    """What every generator's ``load_model`` does: read ``config.json`` (refusing another task's checkpoint),
+    rebuild the network with ``build(config["model"])``, read the task's own entries with ``parse(config)``
+    (a missing or mangled entry is one ConfigError), load the weights and move the network to the device.
+
+    Returns ``(network in eval mode, config, parse's result, device)``.
+    """
+    from medsci.diffusion.device import default_device
+
+    config = read_checkpoint_config(folder, task)
+    try:
+        model = build(config["model"])
+        parsed = parse(config)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ConfigError(f"checkpoint config lacks or mangles {err}", folder) from None
+    dev = default_device(device)
+    load_weights(folder, model, use_ema=use_ema)
+    return model.to(dev).eval(), config, parsed, dev

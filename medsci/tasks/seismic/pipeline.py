@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from monai.inferers import SlidingWindowInferer
 
-from medsci.diffusion.checkpoint import load_weights, read_checkpoint_config
+from medsci.diffusion.checkpoint import load_for_inference
 from medsci.diffusion.config import SamplerConfig, ScheduleConfig, UNetConfig
 from medsci.diffusion.device import default_device
 from medsci.diffusion.model import HaarDomainNetwork, build_unet
@@ -109,9 +109,7 @@ class LoadedModel:
 
 
 def load_model(checkpoint: str | Path, device: str | None = "auto", use_ema: bool = True) -> LoadedModel:
-    ckcfg = read_checkpoint_config(checkpoint, TASK)
-    try:
-        model = build_model(ckcfg["model"])
+    def parse(ckcfg: dict) -> tuple:
         schedule = ScheduleConfig.from_dict(ckcfg["schedule"], "schedule")
         patch = tuple(int(p) for p in ckcfg["patch"])
         scale_percentile = float(ckcfg["scale_percentile"])
@@ -123,12 +121,10 @@ def load_model(checkpoint: str | Path, device: str | None = "auto", use_ema: boo
             raise ValueError(f"condition {condition!r} does not fit the network's input channels")
         sampler = SamplerConfig.from_dict(ckcfg.get("sample"), "sample")
         inference = SeismicInferenceConfig.from_dict(ckcfg.get("inference"), "inference")
-    except (KeyError, TypeError, ValueError) as err:
-        raise ConfigError(f"checkpoint config lacks or mangles {err}", checkpoint) from None
-    dev = default_device(device)
-    load_weights(checkpoint, model, use_ema=use_ema)
-    return LoadedModel(model.to(dev).eval(), ckcfg, schedule, patch, scale_percentile, scale_value, condition,
-                       residual, sampler, inference, dev)
+        return schedule, patch, scale_percentile, scale_value, condition, residual, sampler, inference
+
+    model, ckcfg, parsed, dev = load_for_inference(checkpoint, TASK, build_model, parse, device, use_ema)
+    return LoadedModel(model, ckcfg, *parsed, dev)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medsci.diffusion.checkpoint import load_weights, read_checkpoint_config
+from medsci.diffusion.checkpoint import load_for_inference
 from medsci.diffusion.config import SamplerConfig, ScheduleConfig
 from medsci.diffusion.device import default_device
 from medsci.diffusion.model import WindowedNetwork, model_from_spec
@@ -89,16 +89,13 @@ class LoadedModel:
 
 
 def load_model(checkpoint: str | Path, device: str | None = "auto", use_ema: bool = True) -> LoadedModel:
-    ckcfg = read_checkpoint_config(checkpoint, TASK)
-    try:
-        model = model_from_spec(ckcfg["model"])
-        schedule = ScheduleConfig.from_dict(ckcfg["schedule"], "schedule")
-        prep = PreprocessConfig.from_dict(ckcfg["preprocess"])
-    except (KeyError, TypeError) as err:
-        raise ConfigError(f"checkpoint config lacks or mangles {err}", checkpoint) from None
-    dev = default_device(device)
-    load_weights(checkpoint, model, use_ema=use_ema)
-    return LoadedModel(model.to(dev).eval(), ckcfg, schedule, prep, dev)
+    def parse(ckcfg: dict):
+        return (ScheduleConfig.from_dict(ckcfg["schedule"], "schedule"),
+                PreprocessConfig.from_dict(ckcfg["preprocess"]))
+
+    model, ckcfg, (schedule, prep), dev = load_for_inference(checkpoint, TASK, model_from_spec, parse, device,
+                                                             use_ema)
+    return LoadedModel(model, ckcfg, schedule, prep, dev)
 
 
 @dataclass
