@@ -238,3 +238,26 @@ def test_inference_window_is_checked_and_stored_on_the_haar_grid():
         base["model"]["inference_window"] = bad
         with pytest.raises(ConfigError, match="inference_window"):
             SynthesisConfig.from_dict(base)
+
+
+def test_steps_curve_compares_the_default_sampler_with_the_ddpm_reference():
+    from medsci.tasks.synthesis.evaluation import curve_markdown
+
+    def row(case, sampler, steps, nfe, ssim):
+        return {"case": case, "target": "t2f", "sampler": sampler, "steps": steps, "network_evaluations": nfe,
+                "brain_ssim": ssim, "brain_psnr": 20.0, "seconds": 1.0}
+
+    curve = [row("a", "ddim", 10, 10, 0.80), row("a", "ddpm", 1000, 1000, 0.86),
+             row("a", "ddim x4 (default)", 5, 20, 0.85),
+             row("b", "ddpm", 1000, 1000, 0.90), row("b", "ddim x4 (default)", 5, 20, 0.90)]
+    table, comparison = curve_markdown(curve)
+    assert table.count("\n| a |") == 3 and "| b | t2f | ddpm | 1000 | 1000 |" in table
+    assert comparison["volumes"] == 2
+    assert comparison["difference"] == pytest.approx(-0.005)  # (0.85 + 0.90) / 2 - (0.86 + 0.90) / 2
+    assert comparison["default_network_evaluations"] == 20
+    curve[2]["brain_ssim"] = 0.84  # now 0.01 below the reference on average
+    assert curve_markdown(curve)[1]["target_met"] is False
+    curve[2]["brain_ssim"] = 0.87
+    assert curve_markdown(curve)[1]["target_met"] is True
+    # Without a 1000-step row there is nothing to compare against.
+    assert curve_markdown([r for r in curve if r["steps"] < 1000])[1] is None

@@ -59,6 +59,10 @@ def test_tiny_preset_runs_end_to_end(tmp_path):
     assert brain["first_guess"] != brain["regression"]
     assert summary["sampling"]["network_evaluations_per_volume"] == 3 * 2  # 3 DDIM steps x 2 samples
     assert len(summary["steps_curve"]) == 2 + 1  # two step counts + the configured default
+    assert [r["sampler"] for r in summary["steps_curve"]] == ["ddim", "ddpm", "ddim x2 (default)"]
+    comparison = summary["default_vs_reference_sampler"]
+    assert comparison["reference_network_evaluations"] == 20 and comparison["default_network_evaluations"] == 6
+    assert "DDPM reference" in (run / "synthesis" / "evaluation" / "summary.md").read_text(encoding="utf-8")
     assert (run / "synthesis" / "evaluation" / "steps_curve.png").is_file()
     assert json.loads((run / "synthesis" / "preprocessed" / "summary.json").read_text())
     assert (run / "config.yaml").is_file()

@@ -138,8 +138,10 @@ def _steps_curve(args, loaded, sampler) -> int:
         # One sample per step count, plus the configured default sampler (which may average several).
         configs = [replace(sampler, sampler="ddpm" if s >= T else "ddim", steps=min(s, T), n_samples=1)
                    for s in args.steps_curve] + [sampler]
-        for cfg in configs:
-            kind = cfg.sampler if cfg.n_samples == 1 else f"{cfg.sampler} x{cfg.n_samples} (default)"
+        for i, cfg in enumerate(configs):
+            kind = cfg.sampler
+            if i == len(configs) - 1:
+                kind += (f" x{cfg.n_samples}" if cfg.n_samples > 1 else "") + " (default)"
             result = synthesize(loaded, case, target, cfg)
             m = image_metrics(result.mean, truth, data_range=1.0, masks={"brain": case.mask})
             rows.append({"case": case.case_id, "target": target, "sampler": kind, "steps": cfg.steps,
@@ -253,9 +255,14 @@ def run_evaluate(args) -> int:
     summary = {"cases": args.cases, "training_cases": args.train_cases, "targets": targets,
                "metrics": ev.summarize(rows)}
     curve = [row for path in args.curves for row in json.loads(Path(path).read_text())]
+    curve_text = ""
     if curve:
         summary["steps_curve"] = curve
         ev.save_steps_curve(out / "steps_curve.png", curve)
+        curve_table, comparison = ev.curve_markdown(curve)
+        if comparison is not None:
+            summary["default_vs_reference_sampler"] = comparison
+        curve_text = f"\n## Brain SSIM against sampling steps (one sample each)\n\n{curve_table}\n"
     if timings:
         nfe = [t["network_evaluations"] for tm in timings for t in tm["targets"].values()]
         secs = [t["seconds"] for tm in timings for t in tm["targets"].values()]
@@ -265,6 +272,7 @@ def run_evaluate(args) -> int:
     write_rows_csv(out / "metrics.csv", rows)
     write_json_atomic(out / "summary.json", summary)
     table = ev.markdown_table(summary["metrics"], "brain")
-    write_text_atomic(out / "summary.md", f"# MRI synthesis, held-out cases ({len(args.cases)})\n\n{table}\n")
+    write_text_atomic(out / "summary.md",
+                      f"# MRI synthesis, held-out cases ({len(args.cases)})\n\n{table}\n{curve_text}")
     print(table)
     return 0
