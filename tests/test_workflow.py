@@ -69,4 +69,9 @@ def test_tiny_preset_runs_end_to_end(tmp_path):
     # Nothing left to do on a second run.
     res = _run(["--cores", "2", "--configfile", "configs/test.yaml", "--config", f"results={results}", "-n"])
     assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr
+    # The HTML report bundles the tables and figures, the SSIM-vs-steps curve among them.
+    html = tmp_path / "report.html"
+    res = _run(["--configfile", "configs/test.yaml", "--config", f"results={results}", "--report", str(html)])
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "steps_curve.png" in html.read_text(encoding="utf-8", errors="replace")
     shutil.rmtree(results)

@@ -174,6 +174,18 @@ rule synthesis_evaluate:
             category="MRI synthesis",
             subcategory="montages",
         ),
+        **(
+            {
+                "curve": report(
+                    str(SYN_EVAL / "steps_curve.png"),
+                    caption="report/steps_curve.rst",
+                    category="MRI synthesis",
+                    subcategory="sampling steps",
+                )
+            }
+            if SYN_CURVE_CASES
+            else {}
+        ),
     params:
         train=" ".join(SYN_TRAIN),
         heldout=" ".join(SYN_HELDOUT),
