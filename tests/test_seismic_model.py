@@ -25,9 +25,9 @@ from medsci.tasks.seismic.masks import random_traces
 
 TINY = {
     "model": {"unet": {"channels": [8, 16], "attention_levels": [False, False], "norm_num_groups": 8,
-                       "num_head_channels": 8}, "patch": [8, 8, 16]},
+                       "num_head_channels": 8}, "patch": [8, 8, 16], "domain": "image"},  # haar: own test
     "train": {"steps": 3, "batch_size": 2, "lr": 1e-3, "warmup_steps": 1, "checkpoint_every": 3, "seed": 0},
-    "sample": {"steps": 2, "seed": 0},
+    "sample": {"steps": 2, "n_samples": 1, "seed": 0},
     "inference": {"sw_batch_size": 4, "overlap": 0.5},
 }
 
@@ -51,7 +51,8 @@ def tiny_model(tmp_path_factory):
 # ------------------------------------------------------------------------------------------- conditioning
 def test_config_defaults_and_validation():
     cfg = SeismicConfig.from_dict(None)
-    assert cfg.enabled and cfg.model.patch == (16, 16, 64) and cfg.sample.steps == 25
+    assert cfg.enabled and cfg.model.patch == (16, 16, 64) and cfg.model.domain == "haar"
+    assert (cfg.sample.steps, cfg.sample.n_samples) == (5, 4)  # the demo preset: 20 evaluations per window
     assert SeismicConfig.from_dict({"enabled": False}).enabled is False
     with pytest.raises(ConfigError, match="divisible"):
         SeismicConfig.from_dict({"model": {"patch": [10, 16, 64]}})
