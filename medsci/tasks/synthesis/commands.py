@@ -272,7 +272,11 @@ def run_evaluate(args) -> int:
     write_rows_csv(out / "metrics.csv", rows)
     write_json_atomic(out / "summary.json", summary)
     table = ev.markdown_table(summary["metrics"], "brain")
-    write_text_atomic(out / "summary.md",
-                      f"# MRI synthesis, held-out cases ({len(args.cases)})\n\n{table}\n{curve_text}")
+    sections = [f"# MRI synthesis, held-out cases ({len(args.cases)})\n\n{table}\n"]
+    if "tumour" in summary["metrics"]["all"].get("model", {}):
+        sections.append(f"\n## Inside the tumour\n\n{ev.markdown_table(summary['metrics'], 'tumour')}\n")
+    for target in targets:
+        sections.append(f"\n## Missing {target}\n\n{ev.markdown_table(summary['metrics'], 'brain', target)}\n")
+    write_text_atomic(out / "summary.md", "".join(sections) + curve_text)
     print(table)
     return 0
