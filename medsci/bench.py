@@ -15,9 +15,11 @@ import time
 from typing import Callable
 
 # Sizes of the synthesis presets: (preprocessed grid, UNet channels, res blocks, norm groups).
+# (volume grid, UNet channels, residual blocks, norm groups, training patch, batch, inference window,
+#  DDIM steps, samples averaged) as configs/demo.yaml and configs/brats.yaml (None = the whole volume).
 SYNTHESIS_PRESETS = {
-    "demo": ((64, 72, 64), (16, 32, 32), 1, 8),  # as configs/demo.yaml and configs/brats.yaml
-    "brats": ((224, 224, 160), (64, 128, 128, 256, 256), 2, 32),
+    "demo": ((64, 72, 64), (16, 32, 32), 1, 8, (32, 32, 32), 4, (48, 48, 48), 5, 4),
+    "brats": ((224, 224, 160), (64, 128, 128, 256, 256), 2, 32, None, 1, None, 25, 1),
 }
 
 
@@ -53,17 +55,20 @@ def bench_preprocessing_item(device=None) -> dict:
         return bench_preprocessing(tmp)
 
 
-def bench_synthesis_item(preset: str, device=None, steps: int = 3, sample_steps: int = 25) -> dict:
-    """Train-step time and peak memory at a preset's size; sampling time and network evaluations per volume."""
+def bench_synthesis_item(preset: str, device=None, steps: int = 3, sample_steps: int | None = None) -> dict:
+    """Train-step time and peak memory at a preset's size (its training patch and batch); sampling time and
+    network evaluations per volume with its sampler (or ``sample_steps`` DDIM steps, one sample)."""
     import torch
 
     from medsci.diffusion.config import SamplerConfig, ScheduleConfig, UNetConfig
-    from medsci.diffusion.model import build_unet
+    from medsci.diffusion.model import WindowedNetwork, build_unet
     from medsci.diffusion.sampling import sample
     from medsci.tasks.synthesis.conditioning import image_space_clamp
 
     dev = _device(device)
-    shape, channels, res_blocks, groups = SYNTHESIS_PRESETS[preset]
+    shape, channels, res_blocks, groups, patch, batch, window, ddim_steps, n_samples = SYNTHESIS_PRESETS[preset]
+    if sample_steps is not None:
+        ddim_steps, n_samples = sample_steps, 1
     unet = UNetConfig(channels=channels, attention_levels=(False,) * len(channels), num_res_blocks=res_blocks,
                       norm_num_groups=groups)
     torch.manual_seed(0)
@@ -71,10 +76,11 @@ def bench_synthesis_item(preset: str, device=None, steps: int = 3, sample_steps:
     model = build_unet(unet, 3, 48, 8, num_class_embeds=4).to(dev)
     params = sum(p.numel() for p in model.parameters())
     half = [s // 2 for s in shape]
+    train_half = [s // 2 for s in (patch or shape)]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(1, 48, *half, device=dev)
-    t = torch.randint(0, 1000, (1,), device=dev)
-    y = torch.zeros(1, dtype=torch.long, device=dev)
+    x = torch.randn(batch, 48, *train_half, device=dev)
+    t = torch.randint(0, 1000, (batch,), device=dev)
+    y = torch.zeros(batch, dtype=torch.long, device=dev)
     autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
     times = []
     if dev.type == "cuda":
@@ -91,23 +97,27 @@ def bench_synthesis_item(preset: str, device=None, steps: int = 3, sample_steps:
         if i:  # the first step warms up kernels/allocator
             times.append(time.perf_counter() - start)
     out = {"preset": preset, "device": str(dev), "grid": list(shape), "haar_grid": half, "parameters": params,
-           "train_step_s": min(times), "train_batch": 1}
+           "train_step_s": min(times), "train_batch": batch, "train_patch": list(patch or shape)}
     if dev.type == "cuda":
         out["train_peak_gpu_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
         torch.cuda.reset_peak_memory_stats(dev)
     else:
         out["train_peak_rss_mb"] = _peak_rss_mb()
     model.eval()
-    sampler = SamplerConfig(steps=sample_steps)
-    cond = torch.randn(1, 40, *half)
-    mask = torch.ones(1, 1, *shape, device=dev)
+    # As the synthesis pipeline: the samples of one volume are one batch, windows on the Haar grid.
+    network = WindowedNetwork(model, [w // 2 for w in window], overlap=0.5) if window else model
+    sampler = SamplerConfig(steps=ddim_steps, n_samples=n_samples)
+    cond = torch.randn(n_samples, 40, *half)
+    mask = torch.ones(n_samples, 1, *shape, device=dev)
     _sync(dev)
     start = time.perf_counter()
-    res = sample(model, ScheduleConfig(), sampler, cond, (1, 8, *half), generator=torch.Generator().manual_seed(0),
-                 class_labels=torch.zeros(1, dtype=torch.long), x0_transform=image_space_clamp(mask), device=dev)
+    res = sample(network, ScheduleConfig(), sampler, cond, (n_samples, 8, *half),
+                 generator=torch.Generator().manual_seed(0), class_labels=torch.zeros(n_samples, dtype=torch.long),
+                 x0_transform=image_space_clamp(mask), device=dev)
     _sync(dev)
-    out.update({"sample_s_per_volume": time.perf_counter() - start, "sample_steps": sample_steps,
-                "network_evaluations_per_volume": res.network_evaluations,
+    out.update({"sample_s_per_volume": time.perf_counter() - start, "sample_steps": ddim_steps,
+                "samples_averaged": n_samples, "inference_window": list(window) if window else None,
+                "network_evaluations_per_volume": res.network_evaluations * n_samples,
                 "reference_cwdm_network_evaluations": 1000})
     if dev.type == "cuda":
         out["sample_peak_gpu_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
