@@ -14,7 +14,6 @@ import tempfile
 import time
 from typing import Callable
 
-# Sizes of the synthesis presets: (preprocessed grid, UNet channels, res blocks, norm groups).
 # (volume grid, UNet channels, residual blocks, norm groups, training patch, batch, inference window,
 #  DDIM steps, samples averaged) as configs/demo.yaml and configs/brats.yaml (None = the whole volume).
 SYNTHESIS_PRESETS = {

@@ -261,3 +261,14 @@ def test_steps_curve_compares_the_default_sampler_with_the_ddpm_reference():
     assert curve_markdown(curve)[1]["target_met"] is True
     # Without a 1000-step row there is nothing to compare against.
     assert curve_markdown([r for r in curve if r["steps"] < 1000])[1] is None
+
+
+def test_summary_tables_skip_regions_without_data():
+    from medsci.evaluation.tables import metric_stats
+    from medsci.tasks.synthesis.evaluation import METRICS, markdown_table
+
+    nan = {m: float("nan") for m in METRICS}
+    brain = {m: 0.5 for m in METRICS}
+    summary = {"all": {"model": {"brain": metric_stats([brain], METRICS), "tumour": metric_stats([nan], METRICS)}}}
+    assert "| model | 0.5000" in markdown_table(summary, "brain")
+    assert "| model |" not in markdown_table(summary, "tumour")  # no tumour in any case: no row, no crash

@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("--dead-tolerance", type=float, default=0.0,
                    help="without --mask: a trace whose every |sample| <= this is missing (default 0)")
     p.add_argument("--config", help="medsci config; its seismic sample/inference settings replace the checkpoint's")
-    p.add_argument("--steps", type=int, help="DDIM steps (default: the checkpoint's, 25)")
+    p.add_argument("--steps", type=int, help="DDIM steps (default: the checkpoint's sampler; demo preset 5)")
     p.add_argument("--jumps", type=int, help="resampling jumps per step (default: the checkpoint's, 0)")
     p.add_argument("--n-samples", type=int, help="average this many samples per window (higher SNR, n x time)")
     p.add_argument("--no-guidance", action="store_true", help="condition only, no input guidance")

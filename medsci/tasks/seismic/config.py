@@ -48,7 +48,7 @@ class SeismicModelConfig(ConfigSection):
     residual: bool = True  # diffuse cube - first guess (needs condition linear or pocs) instead of the cube
     augment: bool = True  # random il/xl flips and il<->xl transposes
     # "haar": the network works on the 8 Haar subbands of its input at half resolution (as cWDM; orthonormal,
-    # so it is the same diffusion process), an 8x smaller grid: same SNR on the demo cubes for 1/5 of the
+    # so it is the same diffusion process), an 8x smaller grid: same SNR on the demo cubes for 1/4 of the
     # training time; "image": on the samples.
     domain: str = "haar"
     guess_bank: int = 32  # (region, mask, first guess) triples drawn per training cube before training

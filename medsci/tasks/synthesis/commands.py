@@ -262,7 +262,7 @@ def run_evaluate(args) -> int:
         curve_table, comparison = ev.curve_markdown(curve)
         if comparison is not None:
             summary["default_vs_reference_sampler"] = comparison
-        curve_text = f"\n## Brain SSIM against sampling steps (one sample each)\n\n{curve_table}\n"
+        curve_text = f"\n## Brain SSIM against sampling steps (one sample each; the default sampler as configured)\n\n{curve_table}\n"
     if timings:
         nfe = [t["network_evaluations"] for tm in timings for t in tm["targets"].values()]
         secs = [t["seconds"] for tm in timings for t in tm["targets"].values()]
@@ -273,7 +273,8 @@ def run_evaluate(args) -> int:
     write_json_atomic(out / "summary.json", summary)
     table = ev.markdown_table(summary["metrics"], "brain")
     sections = [f"# MRI synthesis, held-out cases ({len(args.cases)})\n\n{table}\n"]
-    if "tumour" in summary["metrics"]["all"].get("model", {}):
+    tumour = summary["metrics"]["all"].get("model", {}).get("tumour")
+    if tumour is not None and tumour["ssim"]["n"] > 0:  # some held-out case has a tumour segmentation
         sections.append(f"\n## Inside the tumour\n\n{ev.markdown_table(summary['metrics'], 'tumour')}\n")
     for target in targets:
         sections.append(f"\n## Missing {target}\n\n{ev.markdown_table(summary['metrics'], 'brain', target)}\n")

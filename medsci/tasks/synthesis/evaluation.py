@@ -62,7 +62,7 @@ def markdown_table(summary: dict, region: str = "brain", target: str = "all") ->
     lines = [f"| method | SSIM ({region}) | PSNR dB ({region}) | MAE ({region}) |", "|---|---|---|---|"]
     for method in METHODS:
         entry = summary.get(target, {}).get(method, {}).get(region)
-        if entry is None:
+        if entry is None or entry["ssim"]["mean"] is None:  # e.g. no tumour in any case
             continue
         lines.append(f"| {method} | {entry['ssim']['mean']:.4f} ± {entry['ssim']['std']:.4f} | "
                      f"{entry['psnr']['mean']:.2f} ± {entry['psnr']['std']:.2f} | {entry['mae']['mean']:.4f} |")
