@@ -46,8 +46,13 @@ from medsci.tasks.seismic.masks import check_mask
 TASK = "seismic-interpolation"
 
 
+def _bands(domain: str) -> int:
+    """Channels per input channel the network sees: 8 Haar subbands, or the samples themselves."""
+    return 8 if domain == "haar" else 1
+
+
 def model_spec(cfg: SeismicConfig) -> dict:
-    bands = 8 if cfg.model.domain == "haar" else 1
+    bands = _bands(cfg.model.domain)
     return {
         "unet": cfg.model.unet.to_dict(),
         "spatial_dims": 3,
@@ -116,7 +121,7 @@ def load_model(checkpoint: str | Path, device: str | None = "auto", use_ema: boo
         scale_value = float(ckcfg["scale_value"])
         condition = str(ckcfg.get("condition", "zeros"))
         residual = bool(ckcfg.get("residual", False))
-        bands = 8 if ckcfg["model"].get("domain", "image") == "haar" else 1
+        bands = _bands(ckcfg["model"].get("domain", "image"))
         if condition not in CONDITIONS or ckcfg["model"]["in_channels"] != (1 + len(CONDITIONS[condition])) * bands:
             raise ValueError(f"condition {condition!r} does not fit the network's input channels")
         sampler = SamplerConfig.from_dict(ckcfg.get("sample"), "sample")

@@ -262,7 +262,8 @@ def run_evaluate(args) -> int:
         curve_table, comparison = ev.curve_markdown(curve)
         if comparison is not None:
             summary["default_vs_reference_sampler"] = comparison
-        curve_text = f"\n## Brain SSIM against sampling steps (one sample each; the default sampler as configured)\n\n{curve_table}\n"
+        curve_text = ("\n## Brain SSIM against sampling steps (one sample each; the default sampler as configured)"
+                      f"\n\n{curve_table}\n")
     if timings:
         nfe = [t["network_evaluations"] for tm in timings for t in tm["targets"].values()]
         secs = [t["seconds"] for tm in timings for t in tm["targets"].values()]

@@ -100,10 +100,12 @@ def curve_markdown(curve: list[dict]) -> tuple[str, dict | None]:
     comparison["target_met"] = bool(comparison["difference"] >= -0.005
                                     and comparison["default_network_evaluations"] <= 50)
     lines.append("")
-    lines.append(f"Default sampler ({comparison['default_network_evaluations']} network evaluations) against the "
-                 f"{comparison['reference_network_evaluations']}-step DDPM reference: brain SSIM {comparison['default_brain_ssim']:.4f} vs "
-                 f"{comparison['reference_brain_ssim']:.4f} (difference {comparison['difference']:+.4f}; "
-                 f"target >= -0.005 with <= 50 evaluations: {'met' if comparison['target_met'] else 'NOT met'}).")
+    c = comparison
+    lines.append(f"Default sampler ({c['default_network_evaluations']} network evaluations) against the "
+                 f"{c['reference_network_evaluations']}-step DDPM reference: brain SSIM "
+                 f"{c['default_brain_ssim']:.4f} vs {c['reference_brain_ssim']:.4f} "
+                 f"(difference {c['difference']:+.4f}; "
+                 f"target >= -0.005 with <= 50 evaluations: {'met' if c['target_met'] else 'NOT met'}).")
     return "\n".join(lines), comparison
 
 

@@ -86,16 +86,18 @@ class LoadedModel:
     schedule: ScheduleConfig
     preprocess: PreprocessConfig
     device: torch.device
+    prior: LinearRegressionBaseline | None = None  # the first guess the network refines, parsed once at load
 
 
 def load_model(checkpoint: str | Path, device: str | None = "auto", use_ema: bool = True) -> LoadedModel:
     def parse(ckcfg: dict):
+        prior = LinearRegressionBaseline.from_dict(ckcfg["prior"]) if "prior" in ckcfg else None
         return (ScheduleConfig.from_dict(ckcfg["schedule"], "schedule"),
-                PreprocessConfig.from_dict(ckcfg["preprocess"]))
+                PreprocessConfig.from_dict(ckcfg["preprocess"]), prior)
 
-    model, ckcfg, (schedule, prep), dev = load_for_inference(checkpoint, TASK, model_from_spec, parse, device,
-                                                             use_ema)
-    return LoadedModel(model, ckcfg, schedule, prep, dev)
+    model, ckcfg, (schedule, prep, prior), dev = load_for_inference(checkpoint, TASK, model_from_spec, parse,
+                                                                    device, use_ema)
+    return LoadedModel(model, ckcfg, schedule, prep, dev, prior)
 
 
 @dataclass
@@ -113,7 +115,7 @@ def check_fits(loaded: LoadedModel, case: PreparedCase, target: str, path: str |
                           path)
     if target not in loaded.config["targets"]:
         raise ConfigError(f"checkpoint was trained for targets {loaded.config['targets']}, not {target}", path)
-    prior = SUBBANDS if "prior" in loaded.config else 0
+    prior = SUBBANDS if loaded.prior is not None else 0
     if case.image.shape[0] * SUBBANDS + SUBBANDS + prior != loaded.config["model"]["in_channels"]:
         raise ConfigError("case channels do not match the checkpoint", path)
 
@@ -132,10 +134,9 @@ def synthesize(loaded: LoadedModel, case: PreparedCase, target: str, sampler: Sa
     avail = torch.tensor([[float(m in available) for m in MODALITIES]])
     mask = torch.from_numpy(case.mask).view(1, 1, *case.mask.shape)
     prior = None
-    if "prior" in loaded.config:
-        regression = LinearRegressionBaseline.from_dict(loaded.config["prior"])
-        prior = regression.predict_torch(image * avail.view(1, -1, 1, 1, 1), torch.tensor([target_index(target)]),
-                                         mask)
+    if loaded.prior is not None:
+        prior = loaded.prior.predict_torch(image * avail.view(1, -1, 1, 1, 1), torch.tensor([target_index(target)]),
+                                           mask)
     cond = condition_channels(image, avail, prior).repeat(n, 1, 1, 1, 1)
     mask = mask.repeat(n, 1, 1, 1, 1)
     # With a prior the network diffuses the residual (target - prior); the prior is added back at the end.
