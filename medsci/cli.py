@@ -1,8 +1,10 @@
 """The ``medsci`` command line.
 
-Each sub-command lives in ``medsci/commands/<name>.py`` and exposes ``register(subparsers)``; heavy
-imports (torch, MONAI) happen inside the handlers so ``medsci --help`` stays instant. Errors caused by
-the user's input are :class:`medsci.errors.MedsciError`: printed as one line, exit status 2.
+Core commands live in ``medsci/commands/<name>.py`` and expose ``register(subparsers)``. The generic verbs
+(``demo-data``, ``preprocess``, ``train``, ``sample``, ``evaluate``) get one sub-command per registered generator
+that implements them, and a generator may add top-level commands of its own (``medsci.registry``). Heavy imports
+(torch, MONAI) happen inside the handlers so ``medsci --help`` stays instant. Errors caused by the user's input
+are :class:`medsci.errors.MedsciError`: printed as one line, exit status 2.
 """
 
 from __future__ import annotations
@@ -11,45 +13,47 @@ import argparse
 import importlib
 import sys
 
-from medsci import __version__
+from medsci import __version__, registry
 from medsci.errors import MedsciError
 
-# Modules under medsci.commands, in the order they appear in --help.
-COMMAND_MODULES = [
-    "demo",
-    "info",
-    "metrics",
-    "preprocess",
-    "train",
-    "sample",
-    "evaluate",
-    "interpolate",
-    "report",
-    "bench",
-]
+# Core commands (medsci/commands/<name>.py), placed around the generators' verbs in --help.
+CORE_BEFORE = ["info", "metrics"]
+CORE_AFTER = ["bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from medsci.commands.verbs import register_verb
+
+    tasks = registry.tasks()
+    epilog = "generators: " + "; ".join(f"{t.name} ({t.title})" for t in tasks.values()) if tasks else None
     parser = argparse.ArgumentParser(
         prog="medsci",
         description="Diffusion pipelines for medical and scientific volumes.",
+        epilog=epilog,
     )
     parser.add_argument("--version", action="version", version=f"medsci {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"medsci.commands.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"medsci.commands.{name}":
-                continue  # command not built yet
-            raise
-        module.register(sub)
+    register_verb(sub, "demo-data", registry.VERBS["demo-data"])
+    for name in CORE_BEFORE:
+        importlib.import_module(f"medsci.commands.{name}").register(sub)
+    for verb in ("preprocess", "train", "sample", "evaluate"):
+        register_verb(sub, verb, registry.VERBS[verb])
+    for task in tasks.values():
+        hook = getattr(task.commands_module(), "register_commands", None)
+        if hook is not None:
+            hook(sub)
+    for name in CORE_AFTER:
+        importlib.import_module(f"medsci.commands.{name}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except MedsciError as err:  # e.g. MEDSCI_TASKS names a module that does not import
+        print(f"medsci: error: {err}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         result = args.handler(args)

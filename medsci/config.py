@@ -1,70 +1,86 @@
-"""One typed configuration object: YAML -> JSON-schema (configs/schema.yaml) -> dataclasses.
+"""One typed configuration object: YAML -> JSON schema -> dataclasses.
 
-``load_config(path)`` is what every command and the workflow use; unknown keys and wrong types are
-refused with a one-line ConfigError naming the file.
+The schema ships inside the package: ``medsci/config_schema.yaml`` holds the top level and the engine's shared
+definitions, and every registered generator adds its own section's fragment (see ``medsci.registry``). The CLI
+and the Snakefile both go through :func:`config_from_dict`, so an installed wheel validates exactly as the
+source tree does. ``load_config(path)`` refuses unknown keys and wrong types with a one-line ConfigError
+naming the file.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from medsci import registry
 from medsci.config_section import ConfigSection
 from medsci.errors import ConfigError
 
-# The schema sits in the source tree's configs/ folder; the Snakefile validates against the same file.
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "configs" / "schema.yaml"
-
-
-def _synthesis_factory():
-    from medsci.tasks.synthesis.config import SynthesisConfig
-
-    return SynthesisConfig()
+SCHEMA_PATH = Path(__file__).resolve().parent / "config_schema.yaml"
 
 
 @dataclass
 class Config(ConfigSection):
+    """Top-level settings plus one section per registered generator (``config.<task name>``)."""
+
     name: str = "demo"
     results: str = "results"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    synthesis: Any = field(default_factory=_synthesis_factory)
-    seismic: Any = None
+    sections: dict[str, Any] = field(default_factory=dict, metadata={"internal": True})
 
     @classmethod
     def from_dict(cls, data: dict | None, where: str = "") -> "Config":
-        from medsci.tasks.synthesis.config import SynthesisConfig
-
         data = dict(data or {})
-        synthesis = SynthesisConfig.from_dict(data.pop("synthesis", None), "synthesis")
-        seismic_data = data.pop("seismic", None)
-        seismic = None
-        try:
-            from medsci.tasks.seismic.config import SeismicConfig
-        except ImportError:  # seismic generator not installed in this build
-            SeismicConfig = None
-        if SeismicConfig is not None:
-            seismic = SeismicConfig.from_dict(seismic_data, "seismic")
+        sections = {}
+        for name, task in registry.tasks().items():
+            # A generator without a section in the file runs with its defaults (as before a section existed).
+            sections[name] = task.config.from_dict(data.pop(name, None), name)
         base = super().from_dict(data, where)
-        base.synthesis = synthesis
-        base.seismic = seismic
+        base.sections = sections
         return base
+
+    def __getattr__(self, name: str):
+        # Only reached for names that are not fields: task sections.
+        sections = self.__dict__.get("sections", {})
+        if name in sections:
+            return sections[name]
+        raise AttributeError(f"config has no section {name!r}")
+
+    def section(self, name: str):
+        return self.sections.get(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in super().to_dict().items() if k != "sections"}
+        out.update({name: section.to_dict() for name, section in self.sections.items()})
+        return out
 
     @property
     def result_dir(self) -> Path:
         return Path(self.results) / self.name
 
 
+@lru_cache(maxsize=1)
+def _base_schema_text() -> str:
+    return SCHEMA_PATH.read_text()
+
+
+def schema() -> dict:
+    """The whole JSON schema: the top level and one property per registered generator."""
+    full = yaml.safe_load(_base_schema_text())
+    for name, task in registry.tasks().items():
+        full["properties"][name] = task.schema_fragment()
+    return full
+
+
 def validate_schema(data: dict, source: str | Path = "config") -> None:
-    if not SCHEMA_PATH.is_file():
-        return  # installed without the source tree: the dataclasses still check every key and type
     import jsonschema
 
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
     try:
-        jsonschema.validate(data, schema)
+        jsonschema.validate(data, schema())
     except jsonschema.ValidationError as err:
         where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
         raise ConfigError(f"{where}: {err.message}", source) from None
@@ -92,11 +108,7 @@ def load_config(path: str | Path) -> Config:
 
 
 def dump_config(config: Config) -> str:
-    out = config.to_dict()
-    out["synthesis"] = config.synthesis.to_dict()
-    if config.seismic is not None:
-        out["seismic"] = config.seismic.to_dict()
-    return yaml.safe_dump(out, sort_keys=False)
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
 
 
 def write_config(config: Config, path: str | Path) -> None:

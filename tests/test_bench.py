@@ -1,33 +1,65 @@
-"""`medsci bench` items: the synthesis item times what the preset trains and samples."""
+"""`medsci bench`: items come from the engine and the registry; the synthesis item times what the preset runs."""
+
+from pathlib import Path
 
 import pytest
+import yaml
 
 from medsci import bench
+from medsci.tasks.synthesis import bench as synthesis_bench
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_items_are_the_engine_haar_item_plus_every_generators_items():
+    items = bench.items()
+    assert items["haar"] == "medsci.bench:bench_haar_item"
+    assert {"preprocessing", "synthesis-demo", "synthesis-brats", "seismic"} <= set(items)
+    assert "synthesis-brats" not in bench.default_items()  # a GPU node's item: only with --full
 
 
 def test_synthesis_item_follows_the_preset_patch_batch_window_and_sampler(monkeypatch):
-    from medsci.diffusion import model as model_module
+    from medsci.diffusion import inference
 
     windows = []
 
-    class RecordingWindows(model_module.WindowedNetwork):
-        def __init__(self, model, roi_size, **kw):
+    class RecordingWindows(inference.WindowedNetwork):
+        def __init__(self, model, roi_size, *args, **kw):
             windows.append(tuple(roi_size))
-            super().__init__(model, roi_size, **kw)
+            super().__init__(model, roi_size, *args, **kw)
 
-    monkeypatch.setattr(model_module, "WindowedNetwork", RecordingWindows)
-    # grid, channels, res blocks, groups, training patch, batch, window, DDIM steps, samples averaged
-    monkeypatch.setitem(bench.SYNTHESIS_PRESETS, "tiny", ((16, 16, 16), (8, 16), 1, 8, (8, 8, 8), 3, (12, 12, 12),
-                                                          2, 3))
-    out = bench.bench_synthesis_item("tiny", device="cpu", steps=1)
+    monkeypatch.setattr(inference, "WindowedNetwork", RecordingWindows)
+    tiny = {"preprocess": {"shape": [16, 16, 16]},
+            "model": {"unet": {"channels": [8, 16], "attention_levels": [False, False], "norm_num_groups": 8},
+                      "train_patch": [8, 8, 8], "inference_window": [12, 12, 12]},
+            "train": {"batch_size": 3}, "sample": {"steps": 2, "n_samples": 3}}
+    out = synthesis_bench.bench_synthesis(tiny, device="cpu", steps=1)
     assert out["train_batch"] == 3 and out["train_patch"] == [8, 8, 8] and out["haar_grid"] == [8, 8, 8]
     assert out["network_evaluations_per_volume"] == 2 * 3  # steps x samples
     assert out["inference_window"] == [12, 12, 12] and out["train_step_s"] > 0 and out["sample_s_per_volume"] > 0
-    assert windows == [(6, 6, 6)]  # sampled through windows of the Haar grid, as the pipeline does
-    one = bench.bench_synthesis_item("tiny", device="cpu", steps=1, sample_steps=4)
+    assert windows == [(12, 12, 12)]  # sampled through windows in image voxels, as the pipeline does
+    one = synthesis_bench.bench_synthesis(tiny, device="cpu", steps=1, sample_steps=4)
     assert one["network_evaluations_per_volume"] == 4 and one["samples_averaged"] == 1
+
+
+@pytest.mark.parametrize("preset", ["demo", "brats"])
+def test_bench_presets_match_the_shipped_configs(preset):
+    """The bench times the configs' networks: a preset that drifted from configs/<preset>.yaml fails here."""
+    shipped = yaml.safe_load((REPO / "configs" / f"{preset}.yaml").read_text())["synthesis"]
+    base = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())["synthesis"]
+    ours = synthesis_bench.PRESETS[preset]
+    assert ours["preprocess"]["shape"] == shipped["preprocess"]["shape"]
+    for key, value in ours["model"].items():
+        expected = shipped["model"].get(key, base["model"].get(key))
+        if key == "unet":
+            assert all(expected[k] == v for k, v in value.items()), key
+        else:
+            assert expected == value, key
+    assert ours["train"]["batch_size"] == shipped["train"]["batch_size"]
+    for key, value in ours["sample"].items():
+        assert shipped["sample"][key] == value, key
 
 
 def test_unknown_preset_is_a_key_error():
     with pytest.raises(KeyError):
-        bench.bench_synthesis_item("nope", device="cpu")
+        synthesis_bench.bench_synthesis("nope", device="cpu")

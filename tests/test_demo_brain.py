@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from medsci.cli import main
-from medsci.demo import brain
-from medsci.demo.brain import (
+from medsci.tasks.synthesis import demo as brain
+from medsci.tasks.synthesis.demo import (
     CSF,
     DGM,
     ED,

@@ -7,8 +7,10 @@ import torch
 from safetensors.torch import load_file
 
 from medsci.diffusion.checkpoint import load_training_state, load_weights, read_checkpoint_config
+from medsci.diffusion.conditioning import Conditions
 from medsci.diffusion.config import SamplerConfig, ScheduleConfig, TrainConfig, UNetConfig
-from medsci.diffusion.model import WindowedNetwork, build_scheduler, build_unet, set_inference_steps
+from medsci.diffusion.model import build_scheduler, set_inference_steps
+from medsci.diffusion.networks import WindowedNetwork, build_network, network_spec
 from medsci.diffusion.sampling import sample, to_x0
 from medsci.diffusion.training import TrainingBatch, lr_factor, train
 from medsci.errors import ConfigError
@@ -19,16 +21,17 @@ SCHEDULE = ScheduleConfig()
 class Oracle(torch.nn.Module):
     """Knows the clean sample; answers in the requested prediction type (and counts its calls)."""
 
+    null_kinds = ("condition",)
+
     def __init__(self, x0, prediction_type="sample", schedule=SCHEDULE, bias_uncond=0.0):
         super().__init__()
         self.x0, self.kind, self.calls, self.bias_uncond = x0, prediction_type, 0, bias_uncond
         self.alphas = build_scheduler(schedule, "train").alphas_cumprod
 
-    def forward(self, inp, t, class_labels=None):
+    def forward(self, x_t, t, conditions=None):
         self.calls += 1
-        c = self.x0.shape[1]
-        x_t, cond = inp[:, :c], inp[:, c:]
-        x0 = self.x0 + (self.bias_uncond if cond.numel() and not cond.any() else 0.0)
+        dropped = conditions is not None and bool(conditions.dropped.get("condition", torch.zeros(1)).all())
+        x0 = self.x0 + (self.bias_uncond if dropped else 0.0)
         a = self.alphas[t].view(-1, *[1] * (x_t.ndim - 1))
         eps = (x_t - a.sqrt() * x0) / (1 - a).sqrt()
         if self.kind == "sample":
@@ -80,7 +83,7 @@ def test_ddpm_reference_runs_all_steps_and_is_seeded():
 
 def test_classifier_free_guidance_extrapolates_and_adaptive_guidance_saves_calls():
     x0 = torch.ones(1, 1, 4, 4)
-    cond = torch.ones(1, 1, 4, 4)
+    cond = Conditions(condition=torch.ones(1, 1, 4, 4))
     oracle = Oracle(x0, bias_uncond=-1.0)  # unconditional answer is x0 - 1
     cfg = SamplerConfig(steps=8, guidance_scale=2.0)
     res = sample(oracle, SCHEDULE, cfg, cond, (1, 1, 4, 4), generator=torch.Generator().manual_seed(0))
@@ -94,33 +97,63 @@ def test_classifier_free_guidance_extrapolates_and_adaptive_guidance_saves_calls
     assert res.guided_steps == 1 and res.network_evaluations == 9
 
 
-def test_input_guidance_keeps_known_entries_bit_exact():
+def test_input_guidance_keeps_known_entries_bit_exact_without_a_final_overwrite():
     truth = torch.randn(1, 1, 6, 6)
     mask = torch.zeros(1, 1, 6, 6)
     mask[..., ::2] = 1
     wrong = Oracle(torch.zeros_like(truth))  # a model that knows nothing
     res = sample(wrong, SCHEDULE, SamplerConfig(steps=5), None, tuple(truth.shape),
-                 generator=torch.Generator().manual_seed(0), known=truth, known_mask=mask, resample_jumps=2)
+                 generator=torch.Generator().manual_seed(0), known=truth, known_mask=mask, resample_jumps=2,
+                 overwrite_known=False)
+    # The loop's last replacement is at noise level 0: known entries come out exact by themselves.
     assert torch.equal(res.sample[mask.bool()], truth[mask.bool()])
     assert res.network_evaluations == 15  # 5 steps x (1 + 2 jumps)
 
 
+class Smoother(torch.nn.Module):
+    """x0 estimate = the mean of x_t over the image: unknown entries can only learn the known ones through
+    the sampling loop (in-loop input guidance), never from the network alone."""
+
+    def forward(self, x_t, t, conditions=None):
+        return x_t.mean(dim=(2, 3), keepdim=True).expand_as(x_t)
+
+
+def test_in_loop_input_guidance_carries_the_known_data_into_the_unknown_entries():
+    known = torch.full((1, 1, 8, 8), 0.8)
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., ::2, :] = 1
+    kw = dict(generator=torch.Generator().manual_seed(0), overwrite_known=False)
+    guided = sample(Smoother(), SCHEDULE, SamplerConfig(steps=20), None, (1, 1, 8, 8), known=known,
+                    known_mask=mask, **kw).sample
+    unknown = ~mask.bool()
+    # The missing rows follow the observed level (0.8); without guidance they stay near the noise mean (0).
+    assert abs(float(guided[unknown].mean()) - 0.8) < 0.1
+    plain = sample(Smoother(), SCHEDULE, SamplerConfig(steps=20), None, (1, 1, 8, 8),
+                   generator=torch.Generator().manual_seed(0)).sample
+    assert abs(float(plain[unknown].mean())) < 0.4
+    # Guidance applied only at the end (the final overwrite) would leave the unknown entries unguided.
+    assert not torch.allclose(guided[unknown], plain[unknown], atol=0.2)
+
+
 class ToyTask:
     """x0 = a smooth 2D bump whose sign is given by the condition."""
-
-    null_class_label = None
 
     def batch(self, generator, batch_size):
         sign = torch.randint(0, 2, (batch_size,), generator=generator).float() * 2 - 1
         grid = torch.linspace(-1, 1, 8)
         bump = torch.exp(-(grid[:, None] ** 2 + grid[None] ** 2) * 2)
         x0 = sign.view(-1, 1, 1, 1) * bump
-        return TrainingBatch(x0=x0, condition=sign.view(-1, 1, 1, 1).expand(-1, 1, 8, 8).clone())
+        return TrainingBatch(x0=x0, conditions=Conditions(condition=sign.view(-1, 1, 1, 1).expand(-1, 1, 8, 8).clone()))
+
+
+def _tiny_spec(channels=(8, 8)):
+    return network_spec(UNetConfig(channels=channels, attention_levels=(False, False), norm_num_groups=4), 2, 1,
+                        condition_channels=1)
 
 
 def _tiny_unet():
     torch.manual_seed(0)
-    return build_unet(UNetConfig(channels=(8, 8), attention_levels=(False, False), norm_num_groups=4), 2, 2, 1)
+    return build_network(_tiny_spec())
 
 
 def test_training_learns_and_resume_equals_uninterrupted(tmp_path):
@@ -163,7 +196,7 @@ def test_lr_schedule_warmup_then_cosine_to_floor():
 def test_corrupted_or_mismatched_checkpoint_is_a_config_error(tmp_path):
     cfg = TrainConfig(steps=1, batch_size=2, checkpoint_every=1)
     folder = train(_tiny_unet(), ToyTask(), SCHEDULE, cfg, tmp_path / "ck", {"model": "toy"}, progress=False)
-    other = build_unet(UNetConfig(channels=(16, 16), attention_levels=(False, False), norm_num_groups=4), 2, 2, 1)
+    other = build_network(_tiny_spec((16, 16)))
     with pytest.raises(ConfigError, match="do not fit"):
         load_weights(folder, other)
     (folder / "ema.safetensors").write_bytes(b"\x80\x04 this is a pickle, not safetensors")
@@ -175,39 +208,76 @@ def test_corrupted_or_mismatched_checkpoint_is_a_config_error(tmp_path):
 
 
 class PerVoxel(torch.nn.Module):
-    """A pointwise network (its output at a voxel depends only on that voxel, t and the label)."""
+    """A pointwise network (its output at a voxel depends only on that voxel, its condition, t and the label)."""
 
-    def forward(self, x, t, class_labels=None):
-        lab = 0.0 if class_labels is None else class_labels.view(-1, 1, 1, 1, 1).float()
-        return x[:, :1] * 2 + x[:, 1:2] + t.view(-1, 1, 1, 1, 1) / 1000 + lab
+    def forward(self, x, t, conditions=None):
+        lab = 0.0 if conditions.labels is None else conditions.labels.view(-1, 1, 1, 1, 1).float()
+        return x * 2 + conditions.condition + t.view(-1, 1, 1, 1, 1) / 1000 + lab
 
 
 def test_windowed_network_blends_windows_back_into_the_whole_volume():
     torch.manual_seed(0)
-    x = torch.randn(3, 2, 12, 10, 8)
+    x = torch.randn(3, 1, 12, 10, 8)
+    cond = Conditions(condition=torch.randn(3, 1, 12, 10, 8), labels=torch.tensor([1, 1, 3]))
     t = torch.full((3,), 500)
-    labels = torch.tensor([1, 1, 3])  # mixed labels take the per-item path
     net = PerVoxel()
-    full = net(x, t, class_labels=labels)
-    windowed = WindowedNetwork(net, (4, 4, 4), overlap=0.5, sw_batch_size=5)(x, t, class_labels=labels)
+    full = net(x, t, cond)
+    windowed = WindowedNetwork(net, (4, 4, 4), overlap=0.5, sw_batch_size=5)(x, t, cond)
     assert windowed.shape == full.shape
     assert torch.allclose(windowed, full, atol=1e-5)
     # A network that sees context (GroupNorm over the window) gives a different answer window by window.
-    norm = torch.nn.GroupNorm(1, 2)
-    ctx = lambda inp, tt, class_labels=None: norm(inp)[:, :1]  # noqa: E731
-    assert not torch.allclose(WindowedNetwork(ctx, (4, 4, 4))(x, t), ctx(x, t), atol=1e-3)
+    norm = torch.nn.GroupNorm(1, 1)
+    ctx = lambda inp, tt, c=None: norm(inp)  # noqa: E731
+    assert not torch.allclose(WindowedNetwork(ctx, (4, 4, 4))(x, t, Conditions()), ctx(x, t), atol=1e-3)
 
 
-def test_haar_domain_network_is_the_inner_network_between_orthonormal_transforms():
-    from medsci.diffusion.model import HaarDomainNetwork
-    from medsci.wavelets import haar_dwt3d
+def _unet(**kw):
+    torch.manual_seed(0)
+    return build_network(network_spec(UNetConfig(channels=(8, 8), attention_levels=(False, False),
+                                                 norm_num_groups=4), kw.pop("dims", 2), 1, **kw))
 
-    x = torch.randn(2, 3, 4, 6, 8)
-    t = torch.full((2,), 10)
-    passthrough = HaarDomainNetwork(lambda c, tt, class_labels=None: c[:, :8])  # noqa: E731  first channel's bands
-    assert torch.allclose(passthrough(x, t), x[:, :1], atol=1e-6)  # perfect reconstruction
-    doubled = HaarDomainNetwork(lambda c, tt, class_labels=None: 2 * c[:, 8:16])  # noqa: E731
-    assert torch.allclose(doubled(x, t), 2 * x[:, 1:2], atol=1e-5)
-    # Orthonormal: white noise keeps its variance, so diffusing in image space = diffusing the subbands.
-    noise = torch.randn(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(0))
-    assert abs(float(haar_dwt3d(noise).var()) - float(noise.var())) < 1e-3
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_haar_network_runs_the_unet_on_subbands_of_half_size(dims):
+    net = _unet(dims=dims, condition_channels=2, haar=True)
+    assert net.unet.conv_in.conv.in_channels == 3 * 2 ** dims and net.unet.out[2].conv.out_channels == 2 ** dims
+    seen = {}
+    net.unet.conv_in.register_forward_hook(lambda m, i, o: seen.update(shape=tuple(i[0].shape)))
+    size = (8,) * dims
+    out = net(torch.randn(2, 1, *size), torch.full((2,), 10), Conditions(condition=torch.randn(2, 2, *size)))
+    assert out.shape == (2, 1, *size) and seen["shape"] == (2, 3 * 2 ** dims, *(4,) * dims)
+
+
+def test_each_condition_kind_changes_the_output_and_its_null_is_used_when_dropped():
+    net = _unet(condition_channels=1, num_classes=3, vector_dim=2, context_dim=4,
+                dropout_kinds=("condition", "labels", "vector", "context")).eval()
+    for p in net.parameters():  # nulls start at zero; make every one distinct so each kind is visible
+        torch.nn.init.normal_(p, std=0.2, generator=torch.Generator().manual_seed(p.numel()))
+    x, t = torch.randn(2, 1, 8, 8), torch.full((2,), 300)
+    base = Conditions(condition=torch.randn(2, 1, 8, 8), labels=torch.tensor([0, 2]), vector=torch.randn(2, 2),
+                      context=torch.randn(2, 3, 4))
+    ref = net(x, t, base)
+    other = {"condition": torch.randn(2, 1, 8, 8), "labels": torch.tensor([1, 1]), "vector": torch.randn(2, 2),
+             "context": torch.randn(2, 3, 4)}
+    for kind, value in other.items():
+        changed = net(x, t, dataclasses.replace(base, **{kind: value}))
+        assert not torch.allclose(changed, ref, atol=1e-4), kind
+        # Dropped: the value no longer matters (the null stands in), and only the dropped item changes.
+        mask = torch.tensor([True, False])
+        a = net(x, t, base.drop((kind,), mask))
+        b = net(x, t, dataclasses.replace(base, **{kind: value}).drop((kind,), mask))
+        torch.testing.assert_close(a[0], b[0])
+        torch.testing.assert_close(a[1], ref[1])
+        assert not torch.allclose(a[0], ref[0], atol=1e-4), kind
+
+
+def test_guidance_over_a_kind_never_dropped_in_training_is_refused():
+    net = _unet(condition_channels=1)
+    with pytest.raises(ConfigError, match="condition dropout"):
+        sample(net, SCHEDULE, SamplerConfig(steps=2, guidance_scale=2.0), Conditions(condition=torch.zeros(1, 1, 8, 8)),
+               (1, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+
+
+def test_older_checkpoint_format_is_refused_with_a_reason():
+    with pytest.raises(ConfigError, match="older medsci"):
+        build_network({"unet": {}, "spatial_dims": 2, "in_channels": 2, "out_channels": 1})

@@ -1,4 +1,4 @@
-"""SEG-Y I/O (medsci.io.segy) and the synthetic seismic demo data (medsci.demo.seismic)."""
+"""SEG-Y I/O (medsci.io.segy) and the synthetic seismic demo data (medsci.tasks.seismic.demo)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import segyio
 
-from medsci.demo.seismic import FIRST_CROSSLINE, FIRST_INLINE, make_seismic_cube, write_seismic_dataset
+from medsci.tasks.seismic.demo import FIRST_CROSSLINE, FIRST_INLINE, make_seismic_cube, write_seismic_dataset
 from medsci.errors import InputError
 from medsci.io.segy import read_cube, read_segy, write_cube, write_segy_like
 

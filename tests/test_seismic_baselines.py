@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medsci.demo.seismic import make_seismic_cube, ricker
+from medsci.tasks.seismic.demo import make_seismic_cube, ricker
 from medsci.errors import InputError
 from medsci.tasks.seismic.baselines import linear_interpolation, pocs_interpolation
 from medsci.tasks.seismic.masks import apply_mask, block_traces, random_traces, regular_decimation

@@ -9,7 +9,7 @@ import pytest
 import segyio
 
 from medsci.cli import main
-from medsci.demo.seismic import write_seismic_dataset
+from medsci.tasks.seismic.demo import write_seismic_dataset
 from medsci.io.segy import read_segy, write_segy_like
 
 SHAPE = (10, 9, 16)  # il != xl so an axis mix-up changes the shape

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from medsci.demo.seismic import make_seismic_cube
+from medsci.tasks.seismic.demo import make_seismic_cube
 from medsci.errors import ConfigError, InputError
 from medsci.tasks.seismic.conditioning import (
     condition_channels,
@@ -110,10 +110,10 @@ def _task(augment: bool, **model) -> SeismicTrainingTask:
 def test_training_batch_shapes_weights_and_crops():
     task = _task(augment=False, observed_loss_weight=0.25, condition="zeros", residual=False)
     batch = task.batch(torch.Generator().manual_seed(3), 5)
-    assert batch.x0.shape == (5, 1, 8, 8, 16) and batch.condition.shape == (5, 2, 8, 8, 16)
+    assert batch.x0.shape == (5, 1, 8, 8, 16) and batch.conditions.condition.shape == (5, 2, 8, 8, 16)
     assert batch.loss_weight.shape == (5, 1, 8, 8, 1)
-    observed = batch.condition[:, 1:2].bool()
-    assert torch.equal(batch.condition[:, :1], torch.where(observed, batch.x0, torch.zeros(())))
+    observed = batch.conditions.condition[:, 1:2].bool()
+    assert torch.equal(batch.conditions.condition[:, :1], torch.where(observed, batch.x0, torch.zeros(())))
     assert set(batch.loss_weight.unique().tolist()) <= {0.25, 1.0}
     assert torch.equal(batch.loss_weight.expand_as(batch.x0) == 0.25, observed)
     cube = task.cubes[0]
@@ -131,13 +131,13 @@ def test_residual_batch_targets_cube_minus_a_first_guess_made_on_the_region():
         assert region.shape == (12, 10, 24)
         np.testing.assert_allclose(guess.numpy(), first_guess(region.numpy(), mask, "pocs"), atol=1e-5)
     batch = task.batch(torch.Generator().manual_seed(4), 3)
-    assert batch.condition.shape == (3, 3, 8, 8, 16)
-    observed = batch.condition[:, 1:2].bool().expand_as(batch.x0)
-    patch = batch.x0 + batch.condition[:, 2:3]  # residual + guess = the clean crop
-    assert torch.equal(batch.condition[:, :1][observed], patch[observed])
+    assert batch.conditions.condition.shape == (3, 3, 8, 8, 16)
+    observed = batch.conditions.condition[:, 1:2].bool().expand_as(batch.x0)
+    patch = batch.x0 + batch.conditions.condition[:, 2:3]  # residual + guess = the clean crop
+    assert torch.equal(batch.conditions.condition[:, :1][observed], patch[observed])
     assert (batch.x0[observed] == 0).all()  # the first guess keeps observed traces exactly
     cube = task.cubes[0]
-    for p, m, g in zip(patch[:, 0], batch.condition[:, 1, :, :, 0].bool(), batch.condition[:, 2]):
+    for p, m, g in zip(patch[:, 0], batch.conditions.condition[:, 1, :, :, 0].bool(), batch.conditions.condition[:, 2]):
         i, j, k = np.unravel_index(int(round(float(p[0, 0, 0]))), cube.shape)
         crop = (slice(i, i + 8), slice(j, j + 8))
         # The crop's guess and mask are the crop of one bank entry's region guess and mask, not POCS of the crop.
@@ -151,9 +151,9 @@ def test_training_batch_deterministic_and_augmented():
     a = task.batch(torch.Generator().manual_seed(11), 6)
     b = task.batch(torch.Generator().manual_seed(11), 6)
     c = task.batch(torch.Generator().manual_seed(12), 6)
-    assert torch.equal(a.x0, b.x0) and torch.equal(a.condition, b.condition)
+    assert torch.equal(a.x0, b.x0) and torch.equal(a.conditions.condition, b.conditions.condition)
     assert not torch.equal(a.x0, c.x0)
-    assert a.condition.shape[1] == 3
+    assert a.conditions.condition.shape[1] == 3
     # Augmented patches are flips/transposes of crops: strides along il/xl become +-1 or +-24 (= xl stride).
     cube = task.cubes[0]
     strides = set()
@@ -222,7 +222,7 @@ def test_zero_filled_condition_model_keeps_observed_traces(tmp_path):
                                    "train": {**TINY["train"], "steps": 1}})
     paths = [write_cube(tmp_path / "c.npy", _cubes(1)[0])]
     loaded = load_model(train_seismic(cfg, paths, tmp_path / "m", "cpu", progress=False), "cpu")
-    assert loaded.config["model"]["in_channels"] == 3 and not loaded.residual
+    assert loaded.config["model"]["condition_channels"] == 2 and not loaded.residual
     truth = _cubes(1, (9, 8, 16))[0]
     mask = random_traces(truth.shape, 0.5, np.random.default_rng(3))
     rec = reconstruct(loaded, np.where(mask[..., None], truth, 0), mask)
@@ -277,7 +277,8 @@ def test_haar_domain_model_trains_reconstructs_and_reloads(tmp_path):
     paths = [write_cube(tmp_path / "c.npy", _cubes(1)[0])]
     loaded = load_model(train_seismic(cfg, paths, tmp_path / "m", "cpu", progress=False), "cpu")
     spec = loaded.config["model"]
-    assert spec["domain"] == "haar" and spec["in_channels"] == 4 * 8 and spec["out_channels"] == 8
+    assert spec["haar"] and spec["condition_channels"] == 3 and spec["channels"] == 1
+    assert loaded.model.unet.conv_in.conv.in_channels == 4 * 8  # observation, mask, guess + x_t: 8 subbands each
     truth = _cubes(1, (9, 8, 16))[0]
     mask = random_traces(truth.shape, 0.5, np.random.default_rng(3))
     rec = reconstruct(loaded, np.where(mask[..., None], truth, 0), mask)

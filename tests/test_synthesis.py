@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from medsci.cli import main
-from medsci.demo.brain import write_brats_dataset
+from medsci.tasks.synthesis.demo import write_brats_dataset
 from medsci.io.cases import MODALITIES
 from medsci.tasks.synthesis.baselines import LinearRegressionBaseline, mean_of_available
 from medsci.tasks.synthesis.conditioning import condition_channels, to_image_space, to_model_space
@@ -29,10 +29,12 @@ def test_model_space_round_trip_and_zero_filled_slots():
     torch.testing.assert_close(to_image_space(to_model_space(img)), img, atol=1e-6, rtol=0)
     avail = torch.tensor([[1, 1, 0, 1], [0, 1, 1, 1]], dtype=torch.float32)
     cond = condition_channels(img, avail)
-    assert cond.shape == (2, 32, 4, 3, 2)
-    assert not cond[0, 16:24].any() and cond[0, 24:32].abs().sum() > 0
-    assert not cond[1, 0:8].any()
-    torch.testing.assert_close(cond[0, 0:8], to_model_space(img[:1, :1])[0])
+    assert cond.shape == (2, 4, 8, 6, 4)
+    assert not cond[0, 2].any() and cond[0, 3].abs().sum() > 0
+    assert not cond[1, 0].any()
+    torch.testing.assert_close(cond[0, 0], img[0, 0] * 2 - 1)
+    prior = torch.rand(2, 1, 8, 6, 4)
+    torch.testing.assert_close(condition_channels(img, avail, prior)[:, 4:], prior * 2 - 1)
 
 
 def _case(image, mask, cid="c"):
@@ -100,12 +102,13 @@ def test_training_batches_zero_the_target_slot_and_are_seeded():
     task = SynthesisTrainingTask(cases, MODALITIES)
     a = task.batch(torch.Generator().manual_seed(5), 6)
     b = task.batch(torch.Generator().manual_seed(5), 6)
-    assert torch.equal(a.x0, b.x0) and torch.equal(a.condition, b.condition)
-    assert a.x0.shape == (6, 8, 4, 4, 4) and a.condition.shape == (6, 32, 4, 4, 4)  # no prior here
-    for i, t in enumerate(a.class_labels.tolist()):
-        assert not a.condition[i, 8 * t: 8 * t + 8].any()
+    ca, cb = a.conditions.condition, b.conditions.condition
+    assert torch.equal(a.x0, b.x0) and torch.equal(ca, cb)
+    assert a.x0.shape == (6, 1, 8, 8, 8) and ca.shape == (6, 4, 8, 8, 8)  # no prior here
+    for i, t in enumerate(a.conditions.labels.tolist()):
+        assert not ca[i, t].any()
         others = [k for k in range(4) if k != t]
-        assert all(a.condition[i, 8 * k: 8 * k + 8].abs().sum() > 0 for k in others)
+        assert all(ca[i, k].abs().sum() > 0 for k in others)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +119,7 @@ def trained(tmp_path_factory):
     write_brats_dataset(raw, cases=4, seed=3, shape=(36, 40, 30))
     prep = root / "prep"
     for case in sorted(p.name for p in raw.iterdir() if p.is_dir()):
-        assert main(["preprocess", "--case-dir", str(raw / case), "--out", str(prep),
+        assert main(["preprocess", "synthesis", "--case-dir", str(raw / case), "--out", str(prep),
                      "--config", str(TEST_CONFIG)]) == 0
     ids = sorted(p.stem for p in prep.glob("*.npz"))
     model = root / "model"
@@ -131,7 +134,8 @@ def test_checkpoint_folder_is_safetensors_plus_json(trained):
     files = sorted(p.name for p in trained["model"].iterdir())
     assert {"config.json", "model.safetensors", "ema.safetensors", "training_state.pt", "loss.csv"} <= set(files)
     cfg = json.loads((trained["model"] / "config.json").read_text())
-    assert cfg["task"] == "mri-synthesis" and cfg["model"]["in_channels"] == 48  # 8 noisy + 32 + 8 prior
+    assert cfg["task"] == "mri-synthesis" and cfg["model"]["condition_channels"] == 5  # 4 contrasts + prior
+    assert cfg["model"]["haar"] and cfg["model"]["num_classes"] == 4
     assert set(cfg["prior"]["coef"]) == set(MODALITIES)
     assert cfg["preprocess"]["shape"] == [32, 32, 32] and cfg["step"] == 6
     assert cfg["training_cases"] == trained["ids"][:3]
@@ -223,7 +227,7 @@ def test_checkpoint_that_does_not_fit_the_data_is_refused(trained, tmp_path, cap
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("*.nii.gz"))
 
 
-def test_inference_window_is_checked_and_stored_on_the_haar_grid():
+def test_inference_window_is_checked_and_stored_in_image_voxels():
     from medsci.errors import ConfigError
     from medsci.tasks.synthesis.config import SynthesisConfig
     from medsci.tasks.synthesis.pipeline import checkpoint_config
@@ -233,7 +237,7 @@ def test_inference_window_is_checked_and_stored_on_the_haar_grid():
                       "train_patch": [32, 32, 32]}}
     assert checkpoint_config(SynthesisConfig.from_dict(base))["window"] is None  # default: whole volume
     base["model"]["inference_window"] = [48, 48, 48]
-    assert checkpoint_config(SynthesisConfig.from_dict(base))["window"] == [24, 24, 24]
+    assert checkpoint_config(SynthesisConfig.from_dict(base))["window"] == [48, 48, 48]
     for bad in ([20, 20, 20], [48, 80, 48]):  # not divisible by 2 x 4, larger than the grid
         base["model"]["inference_window"] = bad
         with pytest.raises(ConfigError, match="inference_window"):

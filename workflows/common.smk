@@ -1,15 +1,28 @@
-# Helpers shared by every generator's rules: the typed config, result folders, case lists, target lists.
-# Rules live in the other .smk files; this file holds no rules.
+# Helpers shared by every generator's rules: the validated typed config, result folders, logs, targets.
+# Rules live in the generators' .smk files; this file holds no rules. Each generator's file reads its section
+# (CFG.<name>), defines its rules only when the section is enabled, and adds its final outputs to TARGETS.
 
 import os
 from pathlib import Path
 
+from medsci import registry
 from medsci.config import config_from_dict, dump_config, write_config
 
-CFG = config_from_dict(config, "config")  # the one typed object; refuses unknown keys
+CFG = config_from_dict(config, "config")  # schema-validated; the one typed object; refuses unknown keys
 RESULTS = CFG.result_dir
 RESOLVED_CONFIG = str(RESULTS / "config.yaml")
 ENV = "envs/medsci.yaml"  # used with --sdm conda; relative to this folder
+TASKS = registry.tasks()  # every registered generator, by name
+TARGETS = {}  # generator name -> its final outputs (what `rule all` asks for)
+
+
+def all_targets():
+    return [path for name in TASKS for path in TARGETS.get(name, [])]
+
+
+def task_dir(name):
+    """results/<run>/<generator>/"""
+    return RESULTS / name
 
 
 def log_path(*parts):
@@ -25,40 +38,7 @@ def uses_gpu():
     return 1 if CFG.device.startswith("cuda") else 0
 
 
-# ----------------------------------------------------------------------------------------- MRI synthesis
-SYN = CFG.synthesis
-SYN_DIR = RESULTS / "synthesis"
-SYN_RAW = Path(SYN.data.raw_dir) if SYN.data.raw_dir else SYN_DIR / "demo_data"
-SYN_PREP = SYN_DIR / "preprocessed"
-SYN_MODEL = SYN_DIR / "model"
-SYN_SAMPLES = SYN_DIR / "samples"
-SYN_CURVES = SYN_DIR / "steps_curve"
-SYN_EVAL = SYN_DIR / "evaluation"
-MODS = ("t1n", "t1c", "t2w", "t2f")
-
-
-def synthesis_case_ids():
-    if not SYN.enabled:
-        return []
-    if SYN.data.raw_dir:
-        return sorted(p.name for p in SYN_RAW.iterdir() if p.is_dir() and not p.name.startswith("."))
-    return [f"BraTS-DEMO-{i:05d}-000" for i in range(SYN.data.demo.cases)]
-
-
-SYN_CASES = synthesis_case_ids()
-SYN_HELDOUT = SYN_CASES[len(SYN_CASES) - SYN.data.heldout :] if SYN.data.heldout else []
-SYN_TRAIN = [c for c in SYN_CASES if c not in SYN_HELDOUT]
-SYN_CURVE_CASES = SYN_HELDOUT[: SYN.evaluation.curve_cases]
-
-
-def synthesis_outputs():
-    if not SYN.enabled:
-        return []
-    return [str(SYN_PREP / "summary.json"), str(SYN_EVAL / "summary.json")]
-
-
-def synthesis_raw_inputs(wildcards):
-    folder = SYN_RAW / wildcards.case
-    if SYN.data.raw_dir:
-        return [str(p) for p in sorted(folder.glob("*.nii*"))]
-    return [str(folder / f"{wildcards.case}-{m}.nii.gz") for m in (*MODS, "seg")]
+def heldout_split(ids, heldout):
+    """The last `heldout` ids (sorted) are held out; returns (training ids, held-out ids)."""
+    held = ids[len(ids) - heldout :] if heldout else []
+    return [i for i in ids if i not in held], held

@@ -3,7 +3,48 @@
 # -> evaluation beside linear interpolation and POCS (tables, section figures, benchmark figure).
 
 
-include: "seismic_common.smk"
+import medsci.tasks.seismic.workflow as seis_workflow
+
+SEIS = CFG.seismic
+SEIS_ENABLED = SEIS.enabled
+SEIS_DIR = task_dir("seismic")
+SEIS_RAW = Path(SEIS.data.raw_dir) if SEIS_ENABLED and SEIS.data.raw_dir else SEIS_DIR / "demo_data"
+SEIS_MASKS = SEIS_DIR / "masks"
+SEIS_MODEL = SEIS_DIR / "model"
+SEIS_RECON = SEIS_DIR / "reconstructions"
+SEIS_BENCH = SEIS_DIR / "benchmark"
+SEIS_EVAL = SEIS_DIR / "evaluation"
+
+
+SEIS_FILES = seis_workflow.cube_files(SEIS, SEIS_RAW)
+SEIS_CUBES = list(SEIS_FILES)
+SEIS_TRAIN, SEIS_HELDOUT = heldout_split(SEIS_CUBES, SEIS.data.heldout if SEIS_ENABLED else 0)
+SEIS_PATTERNS = list(SEIS.evaluation.patterns) if SEIS_ENABLED else []
+SEIS_METHODS = ["model", "model_unguided"] if SEIS_ENABLED and SEIS.evaluation.unguided else ["model"]
+SEIS_BENCH_CUBES = (
+    SEIS_HELDOUT[: SEIS.evaluation.benchmark_cubes] if SEIS_ENABLED and SEIS.evaluation.benchmark else []
+)
+
+
+TARGETS["seismic"] = [str(SEIS_EVAL / "summary.json")] if SEIS_ENABLED else []
+
+
+SEIS_EVAL_OUTPUTS = {
+    "summary": report(str(SEIS_EVAL / "summary.json"), category="Seismic interpolation", subcategory="evaluation"),
+    "table": report(str(SEIS_EVAL / "metrics.csv"), category="Seismic interpolation", subcategory="evaluation"),
+    "markdown": str(SEIS_EVAL / "summary.md"),
+    "sections": report(
+        directory(str(SEIS_EVAL / "sections")),
+        patterns=["{name}.png"],
+        category="Seismic interpolation",
+        subcategory="sections",
+    ),
+    **(
+        {"benchmark": report(str(SEIS_EVAL / "benchmark.png"), category="Seismic interpolation", subcategory="benchmark")}
+        if SEIS_BENCH_CUBES
+        else {}
+    ),
+}
 
 
 if SEIS_ENABLED:
@@ -154,7 +195,7 @@ if SEIS_ENABLED:
             masks=expand(str(SEIS_MASKS / "{cube}-{pattern}.npy"), cube=SEIS_HELDOUT, pattern=SEIS_PATTERNS),
             cfg=RESOLVED_CONFIG,
         output:
-            **seismic_evaluation_outputs(),
+            **SEIS_EVAL_OUTPUTS,
         params:
             data=lambda wc, input: os.path.dirname(input.cubes[0]),
             heldout=" ".join(SEIS_HELDOUT),

@@ -1,209 +1,231 @@
 # MRI modality synthesis: demo data -> preprocess (one job per case) -> summary -> train -> sample held-out
 # cases (one job per case) -> SSIM-vs-steps curve -> evaluation beside the baselines.
 
+import medsci.tasks.synthesis.workflow as syn_workflow
 
-if not SYN.data.raw_dir:
+SYN = CFG.synthesis
+SYN_DIR = task_dir("synthesis")
+SYN_RAW = Path(SYN.data.raw_dir) if SYN.data.raw_dir else SYN_DIR / "demo_data"
+SYN_PREP = SYN_DIR / "preprocessed"
+SYN_MODEL = SYN_DIR / "model"
+SYN_SAMPLES = SYN_DIR / "samples"
+SYN_CURVES = SYN_DIR / "steps_curve"
+SYN_EVAL = SYN_DIR / "evaluation"
+MODS = syn_workflow.MODS
 
-    rule synthesis_demo_data:
-        """Deterministic synthetic BraTS-layout cases (brain, tumour, four contrasts, labels)."""
+
+SYN_CASES = syn_workflow.case_ids(SYN, SYN_RAW)
+SYN_TRAIN, SYN_HELDOUT = heldout_split(SYN_CASES, SYN.data.heldout)
+SYN_CURVE_CASES = SYN_HELDOUT[: SYN.evaluation.curve_cases]
+
+
+TARGETS["synthesis"] = [str(SYN_PREP / "summary.json"), str(SYN_EVAL / "summary.json")] if SYN.enabled else []
+
+
+if SYN.enabled:
+
+    if not SYN.data.raw_dir:
+
+        rule synthesis_demo_data:
+            """Deterministic synthetic BraTS-layout cases (brain, tumour, four contrasts, labels)."""
+            output:
+                expand(str(SYN_RAW / "{case}" / "{case}-{mod}.nii.gz"), case=SYN_CASES, mod=(*MODS, "seg")),
+                dataset=str(SYN_RAW / "dataset.json"),
+            params:
+                folder=parent("dataset"),
+                cases=SYN.data.demo.cases,
+                seed=SYN.data.demo.seed,
+                shape=" ".join(str(s) for s in SYN.data.demo.shape),
+            log:
+                log_path("synthesis", "demo_data.log"),
+            threads: 1
+            resources:
+                mem_mb=2000,
+                runtime=20,
+            conda:
+                ENV
+            shell:
+                "medsci demo-data synthesis {params.folder} --cases {params.cases} --seed {params.seed} "
+                "--shape {params.shape} > {log} 2>&1"
+
+
+    rule synthesis_preprocess:
+        """Reorient, mask, scale inside the brain, crop/pad; writes tensors + a sidecar to map results back."""
+        input:
+            lambda wc: syn_workflow.raw_inputs(SYN, SYN_RAW, wc.case),
+            cfg=RESOLVED_CONFIG,
         output:
-            expand(str(SYN_RAW / "{case}" / "{case}-{mod}.nii.gz"), case=SYN_CASES, mod=(*MODS, "seg")),
-            dataset=str(SYN_RAW / "dataset.json"),
+            npz=str(SYN_PREP / "{case}.npz"),
+            sidecar=str(SYN_PREP / "{case}.json"),
         params:
-            folder=parent("dataset"),
-            cases=SYN.data.demo.cases,
-            seed=SYN.data.demo.seed,
-            shape=" ".join(str(s) for s in SYN.data.demo.shape),
+            folder=lambda wc, input: os.path.dirname(input[0]),
+            layout=SYN.data.layout,
+            out=parent("npz"),
         log:
-            log_path("synthesis", "demo_data.log"),
+            log_path("synthesis", "preprocess", "{case}.log"),
         threads: 1
         resources:
-            mem_mb=2000,
-            runtime=20,
+            mem_mb=4000,
+            runtime=15,
         conda:
             ENV
         shell:
-            "medsci demo-data synthesis {params.folder} --cases {params.cases} --seed {params.seed} "
-            "--shape {params.shape} > {log} 2>&1"
+            "medsci preprocess synthesis --case-dir {params.folder} --layout {params.layout} --out {params.out} "
+            "--config {input.cfg} > {log} 2>&1"
 
 
-rule synthesis_preprocess:
-    """Reorient, mask, scale inside the brain, crop/pad; writes tensors + a sidecar to map results back."""
-    input:
-        synthesis_raw_inputs,
-        cfg=RESOLVED_CONFIG,
-    output:
-        npz=str(SYN_PREP / "{case}.npz"),
-        sidecar=str(SYN_PREP / "{case}.json"),
-    params:
-        folder=lambda wc, input: os.path.dirname(input[0]),
-        layout=SYN.data.layout,
-        out=parent("npz"),
-    log:
-        log_path("synthesis", "preprocess", "{case}.log"),
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=15,
-    conda:
-        ENV
-    shell:
-        "medsci preprocess --case-dir {params.folder} --layout {params.layout} --out {params.out} "
-        "--config {input.cfg} > {log} 2>&1"
+    rule synthesis_summary:
+        input:
+            expand(str(SYN_PREP / "{case}.npz"), case=SYN_CASES),
+        output:
+            summary=report(str(SYN_PREP / "summary.json"), category="MRI synthesis", subcategory="data"),
+        params:
+            folder=parent("summary"),
+        log:
+            log_path("synthesis", "summary.log"),
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        conda:
+            ENV
+        shell:
+            "medsci summarize {params.folder} --out {output.summary} > {log} 2>&1"
 
 
-rule synthesis_summary:
-    input:
-        expand(str(SYN_PREP / "{case}.npz"), case=SYN_CASES),
-    output:
-        summary=report(str(SYN_PREP / "summary.json"), category="MRI synthesis", subcategory="data"),
-    params:
-        folder=parent("summary"),
-    log:
-        log_path("synthesis", "summary.log"),
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        ENV
-    shell:
-        "medsci summarize {params.folder} --out {output.summary} > {log} 2>&1"
+    rule synthesis_train:
+        """One wavelet-domain conditional diffusion model for any single missing contrast."""
+        input:
+            cases=expand(str(SYN_PREP / "{case}.npz"), case=SYN_TRAIN),
+            cfg=RESOLVED_CONFIG,
+        output:
+            config=str(SYN_MODEL / "config.json"),
+            ema=str(SYN_MODEL / "ema.safetensors"),
+            loss=report(str(SYN_MODEL / "loss.csv"), category="MRI synthesis", subcategory="training"),
+        params:
+            cases=" ".join(SYN_TRAIN),
+            data=lambda wc, input: os.path.dirname(input.cases[0]),
+            model=parent("config"),
+        log:
+            log_path("synthesis", "train.log"),
+        threads: 2
+        resources:
+            mem_mb=8000,
+            runtime=24 * 60,
+            gpu=uses_gpu(),
+        conda:
+            ENV
+        shell:
+            "medsci train synthesis --config {input.cfg} --data {params.data} --cases {params.cases} "
+            "--out {params.model} --threads {threads} --no-progress > {log} 2>&1"
 
 
-rule synthesis_train:
-    """One wavelet-domain conditional diffusion model for any single missing contrast."""
-    input:
-        cases=expand(str(SYN_PREP / "{case}.npz"), case=SYN_TRAIN),
-        cfg=RESOLVED_CONFIG,
-    output:
-        config=str(SYN_MODEL / "config.json"),
-        ema=str(SYN_MODEL / "ema.safetensors"),
-        loss=report(str(SYN_MODEL / "loss.csv"), category="MRI synthesis", subcategory="training"),
-    params:
-        cases=" ".join(SYN_TRAIN),
-        data=lambda wc, input: os.path.dirname(input.cases[0]),
-        model=parent("config"),
-    log:
-        log_path("synthesis", "train.log"),
-    threads: 2
-    resources:
-        mem_mb=8000,
-        runtime=24 * 60,
-        gpu=uses_gpu(),
-    conda:
-        ENV
-    shell:
-        "medsci train synthesis --config {input.cfg} --data {params.data} --cases {params.cases} "
-        "--out {params.model} --threads {threads} --no-progress > {log} 2>&1"
+    rule synthesis_sample:
+        """Synthesise every target contrast of one held-out case from the other three."""
+        input:
+            model=rules.synthesis_train.output.config,
+            case=str(SYN_PREP / "{case}.npz"),
+            cfg=RESOLVED_CONFIG,
+        output:
+            timing=str(SYN_SAMPLES / "{case}" / "{case}-timing.json"),
+            npz=expand(str(SYN_SAMPLES / "{{case}}" / "{{case}}-{mod}.npz"), mod=SYN.evaluation.targets),
+            nifti=expand(str(SYN_SAMPLES / "{{case}}" / "{{case}}-{mod}.nii.gz"), mod=SYN.evaluation.targets),
+        params:
+            targets=" ".join(SYN.evaluation.targets),
+            data=lambda wc, input: os.path.dirname(input.case),
+            model=lambda wc, input: os.path.dirname(input.model),
+            out=lambda wc, output: os.path.dirname(os.path.dirname(output.timing)),
+        log:
+            log_path("synthesis", "sample", "{case}.log"),
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=60,
+            gpu=uses_gpu(),
+        conda:
+            ENV
+        shell:
+            "medsci sample synthesis --config {input.cfg} --checkpoint {params.model} --data {params.data} "
+            "--case {wildcards.case} --targets {params.targets} --out {params.out} --threads {threads} "
+            "--no-progress > {log} 2>&1"
 
 
-rule synthesis_sample:
-    """Synthesise every target contrast of one held-out case from the other three."""
-    input:
-        model=rules.synthesis_train.output.config,
-        case=str(SYN_PREP / "{case}.npz"),
-        cfg=RESOLVED_CONFIG,
-    output:
-        timing=str(SYN_SAMPLES / "{case}" / "{case}-timing.json"),
-        npz=expand(str(SYN_SAMPLES / "{{case}}" / "{{case}}-{mod}.npz"), mod=SYN.evaluation.targets),
-        nifti=expand(str(SYN_SAMPLES / "{{case}}" / "{{case}}-{mod}.nii.gz"), mod=SYN.evaluation.targets),
-    params:
-        targets=" ".join(SYN.evaluation.targets),
-        data=lambda wc, input: os.path.dirname(input.case),
-        model=lambda wc, input: os.path.dirname(input.model),
-        out=lambda wc, output: os.path.dirname(os.path.dirname(output.timing)),
-    log:
-        log_path("synthesis", "sample", "{case}.log"),
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=60,
-        gpu=uses_gpu(),
-    conda:
-        ENV
-    shell:
-        "medsci sample synthesis --config {input.cfg} --checkpoint {params.model} --data {params.data} "
-        "--case {wildcards.case} --targets {params.targets} --out {params.out} --threads {threads} "
-        "--no-progress > {log} 2>&1"
+    rule synthesis_steps_curve:
+        """Held-out SSIM against the number of sampling steps (1000 = the DDPM reference sampler)."""
+        input:
+            model=rules.synthesis_train.output.config,
+            case=str(SYN_PREP / "{case}.npz"),
+            cfg=RESOLVED_CONFIG,
+        output:
+            curve=str(SYN_CURVES / "{case}-curve.json"),
+        params:
+            steps=" ".join(str(s) for s in SYN.evaluation.steps_curve),
+            targets=" ".join(SYN.evaluation.curve_targets),
+            data=lambda wc, input: os.path.dirname(input.case),
+            model=lambda wc, input: os.path.dirname(input.model),
+            out=parent("curve"),
+        log:
+            log_path("synthesis", "steps_curve", "{case}.log"),
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=120,
+            gpu=uses_gpu(),
+        conda:
+            ENV
+        shell:
+            "medsci sample synthesis --config {input.cfg} --checkpoint {params.model} --data {params.data} "
+            "--case {wildcards.case} --targets {params.targets} --steps-curve {params.steps} --out {params.out} "
+            "--threads {threads} --no-progress > {log} 2>&1"
 
 
-rule synthesis_steps_curve:
-    """Held-out SSIM against the number of sampling steps (1000 = the DDPM reference sampler)."""
-    input:
-        model=rules.synthesis_train.output.config,
-        case=str(SYN_PREP / "{case}.npz"),
-        cfg=RESOLVED_CONFIG,
-    output:
-        curve=str(SYN_CURVES / "{case}-curve.json"),
-    params:
-        steps=" ".join(str(s) for s in SYN.evaluation.steps_curve),
-        targets=" ".join(SYN.evaluation.curve_targets),
-        data=lambda wc, input: os.path.dirname(input.case),
-        model=lambda wc, input: os.path.dirname(input.model),
-        out=parent("curve"),
-    log:
-        log_path("synthesis", "steps_curve", "{case}.log"),
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=120,
-        gpu=uses_gpu(),
-    conda:
-        ENV
-    shell:
-        "medsci sample synthesis --config {input.cfg} --checkpoint {params.model} --data {params.data} "
-        "--case {wildcards.case} --targets {params.targets} --steps-curve {params.steps} --out {params.out} "
-        "--threads {threads} --no-progress > {log} 2>&1"
-
-
-rule synthesis_evaluate:
-    """Model, voxelwise linear regression and mean-of-inputs, side by side, on held-out cases."""
-    input:
-        samples=expand(str(SYN_SAMPLES / "{case}" / "{case}-timing.json"), case=SYN_HELDOUT),
-        curves=expand(str(SYN_CURVES / "{case}-curve.json"), case=SYN_CURVE_CASES),
-        data=expand(str(SYN_PREP / "{case}.npz"), case=SYN_CASES),
-        model=str(SYN_MODEL / "config.json"),
-    output:
-        summary=report(str(SYN_EVAL / "summary.json"), category="MRI synthesis", subcategory="evaluation"),
-        table=report(str(SYN_EVAL / "metrics.csv"), category="MRI synthesis", subcategory="evaluation"),
-        markdown=str(SYN_EVAL / "summary.md"),
-        montages=report(
-            directory(str(SYN_EVAL / "montages")),
-            patterns=["{name}.png"],
-            category="MRI synthesis",
-            subcategory="montages",
-        ),
-        **(
-            {
-                "curve": report(
-                    str(SYN_EVAL / "steps_curve.png"),
-                    caption="report/steps_curve.rst",
-                    category="MRI synthesis",
-                    subcategory="sampling steps",
-                )
-            }
-            if SYN_CURVE_CASES
-            else {}
-        ),
-    params:
-        train=" ".join(SYN_TRAIN),
-        heldout=" ".join(SYN_HELDOUT),
-        targets=" ".join(SYN.evaluation.targets),
-        data=lambda wc, input: os.path.dirname(input.data[0]),
-        samples=lambda wc, input: os.path.dirname(os.path.dirname(input.samples[0])),
-        model=lambda wc, input: os.path.dirname(input.model),
-        out=parent("summary"),
-    log:
-        log_path("synthesis", "evaluate.log"),
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        ENV
-    shell:
-        "medsci evaluate synthesis --data {params.data} --train-cases {params.train} --cases {params.heldout} "
-        "--checkpoint {params.model} "
-        "--samples {params.samples} --targets {params.targets} --curves {input.curves} --out {params.out} "
-        "> {log} 2>&1"
+    rule synthesis_evaluate:
+        """Model, voxelwise linear regression and mean-of-inputs, side by side, on held-out cases."""
+        input:
+            samples=expand(str(SYN_SAMPLES / "{case}" / "{case}-timing.json"), case=SYN_HELDOUT),
+            curves=expand(str(SYN_CURVES / "{case}-curve.json"), case=SYN_CURVE_CASES),
+            data=expand(str(SYN_PREP / "{case}.npz"), case=SYN_CASES),
+            model=str(SYN_MODEL / "config.json"),
+        output:
+            summary=report(str(SYN_EVAL / "summary.json"), category="MRI synthesis", subcategory="evaluation"),
+            table=report(str(SYN_EVAL / "metrics.csv"), category="MRI synthesis", subcategory="evaluation"),
+            markdown=str(SYN_EVAL / "summary.md"),
+            montages=report(
+                directory(str(SYN_EVAL / "montages")),
+                patterns=["{name}.png"],
+                category="MRI synthesis",
+                subcategory="montages",
+            ),
+            **(
+                {
+                    "curve": report(
+                        str(SYN_EVAL / "steps_curve.png"),
+                        caption="report/steps_curve.rst",
+                        category="MRI synthesis",
+                        subcategory="sampling steps",
+                    )
+                }
+                if SYN_CURVE_CASES
+                else {}
+            ),
+        params:
+            train=" ".join(SYN_TRAIN),
+            heldout=" ".join(SYN_HELDOUT),
+            targets=" ".join(SYN.evaluation.targets),
+            data=lambda wc, input: os.path.dirname(input.data[0]),
+            samples=lambda wc, input: os.path.dirname(os.path.dirname(input.samples[0])),
+            model=lambda wc, input: os.path.dirname(input.model),
+            out=parent("summary"),
+        log:
+            log_path("synthesis", "evaluate.log"),
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=30,
+        conda:
+            ENV
+        shell:
+            "medsci evaluate synthesis --data {params.data} --train-cases {params.train} --cases {params.heldout} "
+            "--checkpoint {params.model} "
+            "--samples {params.samples} --targets {params.targets} --curves {input.curves} --out {params.out} "
+            "> {log} 2>&1"

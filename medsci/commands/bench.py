@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-DEFAULT_ITEMS = ["haar", "preprocessing", "synthesis-demo", "seismic"]
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("bench", help="measure speed and memory (JSON)",
-                              description="Haar DWT+IDWT vs a plain copy (224x224x160), preprocessing of a "
-                                          "BraTS-sized case vs the nibabel load+save floor, synthesis train "
-                                          "step / sampling per volume at the demo (and with --full, BraTS) "
-                                          "preset, seismic reconstruction per cube. Each item runs in a fresh "
-                                          "process.")
-    p.add_argument("--items", nargs="+", help="subset to run (default: all but the BraTS-size synthesis item)")
-    p.add_argument("--full", action="store_true", help="also the full BraTS-size synthesis item (GPU node)")
+                              description="The engine's Haar DWT+IDWT against a plain copy (224x224x160) and "
+                                          "every registered generator's items (preprocessing, training step, "
+                                          "sampling per volume or cube at its demo preset; with --full also the "
+                                          "full-size presets meant for GPU nodes). Each item runs in a fresh "
+                                          "process. --list shows the items.")
+    p.add_argument("--items", nargs="+", help="subset to run (default: every item but the full-size ones)")
+    p.add_argument("--full", action="store_true", help="every item, the full-size ones included (GPU node)")
+    p.add_argument("--list", action="store_true", help="list the items and exit")
     p.add_argument("--device", default=None, help="auto | cpu | cuda")
     p.add_argument("--out", default="results/bench.json", help="JSON file to write")
     p.set_defaults(handler=run)
@@ -26,13 +25,15 @@ def run(args) -> int:
     from medsci.errors import MedsciError
     from medsci.io.atomic import write_json_atomic
 
-    bench._load_generator_items()
-    names = args.items or [n for n in DEFAULT_ITEMS if n in bench.ITEMS]
-    if args.full and "synthesis-brats" not in names:
-        names.append("synthesis-brats")
-    unknown = [n for n in names if n not in bench.ITEMS]
+    known = bench.items()
+    if args.list:
+        for name, where in known.items():
+            print(f"{name}\t{where}{'' if name in bench.default_items() else '  (--full)'}")
+        return 0
+    names = args.items or (list(known) if args.full else bench.default_items())
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise MedsciError(f"unknown bench item(s) {unknown}; known: {sorted(bench.ITEMS)}")
+        raise MedsciError(f"unknown bench item(s) {unknown}; known: {sorted(known)}")
     results = bench.run_bench(names, args.device)
     write_json_atomic(args.out, results)
     print(json.dumps(results, indent=2))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from medsci.config_section import ConfigSection
 from medsci.errors import ConfigError
 
 PREDICTION_TYPES = ("sample", "epsilon", "v_prediction")
+KINDS = ("condition", "labels", "vector", "context")  # condition kinds of the engine (medsci.diffusion.conditioning)
 
 
 @dataclass
@@ -58,7 +59,9 @@ class TrainConfig(ConfigSection):
     min_lr_ratio: float = 0.05
     grad_clip: float = 1.0
     ema_decay: float = 0.999
-    condition_dropout: float = 0.0  # > 0 trains the unconditional branch for classifier-free guidance
+    # Classifier-free guidance: probability of dropping each condition kind (condition, labels, vector,
+    # context) per item, independently; a dropped kind is replaced by its null (see medsci.diffusion.conditioning).
+    condition_dropout: dict = field(default_factory=dict)
     checkpoint_every: int = 500
     bf16: bool = True  # autocast to bfloat16 on CUDA; ignored on CPU
     seed: int = 0
@@ -68,6 +71,16 @@ class TrainConfig(ConfigSection):
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
             raise ConfigError("train.steps and train.batch_size must be >= 1")
+        self.condition_dropout = dict(self.condition_dropout or {})
+        bad = [k for k, p in self.condition_dropout.items() if k not in KINDS or not 0.0 <= float(p) <= 1.0]
+        if bad:
+            raise ConfigError(f"train.condition_dropout: kinds must be {', '.join(KINDS)} with probabilities in "
+                              f"[0, 1], got {bad}")
+
+    @property
+    def dropout_kinds(self) -> tuple[str, ...]:
+        """Kinds trained with a null (probability > 0)."""
+        return tuple(k for k in KINDS if float(self.condition_dropout.get(k, 0.0)) > 0)
 
 
 @dataclass
@@ -77,6 +90,7 @@ class SamplerConfig(ConfigSection):
     eta: float = 0.0
     guidance_scale: float = 1.0
     adaptive_guidance: float | None = None  # cosine threshold after which the unconditional call is skipped
+    guidance: tuple[str, ...] | None = None  # kinds dropped in the unconditional call; None = all trained ones
     n_samples: int = 1
     use_ema: bool = True
     seed: int = 0
@@ -86,3 +100,35 @@ class SamplerConfig(ConfigSection):
             raise ConfigError(f"sampler must be ddim or ddpm, got {self.sampler!r}")
         if self.steps < 1:
             raise ConfigError("sampling steps must be >= 1")
+        if self.n_samples < 1:
+            raise ConfigError("n_samples must be >= 1")
+        if self.guidance is not None and any(k not in KINDS for k in self.guidance):
+            raise ConfigError(f"sample.guidance kinds must be among {', '.join(KINDS)}, got {list(self.guidance)}")
+
+
+@dataclass
+class InferenceConfig(ConfigSection):
+    """How a trained model is applied to data larger than its training patches, and input guidance."""
+
+    # Sliding windows (image voxels; None = the whole input at once), Gaussian blended. "network": every
+    # network call runs window by window on the whole-volume sample (no seams between windows, one
+    # sampling trajectory); "sampler": each batch of windows runs the whole reverse diffusion on its own.
+    window: tuple[int, ...] | None = None
+    window_mode: str = "network"
+    overlap: float = 0.5
+    sw_batch_size: int = 8  # windows per network (or sampler) call
+    sigma_scale: float = 0.125  # Gaussian blending window (MONAI's default)
+    input_guidance: bool = True  # known entries replaced by the noised observation at every step (if any)
+    resample_jumps: int = 0  # RePaint resampling jumps per step (network calls x (1 + jumps))
+
+    def __post_init__(self):
+        if self.window_mode not in ("network", "sampler"):
+            raise ConfigError(f"inference.window_mode must be network or sampler, got {self.window_mode!r}")
+        if self.resample_jumps < 0:
+            raise ConfigError("inference.resample_jumps must be >= 0")
+        if not 0.0 <= self.overlap < 1.0:
+            raise ConfigError("inference.overlap must be in [0, 1)")
+        if self.sw_batch_size < 1:
+            raise ConfigError("inference.sw_batch_size must be >= 1")
+        if self.window is not None and min(self.window) < 1:
+            raise ConfigError("inference.window sizes must be >= 1")

@@ -1,13 +1,15 @@
 """Reverse diffusion shared by every generator.
 
 One loop serves DDIM (few steps) and the 1000-step DDPM reference. Per step:
-1. the network is called on ``[x_t, condition]`` (twice with classifier-free guidance, once when adaptive
-   guidance decides the unconditional call is redundant);
+1. the network is called on ``x_t`` and the batch's :class:`~medsci.diffusion.conditioning.Conditions` (twice
+   with classifier-free guidance: the second call drops the guided kinds, which the network replaces by their
+   nulls; once when adaptive guidance decides the unconditional call is redundant);
 2. its output (x0, epsilon or v) is converted to an x0 estimate, and ``x0_transform`` applied — the place where a
    task clamps in image space (e.g. inverse Haar -> clamp -> Haar for wavelet-domain models);
 3. the MONAI scheduler steps to the previous timestep;
 4. with input guidance (``known``/``known_mask``), known entries of x_{t-1} are replaced by the observation
-   noised to t-1 (RePaint-style), optionally with resampling jumps; the returned sample keeps them bit-exact.
+   noised to t-1 (RePaint-style), optionally with resampling jumps. The last step replaces them by the
+   observation itself (noise level 0), so known entries come out exact without any final overwrite.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from typing import Callable
 
 import torch
 
+from medsci.diffusion.conditioning import Conditions
 from medsci.diffusion.config import SamplerConfig, ScheduleConfig
 from medsci.diffusion.model import build_scheduler, set_inference_steps
+from medsci.errors import ConfigError
 
 
 @dataclass
@@ -43,29 +47,45 @@ def _alpha_bar(scheduler, t: int) -> torch.Tensor:
     return scheduler.alphas_cumprod[t] if t >= 0 else torch.tensor(1.0)
 
 
+def guided_kinds(model: torch.nn.Module, sampler: SamplerConfig, conditions: Conditions | None) -> tuple[str, ...]:
+    """The condition kinds classifier-free guidance drops in its unconditional call (empty: no guidance).
+
+    ``sampler.guidance`` names them; by default every kind the network was trained to replace by a null.
+    """
+    if sampler.guidance_scale == 1.0 or conditions is None:
+        return ()
+    trained = tuple(getattr(model, "null_kinds", ()))
+    kinds = tuple(sampler.guidance) if sampler.guidance is not None else trained
+    kinds = tuple(k for k in kinds if getattr(conditions, k) is not None)
+    untrained = [k for k in kinds if k not in trained]
+    if untrained or not kinds:
+        raise ConfigError(f"guidance_scale {sampler.guidance_scale} needs a model trained with condition dropout "
+                          f"of {', '.join(untrained or ['some condition'])} (train.condition_dropout)")
+    return kinds
+
+
 @torch.no_grad()
 def sample(
     model: torch.nn.Module,
     schedule: ScheduleConfig,
     sampler: SamplerConfig,
-    condition: torch.Tensor | None,
+    conditions: Conditions | None,
     shape: tuple[int, ...],
     *,
     generator: torch.Generator,
-    class_labels: torch.Tensor | None = None,
-    null_class_labels: torch.Tensor | None = None,
     x0_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     known: torch.Tensor | None = None,
     known_mask: torch.Tensor | None = None,
     resample_jumps: int = 0,
+    overwrite_known: bool = True,
     device: torch.device | str = "cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> SampleResult:
-    """Draw one batch of samples of ``shape`` (B, C, *spatial) conditioned on ``condition`` (B, Cc, *spatial).
+    """Draw one batch of samples of ``shape`` (B, C, *spatial) given ``conditions`` (batch size B).
 
     Random numbers come from ``generator`` (a CPU generator: same seed -> same bytes on CPU, and the same
     starting noise on any device). ``known`` (shape of the sample) and ``known_mask`` (broadcastable, 1 =
-    observed) switch on input guidance.
+    observed) switch on input guidance; ``overwrite_known=False`` leaves the result exactly as the loop made it.
     """
     device = torch.device(device)
     scheduler = build_scheduler(schedule, sampler.sampler)
@@ -75,11 +95,9 @@ def sample(
     stride = schedule.num_train_timesteps // steps if sampler.sampler == "ddim" else 1
 
     autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    guided = sampler.guidance_scale != 1.0 and condition is not None
-    cond = condition.to(device) if condition is not None else None
-    uncond = torch.zeros_like(cond) if guided else None
-    labels = class_labels.to(device) if class_labels is not None else None
-    null_labels = null_class_labels.to(device) if null_class_labels is not None else labels
+    kinds = guided_kinds(model, sampler, conditions)
+    cond = conditions.to(device) if conditions is not None else None
+    uncond = cond.drop(kinds) if kinds else None
 
     x = torch.randn(shape, generator=generator).to(device)
     if known is not None:
@@ -88,20 +106,18 @@ def sample(
 
     nfe = 0
     guided_steps = 0
-    guidance_on = guided
+    guidance_on = bool(kinds)
 
     def predict_x0(x_t: torch.Tensor, t: int) -> torch.Tensor:
         nonlocal nfe, guided_steps, guidance_on
         a_bar = _alpha_bar(scheduler, t).to(device)
         tt = torch.full((x_t.shape[0],), t, device=device, dtype=torch.long)
         with autocast:
-            inp = torch.cat([x_t, cond], 1) if cond is not None else x_t
-            out_c = model(inp, tt, class_labels=labels).float()
+            out_c = model(x_t, tt, cond).float()
             nfe += 1
             x0 = to_x0(out_c, x_t, a_bar, schedule.prediction_type)
             if guidance_on:
-                inp_u = torch.cat([x_t, uncond], 1)
-                out_u = model(inp_u, tt, class_labels=null_labels).float()
+                out_u = model(x_t, tt, uncond).float()
                 nfe += 1
                 guided_steps += 1
                 x0_u = to_x0(out_u, x_t, a_bar, schedule.prediction_type)
@@ -145,6 +161,6 @@ def sample(
         if progress is not None:
             progress(i + 1, len(timesteps))
 
-    if known is not None:
+    if known is not None and overwrite_known:
         x = torch.where(known_mask.bool().expand_as(x), known, x)
     return SampleResult(sample=x, network_evaluations=nfe, guided_steps=guided_steps)

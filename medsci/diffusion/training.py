@@ -1,9 +1,9 @@
 """Training loop shared by every generator.
 
-A task supplies ``batch(generator, batch_size) -> TrainingBatch`` (target x0 in the model's domain, condition
-channels, optional class labels). Every random number of step ``s`` — the batch, the noise, the timesteps, the
-condition dropout — comes from a generator seeded with ``(seed, s)``, so a run resumed from a checkpoint at step
-``s`` continues exactly as an uninterrupted one would.
+A task supplies ``batch(generator, batch_size) -> TrainingBatch`` (target x0 and its
+:class:`~medsci.diffusion.conditioning.Conditions`). Every random number of step ``s`` — the batch, the noise, the
+timesteps, the condition dropout — comes from a generator seeded with ``(seed, s)``, so a run resumed from a
+checkpoint at step ``s`` continues exactly as an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import io
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -26,6 +26,7 @@ from medsci.diffusion.checkpoint import (
     read_checkpoint_config,
     save_checkpoint,
 )
+from medsci.diffusion.conditioning import Conditions, drop_masks
 from medsci.diffusion.config import ScheduleConfig, TrainConfig
 from medsci.diffusion.model import build_scheduler
 from medsci.io.atomic import write_text_atomic
@@ -36,14 +37,11 @@ LOSS_LOG = "loss.csv"
 @dataclass
 class TrainingBatch:
     x0: torch.Tensor  # (B, C, *spatial): the clean target in the model's domain
-    condition: torch.Tensor | None = None  # (B, Cc, *spatial): concatenated to the noisy input
-    class_labels: torch.Tensor | None = None  # (B,) long
+    conditions: Conditions = field(default_factory=Conditions)
     loss_weight: torch.Tensor | None = None  # broadcastable to x0; e.g. to ignore padding
 
 
 class TrainingTask(Protocol):
-    null_class_label: int | None  # label used when the condition is dropped (classifier-free guidance)
-
     def batch(self, generator: torch.Generator, batch_size: int) -> TrainingBatch: ...
 
 
@@ -71,27 +69,18 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: 
 
 
 def diffusion_loss(model, scheduler, schedule: ScheduleConfig, batch: TrainingBatch, generator: torch.Generator,
-                   condition_dropout: float, null_class_label: int | None, device: torch.device) -> torch.Tensor:
+                   condition_dropout: dict[str, float], device: torch.device) -> torch.Tensor:
     x0 = batch.x0
     b = x0.shape[0]
     noise = torch.randn(x0.shape, generator=generator)
     t = torch.randint(0, schedule.num_train_timesteps, (b,), generator=generator)
-    drop = torch.rand(b, generator=generator) < condition_dropout
+    cond = batch.conditions
+    masks = drop_masks(condition_dropout, cond.present(), b, generator)
+    for kind, mask in masks.items():
+        cond = cond.drop((kind,), mask)
     x0, noise, t = x0.to(device), noise.to(device), t.to(device)
     x_t = scheduler.add_noise(x0, noise, t)
-    inp = x_t
-    if batch.condition is not None:
-        cond = batch.condition.to(device)
-        if condition_dropout > 0:
-            cond = cond * (~drop).to(device, cond.dtype).view(-1, *([1] * (cond.ndim - 1)))
-        inp = torch.cat([x_t, cond], 1)
-    labels = batch.class_labels
-    if labels is not None:
-        labels = labels.clone()
-        if condition_dropout > 0 and null_class_label is not None:
-            labels[drop] = null_class_label
-        labels = labels.to(device)
-    out = model(inp, t, class_labels=labels).float()
+    out = model(x_t, t, cond.to(device)).float()
     if schedule.prediction_type == "sample":
         target = x0
     elif schedule.prediction_type == "epsilon":
@@ -170,8 +159,7 @@ def train(
         gen = step_generator(cfg.seed, step)
         batch = task.batch(gen, cfg.batch_size)
         with autocast:
-            loss = diffusion_loss(model, scheduler, schedule, batch, gen, cfg.condition_dropout,
-                                  getattr(task, "null_class_label", None), device)
+            loss = diffusion_loss(model, scheduler, schedule, batch, gen, cfg.condition_dropout, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:

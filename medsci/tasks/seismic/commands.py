@@ -11,13 +11,41 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medsci.commands.tasks import add_common_args, setup_torch
+from medsci.commands.args import add_common_args, setup_torch
 from medsci.errors import InputError, MedsciError
 
 if TYPE_CHECKING:  # numpy is imported inside the handlers (fast `medsci --help`)
     import numpy as np
 
 GUIDED, UNGUIDED = "model", "model_unguided"
+
+
+def register_commands(subparsers) -> None:
+    """Top-level commands of this generator: ``medsci interpolate`` (one survey, for users)."""
+    from medsci.tasks.seismic.interpolate import register_interpolate
+
+    register_interpolate(subparsers)
+
+
+# ---------------------------------------------------------------------------------------------- demo-data
+def register_demo_data(tasks) -> None:
+    p = tasks.add_parser("seismic", help="synthetic post-stack seismic cubes (SEG-Y)",
+                         description="Synthetic seismic cubes for the trace-interpolation task; the same seed "
+                                     "gives the same bytes.")
+    p.add_argument("out", type=Path, metavar="OUT", help="output folder")
+    p.add_argument("--cubes", type=int, default=8, help="number of cubes (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--shape", type=int, nargs=3, default=[32, 32, 128], metavar=("IL", "XL", "T"),
+                   help="inlines, crosslines, time samples (default 32 32 128)")
+    p.set_defaults(handler=run_demo_data)
+
+
+def run_demo_data(args) -> int:
+    from medsci.tasks.seismic.demo import write_seismic_dataset
+
+    written = write_seismic_dataset(args.out, cubes=args.cubes, seed=args.seed, shape=tuple(args.shape))
+    print(f"wrote {len(written)} synthetic seismic cubes to {args.out}")
+    return 0
 
 
 def limit_blas_threads() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from medsci.config_section import ConfigSection
-from medsci.diffusion.config import SamplerConfig, ScheduleConfig, TrainConfig, UNetConfig
+from medsci.diffusion.config import InferenceConfig, SamplerConfig, ScheduleConfig, TrainConfig, UNetConfig
 from medsci.errors import ConfigError
 from medsci.tasks.seismic.masks import PATTERNS
 
@@ -87,20 +87,11 @@ class SeismicModelConfig(ConfigSection):
 
 
 @dataclass
-class SeismicInferenceConfig(ConfigSection):
-    input_guidance: bool = True  # replace observed traces by the noised observation at every step
-    resample_jumps: int = 0  # RePaint resampling jumps per step (network calls x (1 + jumps))
-    overlap: float = 0.5  # sliding-window overlap along every axis
-    sw_batch_size: int = 8  # windows per sampler call
-    sigma_scale: float = 0.125  # Gaussian blending window (MONAI's default)
+class SeismicInferenceConfig(InferenceConfig):
+    """The engine's inference settings with this generator's defaults: windows of the training patch
+    (``window: null``), each batch of windows sampled on its own (bounded memory on any survey size)."""
 
-    def __post_init__(self):
-        if self.resample_jumps < 0:
-            raise ConfigError("seismic.inference.resample_jumps must be >= 0")
-        if not 0.0 <= self.overlap < 1.0:
-            raise ConfigError("seismic.inference.overlap must be in [0, 1)")
-        if self.sw_batch_size < 1:
-            raise ConfigError("seismic.inference.sw_batch_size must be >= 1")
+    window_mode: str = "sampler"
 
 
 @dataclass

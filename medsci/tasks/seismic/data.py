@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medsci.diffusion.conditioning import Conditions
 from medsci.diffusion.training import TrainingBatch
 from medsci.errors import ConfigError, InputError
 from medsci.io.segy import SEGY_SUFFIXES, SeismicCube, read_cube
@@ -100,8 +101,6 @@ class SeismicTrainingTask:
     All randomness comes from the engine's per-step generator and ``seed``, so batches are reproducible.
     """
 
-    null_class_label = None
-
     def __init__(self, cubes: list[TrainingCube], cfg: SeismicModelConfig, seed: int = 0):
         self.cubes = [torch.from_numpy(np.ascontiguousarray(c.data)) for c in cubes]
         self.patch = tuple(int(p) for p in cfg.patch)
@@ -180,4 +179,4 @@ class SeismicTrainingTask:
         guess = torch.stack(guesses).unsqueeze(1) if guesses else None
         condition = condition_channels(x0, mask, guess)
         target = x0 - guess if self.residual else x0  # residual: zero on observed traces
-        return TrainingBatch(x0=target.contiguous(), condition=condition, loss_weight=weight)
+        return TrainingBatch(x0=target.contiguous(), conditions=Conditions(condition=condition), loss_weight=weight)

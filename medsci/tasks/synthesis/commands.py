@@ -8,8 +8,41 @@ import tempfile
 import time
 from pathlib import Path
 
-from medsci.commands.tasks import add_common_args, setup_torch
+from medsci.commands.args import add_common_args, setup_torch
 from medsci.errors import MedsciError
+from medsci.tasks.synthesis.preprocess_cli import register_preprocess, register_summarize  # noqa: F401
+
+
+def register_commands(subparsers) -> None:
+    """Top-level commands of this generator."""
+    register_summarize(subparsers)
+
+
+# ---------------------------------------------------------------------------------------------- demo-data
+def register_demo_data(tasks) -> None:
+    p = tasks.add_parser(
+        "synthesis",
+        help="BraTS-like brain MRI (t1n, t1c, t2w, t2f + tumour labels)",
+        description="Synthetic skull-stripped brain MRI with glioma labels, in BraTS layout and geometry. "
+                    "The same seed gives the same bytes.",
+    )
+    p.add_argument("out", type=Path, metavar="OUT", help="output folder")
+    p.add_argument("--cases", type=int, default=16, help="number of cases (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--shape", type=int, nargs=3, default=[68, 76, 60], metavar=("X", "Y", "Z"),
+                   help="voxels per axis, NIfTI order (default 68 76 60; BraTS is 240 240 155)")
+    p.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("SX", "SY", "SZ"),
+                   help="voxel size in mm (default: the BraTS 240x240x155 mm field of view divided by the shape)")
+    p.set_defaults(handler=run_demo_data)
+
+
+def run_demo_data(args) -> int:
+    from medsci.tasks.synthesis.demo import write_brats_dataset
+
+    cases = write_brats_dataset(args.out, cases=args.cases, seed=args.seed, shape=tuple(args.shape),
+                                spacing=args.spacing)
+    print(f"wrote {len(cases)} synthetic BraTS-like cases to {args.out}")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------- train

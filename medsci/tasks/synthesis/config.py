@@ -8,7 +8,7 @@ from medsci.config_section import ConfigSection
 from medsci.diffusion.config import SamplerConfig, ScheduleConfig, TrainConfig, UNetConfig
 from medsci.errors import ConfigError
 from medsci.io.cases import MODALITIES
-from medsci.preprocessing.mri import PreprocessConfig
+from medsci.preprocessing.config import PreprocessConfig
 
 
 @dataclass

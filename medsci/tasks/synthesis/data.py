@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medsci.diffusion.conditioning import Conditions
 from medsci.diffusion.training import TrainingBatch
 from medsci.errors import InputError
 from medsci.io.cases import MODALITIES
@@ -54,8 +55,6 @@ class SynthesisTrainingTask:
     so the Haar subbands of a patch line up with those of the whole volume.
     """
 
-    null_class_label = None
-
     def __init__(self, cases: list[PreparedCase], targets: tuple[str, ...], augment_flip: bool = True,
                  class_conditional: bool = True, patch: tuple[int, int, int] | None = None,
                  prior: LinearRegressionBaseline | None = None):
@@ -99,5 +98,6 @@ class SynthesisTrainingTask:
             prior = self.prior.predict_torch(images, tgt, mask)
             # Diffuse the residual target - prior: an untrained (zero-output) network already gives the prior.
             x0 = x0 - to_model_space(prior)
-        return TrainingBatch(x0=x0, condition=condition_channels(images, available, prior),
-                             class_labels=tgt if self.class_conditional else None)
+        conditions = Conditions(condition=condition_channels(images, available, prior),
+                                labels=tgt if self.class_conditional else None)
+        return TrainingBatch(x0=x0, conditions=conditions)

@@ -10,16 +10,16 @@ import numpy as np
 import torch
 
 from medsci.diffusion.checkpoint import load_for_inference
-from medsci.diffusion.config import SamplerConfig, ScheduleConfig
+from medsci.diffusion.conditioning import Conditions
+from medsci.diffusion.config import InferenceConfig, SamplerConfig, ScheduleConfig
 from medsci.diffusion.device import default_device
-from medsci.diffusion.model import WindowedNetwork, model_from_spec
-from medsci.diffusion.sampling import sample
+from medsci.diffusion.inference import generate
+from medsci.diffusion.networks import build_network, network_spec
 from medsci.diffusion.training import train
 from medsci.errors import ConfigError, InputError
 from medsci.io.cases import MODALITIES
 from medsci.preprocessing.mri import PreprocessConfig
 from medsci.tasks.synthesis.conditioning import (
-    SUBBANDS,
     condition_channels,
     image_space_clamp,
     target_index,
@@ -35,13 +35,10 @@ TASK = "mri-synthesis"
 
 def model_spec(cfg: SynthesisConfig) -> dict:
     multi = len(cfg.model.targets) > 1
-    return {
-        "unet": cfg.model.unet.to_dict(),
-        "spatial_dims": 3,
-        "in_channels": SUBBANDS + SUBBANDS * len(MODALITIES) + (SUBBANDS if cfg.model.prior == "regression" else 0),
-        "out_channels": SUBBANDS,
-        "num_class_embeds": len(MODALITIES) if multi else None,
-    }
+    prior = 1 if cfg.model.prior == "regression" else 0
+    return network_spec(cfg.model.unet, 3, 1, condition_channels=len(MODALITIES) + prior,
+                        num_classes=len(MODALITIES) if multi else None, haar=True,
+                        dropout_kinds=cfg.train.dropout_kinds)
 
 
 def checkpoint_config(cfg: SynthesisConfig) -> dict:
@@ -52,9 +49,9 @@ def checkpoint_config(cfg: SynthesisConfig) -> dict:
         "preprocess": cfg.preprocess.to_dict(),
         "targets": list(cfg.model.targets),
         "modalities": list(MODALITIES),
-        "domain": "haar3d of image*2-1, image in [0,1]",
-        # Network window at inference on the Haar grid (half the image patch); null = the whole volume.
-        "window": [w // 2 for w in cfg.model.inference_window] if cfg.model.inference_window else None,
+        "domain": "image*2-1, image in [0,1]; the network works on its 3D Haar subbands",
+        # Network windows at inference (image voxels); null = the whole volume.
+        "window": list(cfg.model.inference_window) if cfg.model.inference_window else None,
     }
 
 
@@ -71,9 +68,9 @@ def train_synthesis(cfg: SynthesisConfig, data_dir: str | Path, case_ids: list[s
     if cfg.model.prior == "regression":
         prior = LinearRegressionBaseline.fit(cases, cfg.model.targets, degree=cfg.model.prior_degree)
         ckcfg["prior"] = prior.to_dict()
-    model = model_from_spec(ckcfg["model"])
+    model = build_network(ckcfg["model"])
     task = SynthesisTrainingTask(cases, cfg.model.targets, cfg.model.augment_flip,
-                                 class_conditional=ckcfg["model"]["num_class_embeds"] is not None,
+                                 class_conditional=ckcfg["model"]["num_classes"] is not None,
                                  patch=cfg.model.train_patch, prior=prior)
     ckcfg["training_cases"] = list(case_ids)
     return train(model, task, cfg.model.schedule, cfg.train, out_dir, ckcfg, default_device(device), progress)
@@ -95,7 +92,7 @@ def load_model(checkpoint: str | Path, device: str | None = "auto", use_ema: boo
         return (ScheduleConfig.from_dict(ckcfg["schedule"], "schedule"),
                 PreprocessConfig.from_dict(ckcfg["preprocess"]), prior)
 
-    model, ckcfg, (schedule, prep, prior), dev = load_for_inference(checkpoint, TASK, model_from_spec, parse,
+    model, ckcfg, (schedule, prep, prior), dev = load_for_inference(checkpoint, TASK, build_network, parse,
                                                                     device, use_ema)
     return LoadedModel(model, ckcfg, schedule, prep, dev, prior)
 
@@ -115,8 +112,8 @@ def check_fits(loaded: LoadedModel, case: PreparedCase, target: str, path: str |
                           path)
     if target not in loaded.config["targets"]:
         raise ConfigError(f"checkpoint was trained for targets {loaded.config['targets']}, not {target}", path)
-    prior = SUBBANDS if loaded.prior is not None else 0
-    if case.image.shape[0] * SUBBANDS + SUBBANDS + prior != loaded.config["model"]["in_channels"]:
+    prior = 1 if loaded.prior is not None else 0
+    if case.image.shape[0] + prior != loaded.config["model"]["condition_channels"]:
         raise ConfigError("case channels do not match the checkpoint", path)
 
 
@@ -129,7 +126,6 @@ def synthesize(loaded: LoadedModel, case: PreparedCase, target: str, sampler: Sa
         raise InputError(f"cannot synthesise {target}: {', '.join(missing)} also missing (one missing modality "
                          "at a time)", case.case_id)
     check_fits(loaded, case, target, case.case_id)
-    n = sampler.n_samples
     image = torch.from_numpy(case.image).unsqueeze(0)
     avail = torch.tensor([[float(m in available) for m in MODALITIES]])
     mask = torch.from_numpy(case.mask).view(1, 1, *case.mask.shape)
@@ -137,24 +133,18 @@ def synthesize(loaded: LoadedModel, case: PreparedCase, target: str, sampler: Sa
     if loaded.prior is not None:
         prior = loaded.prior.predict_torch(image * avail.view(1, -1, 1, 1, 1), torch.tensor([target_index(target)]),
                                            mask)
-    cond = condition_channels(image, avail, prior).repeat(n, 1, 1, 1, 1)
-    mask = mask.repeat(n, 1, 1, 1, 1)
-    # With a prior the network diffuses the residual (target - prior); the prior is added back at the end.
-    offset = to_model_space(prior).repeat(n, 1, 1, 1, 1).to(loaded.device) if prior is not None else None
     labels = None
-    if loaded.config["model"]["num_class_embeds"] is not None:
-        labels = torch.full((n,), target_index(target), dtype=torch.long)
-    half = [s // 2 for s in case.image.shape[1:]]
-    network = loaded.model
-    if loaded.config.get("window"):
-        network = WindowedNetwork(network, loaded.config["window"], overlap=0.5)
-    started = time.perf_counter()
-    result = sample(network, loaded.schedule, sampler, cond, (n, SUBBANDS, *half),
-                    generator=torch.Generator().manual_seed(sampler.seed), class_labels=labels,
-                    x0_transform=image_space_clamp(mask.to(loaded.device), offset), device=loaded.device)
-    coeffs = result.sample.float() + (offset if offset is not None else 0)
-    images = to_image_space(coeffs.cpu())[:, 0].numpy() * case.mask
-    seconds = time.perf_counter() - started
-    std = images.std(axis=0).astype(np.float32) if n > 1 else None
-    # Samples share each network call as a batch; per volume, each sample counts.
-    return Synthesis(images.mean(axis=0).astype(np.float32), std, result.network_evaluations * n, seconds)
+    if loaded.config["model"]["num_classes"] is not None:
+        labels = torch.tensor([target_index(target)], dtype=torch.long)
+    conditions = Conditions(condition=condition_channels(image, avail, prior), labels=labels)
+    # With a prior the network diffuses the residual (target - prior); the engine adds the prior back.
+    offset = to_model_space(prior) if prior is not None else None
+    dev_offset = offset.to(loaded.device) if offset is not None else None
+    inference = InferenceConfig(window=tuple(loaded.config["window"]) if loaded.config.get("window") else None)
+    result = generate(loaded.model, loaded.schedule, sampler, inference, conditions, (1, 1, *case.mask.shape),
+                      offset=offset, x0_transform=image_space_clamp(mask.to(loaded.device), dev_offset),
+                      device=loaded.device)
+    mean = to_image_space(result.mean)[0, 0].numpy() * case.mask
+    # The std of the [-1, 1] model space is twice that of [0, 1] images.
+    std = (result.std[0, 0].numpy() / 2 * case.mask).astype(np.float32) if result.std is not None else None
+    return Synthesis(mean.astype(np.float32), std, result.network_evaluations, result.seconds)

@@ -17,7 +17,7 @@ from scipy import ndimage
 from medsci.io.atomic import write_json_atomic
 from medsci.io.segy import create_segy
 
-GENERATOR = "medsci.demo.seismic.make_seismic_cube"
+GENERATOR = "medsci.tasks.seismic.demo.make_seismic_cube"
 GENERATOR_VERSION = 1
 NOISE_RMS_FRACTION = 0.05  # noise RMS relative to signal RMS (~26 dB): weak but present, like real data
 MAX_REGIONAL_DIP = 0.5  # samples per trace: enough that interpolating between lines is not trivial

@@ -1,4 +1,4 @@
-"""``medsci preprocess`` (cases -> network-ready npz + sidecar) and ``medsci summarize``."""
+"""``medsci preprocess synthesis`` (cases -> network-ready npz + sidecar) and ``medsci summarize``."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "preprocess",
+def register_preprocess(tasks) -> None:
+    p = tasks.add_parser(
+        "synthesis",
         help="reorient, mask, normalise and crop multi-modal MRI cases to npz + JSON sidecars",
         description="Preprocess one case folder (or, with --all, every case folder below --case-dir) into "
                     "OUT/<case>.npz (image [4, X, Y, Z] in t1n,t1c,t2w,t2f order, mask, seg) and "
@@ -35,6 +35,8 @@ def register(subparsers) -> None:
                    help="refuse cases missing more modalities than this (default 3: at least one present)")
     p.set_defaults(handler=run_preprocess)
 
+
+def register_summarize(subparsers) -> None:
     s = subparsers.add_parser(
         "summarize",
         help="dataset summary of a folder of preprocessed cases (JSON)",

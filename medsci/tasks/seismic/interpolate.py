@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 
-def register(subparsers) -> None:
+def register_interpolate(subparsers) -> None:
     p = subparsers.add_parser(
         "interpolate",
         help="fill missing traces of a seismic survey with a trained model",

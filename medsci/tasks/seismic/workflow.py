@@ -1,0 +1,16 @@
+"""Parse-time helpers of the seismic rule file (workflows/seismic.smk): which cubes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def cube_files(cfg, raw_root: Path) -> dict[str, str]:
+    """{cube id: file}: the demo's cube_000.. or the stems of the ``data.raw_dir`` files."""
+    if not cfg.enabled:
+        return {}
+    if cfg.data.raw_dir:
+        from medsci.tasks.seismic.data import cube_files as files_in
+
+        return {cube: str(path) for cube, path in files_in(raw_root).items()}
+    return {f"cube_{i:03d}": str(Path(raw_root) / f"cube_{i:03d}.segy") for i in range(cfg.data.demo.cubes)}
