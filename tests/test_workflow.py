@@ -46,6 +46,35 @@ def test_unknown_or_wrong_keys_are_refused_with_the_file_named(tmp_path):
         load_config(bad)
 
 
+def _check_seismic_outputs(folder):
+    """Tables with every method for every pattern, finite figures, reconstructions as SEG-Y with the input's headers."""
+    import numpy as np
+
+    from medsci.io.segy import read_cube
+
+    summary = json.loads((folder / "evaluation" / "summary.json").read_text())
+    assert set(summary["metrics"]) == {"random", "block", "decimate"}
+    for pattern, methods in summary["metrics"].items():
+        assert set(methods) == {"model", "model_unguided", "linear", "pocs"}, pattern
+        for method, values in methods.items():
+            assert np.isfinite(values["snr_missing"]["mean"]) and 0 < values["ssim_inline"]["mean"] <= 1, method
+    assert summary["cubes"] == ["cube_002"] and summary["training_cubes"] == ["cube_000", "cube_001"]
+    assert [r["steps"] for r in summary["benchmark"]] == [2, 2] and summary["sampling"]["model"]["windows_per_cube"] > 0
+    text = (folder / "evaluation" / "summary.md").read_text()
+    assert "| random | model |" in text and "| decimate | pocs |" in text and "Sampling benchmark" in text
+    truth = read_cube(folder / "demo_data" / "cube_002.segy")
+    for pattern in ("random", "block", "decimate"):
+        out = folder / "reconstructions" / "cube_002" / f"cube_002-{pattern}-model.segy"
+        rec = read_cube(out)
+        npy = np.load(folder / "reconstructions" / "cube_002" / f"cube_002-{pattern}-model.npy")
+        assert rec.shape == truth.shape and np.array_equal(rec.data, npy)
+        # Headers come from the input: the same 3600-byte textual + binary header.
+        assert out.read_bytes()[:3600] == (folder / "demo_data" / "cube_002.segy").read_bytes()[:3600]
+        mask = np.load(folder / "masks" / f"cube_002-{pattern}.npy")
+        assert np.array_equal(rec.data[mask], truth.data[mask])  # observed traces kept exactly
+    assert (folder / "evaluation" / "benchmark.png").is_file() and any((folder / "evaluation" / "sections").iterdir())
+
+
 def test_tiny_preset_runs_end_to_end(tmp_path):
     results = tmp_path / "results"
     res = _run(["--cores", "2", "--configfile", "configs/test.yaml", "--config", f"results={results}",
@@ -66,6 +95,7 @@ def test_tiny_preset_runs_end_to_end(tmp_path):
     assert (run / "synthesis" / "evaluation" / "steps_curve.png").is_file()
     assert json.loads((run / "synthesis" / "preprocessed" / "summary.json").read_text())
     assert (run / "config.yaml").is_file()
+    _check_seismic_outputs(run / "seismic")
     # Nothing left to do on a second run.
     res = _run(["--cores", "2", "--configfile", "configs/test.yaml", "--config", f"results={results}", "-n"])
     assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr

@@ -18,6 +18,7 @@ SEIS_EVAL = SEIS_DIR / "evaluation"
 
 SEIS_FILES = seis_workflow.cube_files(SEIS, SEIS_RAW)
 SEIS_CUBES = list(SEIS_FILES)
+SEIS_ALL_SEGY = all(f.lower().endswith((".segy", ".sgy")) for f in SEIS_FILES.values())
 SEIS_TRAIN, SEIS_HELDOUT = heldout_split(SEIS_CUBES, SEIS.data.heldout if SEIS_ENABLED else 0)
 SEIS_PATTERNS = list(SEIS.evaluation.patterns) if SEIS_ENABLED else []
 SEIS_METHODS = ["model", "model_unguided"] if SEIS_ENABLED and SEIS.evaluation.unguided else ["model"]
@@ -137,6 +138,10 @@ if SEIS_ENABLED:
             cubes=expand(
                 str(SEIS_RECON / "{{cube}}" / "{{cube}}-{pattern}-{method}.npy"), pattern=SEIS_PATTERNS, method=SEIS_METHODS
             ),
+            # SEG-Y cubes also get the guided reconstruction as SEG-Y (the input's headers, filled samples).
+            segy=expand(str(SEIS_RECON / "{{cube}}" / "{{cube}}-{pattern}-model.segy"), pattern=SEIS_PATTERNS)
+            if SEIS_ALL_SEGY
+            else [],
         params:
             data=lambda wc, input: os.path.dirname(input.cube),
             masks=lambda wc, input: os.path.dirname(input.masks[0]),

@@ -210,6 +210,7 @@ def _reconstruct_cube(cfg, loaded, sampler, cube_id, path, masks, out) -> None:
     from dataclasses import replace
 
     from medsci.io.atomic import safe_join, write_json_atomic
+    from medsci.io.segy import SEGY_SUFFIXES, write_segy_like
     from medsci.tasks.seismic.pipeline import reconstruct
 
     modes = {GUIDED: cfg.inference}
@@ -221,6 +222,10 @@ def _reconstruct_cube(cfg, loaded, sampler, cube_id, path, masks, out) -> None:
         for method, inference in modes.items():
             rec = reconstruct(loaded, observed, mask, sampler, inference, source=path)
             _save_npy(safe_join(out, str(sample_file("", cube_id, pattern, method))), rec.data)
+            if method == GUIDED and Path(path).suffix.lower() in SEGY_SUFFIXES:
+                # What a user gets from `medsci interpolate`: the input's headers, reconstructed samples.
+                write_segy_like(path, safe_join(out, f"{cube_id}/{cube_id}-{pattern}-{method}.segy"), rec.data,
+                                iline_byte=cfg.data.iline_byte, xline_byte=cfg.data.xline_byte)
             timings.setdefault(pattern, {})[method] = _timing(rec)
             print(f"{cube_id} {pattern} {method}: {rec.network_evaluations} network evaluations x "
                   f"{rec.windows} windows, {rec.seconds:.1f} s")
