@@ -25,12 +25,6 @@ def bench_seismic_item(device: str | None = None, steps: int = 3,
     """``medsci bench`` item: train-step time at the default (demo) preset, and the time and network
     evaluations to reconstruct one demo-sized cube (random 50 % missing) with an untrained network and the
     default sampler (or ``sample_steps`` DDIM steps, one sample)."""
-    from medsci.tasks.seismic.demo import make_seismic_cube
-    from medsci.diffusion.model import build_scheduler
-    from medsci.diffusion.training import diffusion_loss
-    from medsci.tasks.seismic.data import TrainingCube
-    from medsci.tasks.seismic.masks import random_traces
-
     cfg = SeismicConfig()
     dev = default_device(device)
     torch.manual_seed(0)

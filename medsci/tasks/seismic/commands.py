@@ -1,22 +1,18 @@
 """CLI of the seismic interpolation generator: ``medsci train|sample|evaluate seismic``.
 
-``medsci interpolate`` (medsci/commands/interpolate.py) is the single-survey path for users; these commands
+``medsci interpolate`` (interpolate.py beside this file) is the single-survey path for users; these commands
 serve the workflow's held-out evaluation.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from medsci.commands.args import add_common_args, setup_torch
 from medsci.errors import InputError, MedsciError
 
-if TYPE_CHECKING:  # numpy is imported inside the handlers (fast `medsci --help`)
-    import numpy as np
-
+# Method names in the tables; numpy and torch are imported inside the handlers (fast `medsci --help`).
 GUIDED, UNGUIDED = "model", "model_unguided"
 
 
@@ -74,27 +70,6 @@ def mask_file(folder: str | Path, cube_id: str, pattern: str) -> Path:
 
 def sample_file(folder: str | Path, cube_id: str, pattern: str, method: str) -> Path:
     return Path(folder) / cube_id / f"{cube_id}-{pattern}-{method}.npy"
-
-
-def load_mask(path: str | Path, cube_shape) -> np.ndarray:
-    """A per-trace mask from ``.npy``: (n_il, n_xl), bool or 0/1; checked against the cube."""
-    import numpy as np
-
-    from medsci.tasks.seismic.masks import check_mask
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("mask file not found", path)
-    if path.suffix.lower() != ".npy":
-        raise InputError("mask must be a .npy array of shape (n_il, n_xl), 1 = observed trace", path)
-    try:
-        mask = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise InputError(f"not a readable .npy array ({str(err).splitlines()[0] if str(err) else err})",
-                         path) from None
-    if not (mask.dtype == bool or np.issubdtype(mask.dtype, np.number)):
-        raise InputError(f"mask dtype {mask.dtype} is not boolean or numeric", path)
-    return check_mask(mask, cube_shape, path)
 
 
 def _save_npy(path: Path, array) -> None:
@@ -189,16 +164,6 @@ def _make_masks(cfg, cube_ids, paths, out) -> int:
     return 0
 
 
-def _observed(cfg, cube_id, path, masks, pattern):
-    import numpy as np
-
-    from medsci.tasks.seismic.data import load_cube
-
-    truth = load_cube(path, cfg.data).data
-    mask = load_mask(mask_file(masks, cube_id, pattern), truth.shape)
-    return truth, np.where(mask[..., None], truth, np.float32(0)), mask
-
-
 def _timing(rec) -> dict:
     return {"seconds": round(rec.seconds, 3), "network_evaluations": rec.network_evaluations,
             "windows": rec.windows, "window_evaluations": rec.window_evaluations,
@@ -209,6 +174,8 @@ def _timing(rec) -> dict:
 def _reconstruct_cube(cfg, loaded, sampler, cube_id, path, masks, out) -> None:
     from dataclasses import replace
 
+    from medsci.tasks.seismic.evaluation import observed_cube
+
     from medsci.io.atomic import safe_join, write_json_atomic
     from medsci.io.segy import SEGY_SUFFIXES, write_segy_like
     from medsci.tasks.seismic.pipeline import reconstruct
@@ -218,7 +185,7 @@ def _reconstruct_cube(cfg, loaded, sampler, cube_id, path, masks, out) -> None:
         modes[UNGUIDED] = replace(cfg.inference, input_guidance=False, resample_jumps=0)
     timings: dict = {}
     for pattern in cfg.evaluation.patterns:
-        _, observed, mask = _observed(cfg, cube_id, path, masks, pattern)
+        _, observed, mask = observed_cube(cfg, cube_id, path, masks, pattern)
         for method, inference in modes.items():
             rec = reconstruct(loaded, observed, mask, sampler, inference, source=path)
             _save_npy(safe_join(out, str(sample_file("", cube_id, pattern, method))), rec.data)
@@ -237,6 +204,8 @@ def _reconstruct_cube(cfg, loaded, sampler, cube_id, path, masks, out) -> None:
 def _benchmark(cfg, loaded, sampler, cube_id, path, masks, out) -> None:
     from dataclasses import replace
 
+    from medsci.tasks.seismic.evaluation import observed_cube
+
     from medsci.evaluation.metrics import snr_db
     from medsci.io.atomic import safe_join, write_json_atomic
     from medsci.tasks.seismic.pipeline import reconstruct, sampler_for
@@ -244,7 +213,7 @@ def _benchmark(cfg, loaded, sampler, cube_id, path, masks, out) -> None:
     import numpy as np
 
     pattern = "random" if "random" in cfg.evaluation.patterns else next(iter(cfg.evaluation.patterns))
-    truth, observed, mask = _observed(cfg, cube_id, path, masks, pattern)
+    truth, observed, mask = observed_cube(cfg, cube_id, path, masks, pattern)
     missing = np.broadcast_to(~mask[..., None], truth.shape)
     rows = []
     for steps, jumps, n_samples in cfg.evaluation.benchmark:
@@ -277,72 +246,11 @@ def register_evaluate(tasks) -> None:
 
 def run_evaluate(args) -> int:
     limit_blas_threads()
-    import numpy as np
-
     from medsci.config import load_config
-    from medsci.io.atomic import write_json_atomic, write_text_atomic
-    from medsci.evaluation.tables import write_rows_csv
-    from medsci.tasks.seismic import evaluation as ev
+    from medsci.tasks.seismic.evaluation import evaluate_heldout
 
-    overlap = set(args.train_cubes) & set(args.cubes)
-    if overlap:
-        raise MedsciError(f"held-out cubes also in training: {sorted(overlap)}")
     cfg = load_config(args.config).seismic
-    out = Path(args.out)
-    methods = [GUIDED, UNGUIDED] if cfg.evaluation.unguided else [GUIDED]
-    rows, timings = [], []
-    for cube_id, path in zip(args.cubes, _cube_paths(args.data, args.cubes)):
-        timing_file = Path(args.samples) / cube_id / f"{cube_id}-timing.json"
-        if not timing_file.is_file():
-            raise MedsciError("missing reconstructions (run `medsci sample seismic` first)", timing_file)
-        timings.append(json.loads(timing_file.read_text()))
-        for pattern in cfg.evaluation.patterns:
-            truth, observed, mask = _observed(cfg, cube_id, path, args.masks, pattern)
-            preds = {}
-            for method in methods:
-                f = sample_file(args.samples, cube_id, pattern, method)
-                if not f.is_file():
-                    raise MedsciError("missing reconstruction", f)
-                preds[method] = np.load(f, allow_pickle=False)
-                if preds[method].shape != truth.shape:
-                    raise InputError(f"reconstruction shape {preds[method].shape} != cube {truth.shape}", f)
-            preds.update(ev.baseline_predictions(observed, mask, cfg.evaluation.pocs_iterations))
-            rows += ev.cube_rows(cube_id, pattern, truth, mask, preds)
-            ev.save_sections(out / "sections" / f"{cube_id}-{pattern}.png", cube_id, pattern, observed, truth,
-                             preds[GUIDED], mask, preds["linear"])
-    summary = {"cubes": args.cubes, "training_cubes": args.train_cubes,
-               "patterns": cfg.evaluation.patterns, "metrics": ev.summarize(rows)}
-    # Seconds and network evaluations per cube, per reconstruction mode.
-    per_mode: dict = {}
-    for tm in timings:
-        for pattern_timings in tm["reconstructions"].values():
-            for method, t in pattern_timings.items():
-                per_mode.setdefault(method, []).append(t)
-    summary["sampling"] = {
-        method: {"seconds_per_cube": float(np.mean([t["seconds"] for t in ts])),
-                 "network_evaluations_per_window": float(np.mean([t["network_evaluations"] for t in ts])),
-                 "windows_per_cube": float(np.mean([t["windows"] for t in ts])),
-                 "empty_windows": int(sum(t["empty_windows"] for t in ts))}
-        for method, ts in per_mode.items()}
-    if timings:
-        summary["sampling"]["device"] = timings[0]["device"]
-        summary["sampling"]["sampler"] = timings[0]["sampler"]
-    bench = [row for f in args.benchmark for row in json.loads(Path(f).read_text())]
-    text = f"# Seismic trace interpolation, held-out cubes ({len(args.cubes)})\n\n{ev.markdown_table(summary['metrics'])}\n"
-    if bench:
-        summary["benchmark"] = bench
-        # Baselines on the same cube(s) and mask as the benchmark runs, so the lines compare like with like.
-        bench_cubes = {r["cube"] for r in bench}
-        baselines = {}
-        for m in ("linear", "pocs"):
-            vals = [r["snr_missing"] for r in rows if r["method"] == m and r["cube"] in bench_cubes
-                    and r["pattern"] == bench[0]["pattern"] and np.isfinite(r["snr_missing"])]
-            if vals:
-                baselines[f"{m} (same cube{'s' if len(bench_cubes) > 1 else ''})"] = float(np.mean(vals))
-        ev.save_benchmark(out / "benchmark.png", bench, baselines)
-        text += f"\n## Sampling benchmark (pattern {bench[0]['pattern']})\n\n{ev.benchmark_table(bench)}\n"
-    write_rows_csv(out / "metrics.csv", rows)
-    write_json_atomic(out / "summary.json", summary)
-    write_text_atomic(out / "summary.md", text)
+    text = evaluate_heldout(cfg, args.data, args.cubes, args.train_cubes, args.masks, args.samples, args.out,
+                            benchmark=args.benchmark)
     print(text)
     return 0

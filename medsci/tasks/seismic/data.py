@@ -15,7 +15,7 @@ from medsci.errors import ConfigError, InputError
 from medsci.io.segy import SEGY_SUFFIXES, SeismicCube, read_cube
 from medsci.tasks.seismic.conditioning import condition_channels, first_guess, normalise, robust_scale
 from medsci.tasks.seismic.config import SeismicDataConfig, SeismicModelConfig
-from medsci.tasks.seismic.masks import PATTERNS, block_traces, make_mask, random_traces, regular_decimation
+from medsci.tasks.seismic.masks import PATTERNS, block_traces, check_mask, make_mask, random_traces, regular_decimation
 
 CUBE_SUFFIXES = (*SEGY_SUFFIXES, ".npy")
 
@@ -180,3 +180,20 @@ class SeismicTrainingTask:
         condition = condition_channels(x0, mask, guess)
         target = x0 - guess if self.residual else x0  # residual: zero on observed traces
         return TrainingBatch(x0=target.contiguous(), conditions=Conditions(condition=condition), loss_weight=weight)
+
+
+def load_mask(path: str | Path, cube_shape) -> np.ndarray:
+    """A per-trace mask from ``.npy``: (n_il, n_xl), bool or 0/1; checked against the cube."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("mask file not found", path)
+    if path.suffix.lower() != ".npy":
+        raise InputError("mask must be a .npy array of shape (n_il, n_xl), 1 = observed trace", path)
+    try:
+        mask = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise InputError(f"not a readable .npy array ({str(err).splitlines()[0] if str(err) else err})",
+                         path) from None
+    if not (mask.dtype == bool or np.issubdtype(mask.dtype, np.number)):
+        raise InputError(f"mask dtype {mask.dtype} is not boolean or numeric", path)
+    return check_mask(mask, cube_shape, path)

@@ -170,3 +170,89 @@ def save_benchmark(path: str | Path, rows: list[dict], baselines: dict[str, floa
     ax.legend(fontsize=7)
     fig.tight_layout()
     _savefig(fig, path)
+
+
+GUIDED, UNGUIDED = "model", "model_unguided"
+
+
+def observed_cube(cfg, cube_id: str, path, masks, pattern: str):
+    """(truth, zero-filled observation, trace mask) of one held-out cube under one evaluation mask."""
+    from medsci.tasks.seismic.data import load_cube, load_mask
+
+    truth = load_cube(path, cfg.data).data
+    mask = load_mask(Path(masks) / f"{cube_id}-{pattern}.npy", truth.shape)
+    return truth, np.where(mask[..., None], truth, np.float32(0)), mask
+
+
+def evaluate_heldout(cfg, data, cubes: list[str], train_cubes: list[str], masks, samples, out,
+                     benchmark=()) -> str:
+    """Score the held-out reconstructions in ``samples`` beside linear interpolation and POCS; writes
+    summary.json, summary.md, metrics.csv, section figures and the benchmark figure to ``out``. Returns the
+    markdown summary."""
+    import json
+
+    from medsci.errors import InputError, MedsciError
+    from medsci.io.atomic import write_json_atomic, write_text_atomic
+    from medsci.evaluation.tables import write_rows_csv
+    from medsci.tasks.seismic.data import find_cube
+
+    overlap = set(train_cubes) & set(cubes)
+    if overlap:
+        raise MedsciError(f"held-out cubes also in training: {sorted(overlap)}")
+    out = Path(out)
+    methods = [GUIDED, UNGUIDED] if cfg.evaluation.unguided else [GUIDED]
+    rows, timings = [], []
+    for cube_id, path in zip(cubes, [find_cube(data, c) for c in cubes]):
+        timing_file = Path(samples) / cube_id / f"{cube_id}-timing.json"
+        if not timing_file.is_file():
+            raise MedsciError("missing reconstructions (run `medsci sample seismic` first)", timing_file)
+        timings.append(json.loads(timing_file.read_text()))
+        for pattern in cfg.evaluation.patterns:
+            truth, observed, mask = observed_cube(cfg, cube_id, path, masks, pattern)
+            preds = {}
+            for method in methods:
+                f = Path(samples) / cube_id / f"{cube_id}-{pattern}-{method}.npy"
+                if not f.is_file():
+                    raise MedsciError("missing reconstruction", f)
+                preds[method] = np.load(f, allow_pickle=False)
+                if preds[method].shape != truth.shape:
+                    raise InputError(f"reconstruction shape {preds[method].shape} != cube {truth.shape}", f)
+            preds.update(baseline_predictions(observed, mask, cfg.evaluation.pocs_iterations))
+            rows += cube_rows(cube_id, pattern, truth, mask, preds)
+            save_sections(out / "sections" / f"{cube_id}-{pattern}.png", cube_id, pattern, observed, truth,
+                             preds[GUIDED], mask, preds["linear"])
+    summary = {"cubes": cubes, "training_cubes": train_cubes,
+               "patterns": cfg.evaluation.patterns, "metrics": summarize(rows)}
+    # Seconds and network evaluations per cube, per reconstruction mode.
+    per_mode: dict = {}
+    for tm in timings:
+        for pattern_timings in tm["reconstructions"].values():
+            for method, t in pattern_timings.items():
+                per_mode.setdefault(method, []).append(t)
+    summary["sampling"] = {
+        method: {"seconds_per_cube": float(np.mean([t["seconds"] for t in ts])),
+                 "network_evaluations_per_window": float(np.mean([t["network_evaluations"] for t in ts])),
+                 "windows_per_cube": float(np.mean([t["windows"] for t in ts])),
+                 "empty_windows": int(sum(t["empty_windows"] for t in ts))}
+        for method, ts in per_mode.items()}
+    if timings:
+        summary["sampling"]["device"] = timings[0]["device"]
+        summary["sampling"]["sampler"] = timings[0]["sampler"]
+    bench = [row for f in benchmark for row in json.loads(Path(f).read_text())]
+    text = f"# Seismic trace interpolation, held-out cubes ({len(cubes)})\n\n{markdown_table(summary['metrics'])}\n"
+    if bench:
+        summary["benchmark"] = bench
+        # Baselines on the same cube(s) and mask as the benchmark runs, so the lines compare like with like.
+        bench_cubes = {r["cube"] for r in bench}
+        baselines = {}
+        for m in ("linear", "pocs"):
+            vals = [r["snr_missing"] for r in rows if r["method"] == m and r["cube"] in bench_cubes
+                    and r["pattern"] == bench[0]["pattern"] and np.isfinite(r["snr_missing"])]
+            if vals:
+                baselines[f"{m} (same cube{'s' if len(bench_cubes) > 1 else ''})"] = float(np.mean(vals))
+        save_benchmark(out / "benchmark.png", bench, baselines)
+        text += f"\n## Sampling benchmark (pattern {bench[0]['pattern']})\n\n{benchmark_table(bench)}\n"
+    write_rows_csv(out / "metrics.csv", rows)
+    write_json_atomic(out / "summary.json", summary)
+    write_text_atomic(out / "summary.md", text)
+    return text

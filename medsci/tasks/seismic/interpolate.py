@@ -73,7 +73,7 @@ def run(args) -> int:
     from medsci.errors import ConfigError
     from medsci.io.atomic import write_json_atomic
     from medsci.io.segy import SEGY_SUFFIXES, read_cube, write_cube, write_segy_like
-    from medsci.tasks.seismic.commands import load_mask
+    from medsci.tasks.seismic.data import load_mask
     from medsci.tasks.seismic.masks import check_mask, dead_traces
     from medsci.tasks.seismic.pipeline import load_model, reconstruct, sampler_for
 

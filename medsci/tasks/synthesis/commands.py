@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
@@ -10,7 +9,7 @@ from pathlib import Path
 
 from medsci.commands.args import add_common_args, setup_torch
 from medsci.errors import MedsciError
-from medsci.tasks.synthesis.preprocess_cli import register_preprocess, register_summarize  # noqa: F401
+from medsci.tasks.synthesis.preprocess_cli import register_preprocess, register_summarize  # noqa: F401  (verb hooks)
 
 
 def register_commands(subparsers) -> None:
@@ -241,77 +240,9 @@ def register_evaluate(tasks) -> None:
 
 
 def run_evaluate(args) -> int:
-    import numpy as np
+    from medsci.tasks.synthesis.evaluation import evaluate_heldout
 
-    from medsci.io.atomic import write_json_atomic, write_text_atomic
-    from medsci.io.cases import MODALITIES
-    from medsci.evaluation.tables import write_rows_csv
-    from medsci.tasks.synthesis import evaluation as ev
-    from medsci.tasks.synthesis.baselines import LinearRegressionBaseline
-    from medsci.tasks.synthesis.data import load_case, load_training_cases
-
-    overlap = set(args.train_cases) & set(args.cases)
-    if overlap:
-        raise MedsciError(f"held-out cases also in training: {sorted(overlap)}")
-    out = Path(args.out)
-    targets = args.targets or list(MODALITIES)
-    regression = LinearRegressionBaseline.fit(load_training_cases(args.data, args.train_cases), targets)
-    write_json_atomic(out / "regression_baseline.json", regression.to_dict())
-    first_guess = None
-    if args.checkpoint:
-        from medsci.diffusion.checkpoint import read_checkpoint_config
-        from medsci.tasks.synthesis.pipeline import TASK
-
-        prior = read_checkpoint_config(args.checkpoint, TASK).get("prior")
-        first_guess = LinearRegressionBaseline.from_dict(prior) if prior else None
-    rows, timings = [], []
-    for case_id in args.cases:
-        case = load_case(args.data, case_id)
-        folder = Path(args.samples) / case_id
-        timing_file = folder / f"{case_id}-timing.json"
-        if timing_file.is_file():
-            timings.append(json.loads(timing_file.read_text()))
-        for target in targets:
-            sample_file = folder / f"{case_id}-{target}.npz"
-            if not sample_file.is_file():
-                raise MedsciError("missing synthesis (run `medsci sample synthesis` first)", sample_file)
-            with np.load(sample_file, allow_pickle=False) as z:
-                synthesis = z["mean"]
-                std = z["std"] if "std" in z.files else None
-            preds = {"model": synthesis, **ev.baseline_predictions(case, target, regression)}
-            if first_guess is not None:
-                # What the diffusion model starts from: shows how much the network itself adds.
-                preds["first_guess"] = first_guess.predict(case.image, target, case.mask)
-            rows += ev.case_rows(case, target, preds)
-            ev.save_montage(out / "montages" / f"{case_id}-{target}.png", case, target, synthesis, std,
-                            preds["regression"])
-    summary = {"cases": args.cases, "training_cases": args.train_cases, "targets": targets,
-               "metrics": ev.summarize(rows)}
-    curve = [row for path in args.curves for row in json.loads(Path(path).read_text())]
-    curve_text = ""
-    if curve:
-        summary["steps_curve"] = curve
-        ev.save_steps_curve(out / "steps_curve.png", curve)
-        curve_table, comparison = ev.curve_markdown(curve)
-        if comparison is not None:
-            summary["default_vs_reference_sampler"] = comparison
-        curve_text = ("\n## Brain SSIM against sampling steps (one sample each; the default sampler as configured)"
-                      f"\n\n{curve_table}\n")
-    if timings:
-        nfe = [t["network_evaluations"] for tm in timings for t in tm["targets"].values()]
-        secs = [t["seconds"] for tm in timings for t in tm["targets"].values()]
-        summary["sampling"] = {"network_evaluations_per_volume": float(np.mean(nfe)),
-                               "seconds_per_volume": float(np.mean(secs)), "device": timings[0]["device"],
-                               "sampler": timings[0]["sampler"]}
-    write_rows_csv(out / "metrics.csv", rows)
-    write_json_atomic(out / "summary.json", summary)
-    table = ev.markdown_table(summary["metrics"], "brain")
-    sections = [f"# MRI synthesis, held-out cases ({len(args.cases)})\n\n{table}\n"]
-    tumour = summary["metrics"]["all"].get("model", {}).get("tumour")
-    if tumour is not None and tumour["ssim"]["n"] > 0:  # some held-out case has a tumour segmentation
-        sections.append(f"\n## Inside the tumour\n\n{ev.markdown_table(summary['metrics'], 'tumour')}\n")
-    for target in targets:
-        sections.append(f"\n## Missing {target}\n\n{ev.markdown_table(summary['metrics'], 'brain', target)}\n")
-    write_text_atomic(out / "summary.md", "".join(sections) + curve_text)
+    table = evaluate_heldout(args.data, args.train_cases, args.cases, args.samples, args.out,
+                             targets=args.targets, curves=args.curves, checkpoint=args.checkpoint)
     print(table)
     return 0
