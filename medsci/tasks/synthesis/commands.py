@@ -7,7 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from medsci.commands.args import add_common_args, setup_torch
+from medsci.commands.args import add_common_args, add_sampler_args, sampler_overrides, setup_torch
 from medsci.errors import MedsciError
 from medsci.tasks.synthesis.preprocess_cli import register_preprocess, register_summarize  # noqa: F401  (verb hooks)
 
@@ -82,10 +82,7 @@ def register_sample(tasks) -> None:
     p.add_argument("--data", help="preprocessed folder (evaluation mode)")
     p.add_argument("--case", help="preprocessed case id (evaluation mode)")
     p.add_argument("--targets", nargs="+", help="modalities to synthesise in evaluation mode")
-    p.add_argument("--sampler", choices=["ddim", "ddpm"], help="default: config/ddim")
-    p.add_argument("--steps", type=int, help="DDIM steps (default: config, 25)")
-    p.add_argument("--n-samples", type=int, help="> 1 also writes a voxelwise std (uncertainty) volume")
-    p.add_argument("--seed", type=int)
+    add_sampler_args(p)
     p.add_argument("--raw-weights", action="store_true", help="use raw instead of EMA weights")
     p.add_argument("--steps-curve", type=int, nargs="+",
                    help="evaluation mode: sample at each of these step counts (1000 = DDPM reference) and "
@@ -95,15 +92,16 @@ def register_sample(tasks) -> None:
 
 def _sampler_config(args, config):
     from medsci.diffusion.config import SamplerConfig
+    from medsci.errors import ConfigError
 
     base = config.synthesis.sample.to_dict() if config is not None else {}
-    for key, value in (("sampler", args.sampler), ("steps", args.steps), ("n_samples", args.n_samples),
-                       ("seed", args.seed)):
-        if value is not None:
-            base[key] = value
+    base.update(sampler_overrides(args))
     if args.raw_weights:
         base["use_ema"] = False
-    return SamplerConfig.from_dict(base, "sample")
+    try:
+        return SamplerConfig.from_dict(base, "sample")
+    except ConfigError as err:
+        raise ConfigError(err.reason, "command line") from None
 
 
 def run_sample(args) -> int:
