@@ -42,6 +42,22 @@ class Generated:
     resample_jumps: int
 
 
+def sampler_with(base: SamplerConfig, schedule: ScheduleConfig, **overrides) -> SamplerConfig:
+    """``base`` with the given overrides (None = keep), checked as a whole and against the training schedule:
+    one place for every generator's ``--steps/--n-samples/--seed/...`` flags."""
+    from medsci.errors import ConfigError
+
+    values = {**base.to_dict(), **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        cfg = SamplerConfig.from_dict(values, "sample")
+    except ConfigError as err:
+        raise ConfigError(err.reason, "command line") from None
+    if cfg.sampler == "ddim" and cfg.steps > schedule.num_train_timesteps:
+        raise ConfigError(f"{cfg.steps} sampling steps exceed the {schedule.num_train_timesteps} training "
+                          "timesteps", "command line")
+    return cfg
+
+
 def sample_generator(seed: int, call: int, k: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + call) * 101 + k)
 

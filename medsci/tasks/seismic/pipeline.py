@@ -24,10 +24,10 @@ from medsci.diffusion.checkpoint import load_for_inference
 from medsci.diffusion.conditioning import Conditions
 from medsci.diffusion.config import SamplerConfig, ScheduleConfig
 from medsci.diffusion.device import default_device
-from medsci.diffusion.inference import generate
+from medsci.diffusion.inference import generate, sampler_with
 from medsci.diffusion.networks import build_network, network_spec
 from medsci.diffusion.training import train
-from medsci.errors import ConfigError, InputError
+from medsci.errors import InputError
 from medsci.tasks.seismic.conditioning import (
     CONDITIONS,
     condition_channels,
@@ -164,18 +164,4 @@ def reconstruct(loaded: LoadedModel, observed: np.ndarray, mask: np.ndarray, sam
 def sampler_for(loaded: LoadedModel, base: SamplerConfig | None = None, steps: int | None = None,
                 seed: int | None = None, n_samples: int | None = None) -> SamplerConfig:
     """The checkpoint's (or ``base``) sampler with command-line overrides, checked against the schedule."""
-    cfg = base or loaded.sample
-    if steps is not None:
-        cfg = replace(cfg, steps=steps)
-    if seed is not None:
-        cfg = replace(cfg, seed=seed)
-    if n_samples is not None:
-        if n_samples < 1:
-            raise ConfigError("--n-samples must be >= 1", "command line")
-        cfg = replace(cfg, n_samples=n_samples)
-    if cfg.steps < 1:
-        raise ConfigError("sampling steps must be >= 1", "command line")
-    if cfg.steps > loaded.schedule.num_train_timesteps:
-        raise ConfigError(f"{cfg.steps} sampling steps exceed the {loaded.schedule.num_train_timesteps} "
-                          "training timesteps")
-    return cfg
+    return sampler_with(base or loaded.sample, loaded.schedule, steps=steps, seed=seed, n_samples=n_samples)

@@ -90,18 +90,16 @@ def register_sample(tasks) -> None:
     p.set_defaults(handler=run_sample)
 
 
-def _sampler_config(args, config):
+def _sampler_config(args, config, loaded):
     from medsci.diffusion.config import SamplerConfig
-    from medsci.errors import ConfigError
+    from medsci.diffusion.inference import sampler_with
 
-    base = config.synthesis.sample.to_dict() if config is not None else {}
-    base.update(sampler_overrides(args))
-    if args.raw_weights:
-        base["use_ema"] = False
-    try:
-        return SamplerConfig.from_dict(base, "sample")
-    except ConfigError as err:
-        raise ConfigError(err.reason, "command line") from None
+    if config is not None:
+        base = config.synthesis.sample
+    else:  # the sampler stored with the checkpoint
+        base = SamplerConfig.from_dict(loaded.config.get("sample"), "checkpoint sample")
+    return sampler_with(base, loaded.schedule, **sampler_overrides(args),
+                        use_ema=False if args.raw_weights else None)
 
 
 def run_sample(args) -> int:
@@ -110,8 +108,9 @@ def run_sample(args) -> int:
 
     config = load_config(args.config) if args.config else None
     device = setup_torch(args, config)
-    sampler = _sampler_config(args, config)
-    loaded = load_model(args.checkpoint, device, use_ema=sampler.use_ema)
+    use_ema = not args.raw_weights and (config is None or config.synthesis.sample.use_ema)
+    loaded = load_model(args.checkpoint, device, use_ema=use_ema)
+    sampler = _sampler_config(args, config, loaded)
     if args.input:
         return _sample_new_cases(args, loaded, sampler)
     if not (args.data and args.case):
@@ -211,7 +210,8 @@ def _sample_new_cases(args, loaded, sampler) -> int:
                 result = synthesize(loaded, case, target, sampler)
                 dest = safe_join(args.out, f"{raw.case_id}-{target}.nii.gz")
                 save_native(result.mean, case.sidecar, dest, modality=None)
-                if result.std is not None:
+                # The flat folder is a BraSyn submission: an uncertainty map only when asked for with --n-samples.
+                if result.std is not None and args.n_samples:
                     save_native(result.std, case.sidecar, safe_join(args.out, f"{raw.case_id}-{target}-std.nii.gz"))
                 print(f"{dest}  ({result.network_evaluations} network evaluations, "
                       f"{time.perf_counter() - started:.1f} s)")

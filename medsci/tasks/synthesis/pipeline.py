@@ -51,6 +51,8 @@ def checkpoint_config(cfg: SynthesisConfig) -> dict:
         "domain": "image*2-1, image in [0,1]; the network works on its 3D Haar subbands",
         # Network windows at inference (image voxels); null = the whole volume.
         "window": list(cfg.model.inference_window) if cfg.model.inference_window else None,
+        # Sampler of `medsci sample synthesis` when no config is given (what the checkpoint was tuned with).
+        "sample": cfg.sample.to_dict(),
     }
 
 
