@@ -1,23 +1,31 @@
 """One-level orthonormal Haar wavelet transform (2D and 3D) in torch.
 
-The transforms are batched, run on any device, and compute in the input's dtype (also under
-``torch.autocast``, which they switch off for their one matrix product). They are called at every diffusion
-sampling step, so there are three code paths with identical results (tested against each other):
+The transforms are batched, run on any device and compute in the input's dtype (also under ``torch.autocast``,
+which they switch off around their one matrix product). They are called at every diffusion sampling step, so
+there are three code paths, equal up to float rounding (tested against each other and PyWavelets):
 
-* **float32 on CPU** (the common case, no autograd): one pass per slab of the volume (a pair of planes along
-  the first spatial axis) that stays in cache. The pairs along the last axis are de-interleaved by reading each
-  pair of float32 as one int64 word and truncating it to int32 (its low word is the first value; a second int64
-  view 4 bytes further on gives the second value) -- two plain conversions instead of a strided gather. All 2**n
-  butterflies and the scaling are then a single ``(2**n x 2**n) @ (2**n x cols)`` matrix product (a symmetric
-  Hadamard matrix) written straight into the subbands. The inverse multiplies by the same matrix and interleaves
-  the pairs with ``torch.complex`` into a complex64 view of the output. Used only on little-endian machines with
-  IEEE float32 matmuls (not when ``torch.backends.mkldnn.matmul.fp32_precision`` allows bf16/tf32), after a
-  one-time self-check against the reference path. dwt + idwt of a 224x224x160 volume: about 3.5-4x a ``clone()``
-  on a 2-core machine (the previous butterfly code: 8-10x); :func:`bench_haar` measures it.
-* **other dtypes and devices** (float64, bfloat16, CUDA, ...; no autograd): the reference path. The input is
-  viewed as ``(..., n, 2, ...)`` along every spatial axis and the pairs are combined with a butterfly, one axis
-  at a time, into preallocated buffers (adds, subtracts and one scalar multiply), cache-blocked on CPU.
-* **autograd** (an input that requires grad): the same butterflies out of place, so autograd records them.
+* **float32 on CPU**, no autograd, inputs of at least half a chunk (the common case): one pass per chunk of
+  slabs (a slab: one pair of planes along the first spatial axis of one channel) that stays in the core's cache.
+  The pairs along the last axis are de-interleaved without a strided gather: an int64 view of the storage holds
+  each pair as one word whose low 32 bits are its first value (little-endian), so an int64 -> int32 conversion
+  copies the first values; a second int64 view 4 bytes further on does the same for the second values. All
+  ``2**n`` butterflies and the scaling are then one ``(2**n x 2**n) @ (2**n x columns)`` matrix product (a
+  symmetric Hadamard matrix, its own inverse) written straight into the subbands. The inverse multiplies by the
+  same matrix and interleaves the pairs with ``torch.complex`` into a complex64 view of the output. Used on
+  little-endian machines whose float32 matmuls are IEEE (not when ``torch.backends.mkldnn.matmul.fp32_precision``
+  allows bf16/tf32), after a one-time self-check against the reference path.
+* **other dtypes and devices** (float64, bfloat16, CUDA, ...) and small inputs, no autograd: the reference path.
+  The input is viewed as ``(..., n, 2, ...)`` along every spatial axis and the pairs are combined with a
+  butterfly, one axis at a time, into preallocated buffers (adds, subtracts and one scalar multiply),
+  cache-blocked on CPU.
+* **autograd** (an input that requires grad, grad mode on): the same butterflies out of place.
+
+Speed (:func:`bench_haar`, ``medsci bench --items haar``): dwt + idwt of a 224x224x160 float32 volume on a
+2-core x86 VM with one intra-op thread, median of 38 rounds on a heavily loaded machine: about 20 + 23 ms
+against about 9.6 ms for ``x.clone()``, i.e. 4.4x a copy (the previous butterfly code: 9.5x; target 3x, not
+met: the transform needs a read pass and a write pass over memory that a single copy overlaps, plus the
+de-interleave). With two threads on a busy machine every figure is dominated by OpenMP threads waiting for
+each other; compare on a quiet machine.
 
 Layout
     ``haar_dwt3d``: ``(B, C, D, H, W) -> (B, 8*C, D/2, H/2, W/2)``. The 8 subbands of input channel ``c``
@@ -120,10 +128,11 @@ def _butterfly_graph(src: torch.Tensor, src_axis: int, dst_axis: int) -> torch.T
     return torch.stack((a + b, a - b), dim=dst_axis)
 
 
-# Elements of input processed per chunk on CPU (both CPU paths): the intermediate states of one chunk stay in
-# the core's cache (512 KiB in float32: in 3D one 224x160 slab pair per chunk, measured best), so only the
-# input read and the output write go to memory. On GPUs the whole tensor is one chunk: bandwidth is plentiful
-# and launches are not.
+# Elements of input processed per chunk on CPU: the intermediate states of one chunk stay in the core's cache,
+# so only the input read and the output write go to memory. 512 KiB of float32; for a 224x224x160 volume the
+# fast path then takes one slab (a pair of 224x160 planes) per chunk and intra-op thread, measured best (4x
+# larger chunks: about 15% slower). On GPUs the whole tensor is one chunk: bandwidth is plentiful and launches
+# are not.
 _CPU_CHUNK_ELEMENTS = 1 << 17
 
 

@@ -1,4 +1,4 @@
-"""Haar DWT/IDWT against PyWavelets, layout, reconstruction, errors, autocast, autograd."""
+"""Haar DWT/IDWT against PyWavelets, layout, reconstruction, errors, autocast, autograd, fast vs reference path."""
 
 from __future__ import annotations
 
@@ -160,11 +160,133 @@ def test_autograd_path_matches_and_gradient_is_transpose():
 
 
 def test_bench_haar_small():
-    result = bench_haar(shape=(16, 16, 8), repeats=2)
-    assert set(result) == {"shape", "dwt_idwt_s", "copy_s", "ratio"}
-    assert result["shape"] == (16, 16, 8)
-    assert result["dwt_idwt_s"] > 0 and result["copy_s"] > 0
-    assert result["ratio"] == pytest.approx(result["dwt_idwt_s"] / result["copy_s"])
+    result = bench_haar(shape=(16, 16, 8), repeats=3, warmup=1)
+    assert set(result) == {
+        "shape", "device", "threads", "repeats", "dwt_s", "idwt_s", "copy_s", "ratio", "target", "meets_target"
+    }
+    assert result["shape"] == (16, 16, 8) and result["device"] == "cpu" and result["repeats"] == 3
+    assert result["threads"] == torch.get_num_threads()
+    assert result["dwt_s"] > 0 and result["idwt_s"] > 0 and result["copy_s"] > 0
+    assert result["ratio"] == pytest.approx((result["dwt_s"] + result["idwt_s"]) / result["copy_s"])
+    assert result["target"] == 3.0 and result["meets_target"] == (result["ratio"] <= 3.0)
+    with pytest.raises(ValueError, match="repeats"):
+        bench_haar(shape=(4, 4, 4), repeats=0)
+
+
+# --- float32 CPU fast path (int64-word de-interleave + Hadamard matrix product) vs the reference butterflies ---
+
+FAST_CASES = [
+    (3, (1, 1, 20, 12, 10)),  # several slabs: chunked by slab for small chunk sizes
+    (3, (3, 2, 4, 6, 8)),  # several volumes: chunked by whole volumes for larger chunk sizes
+    (3, (5, 1, 2, 2, 2)),  # the smallest blocks, one slab per volume
+    (3, (2, 1, 6, 2, 14)),
+    (2, (2, 3, 10, 14)),
+    (2, (1, 1, 2, 2)),
+    (2, (1, 2, 30, 4)),
+]
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 100, 1000, 1 << 20])
+@pytest.mark.parametrize(("ndim", "shape"), FAST_CASES)
+def test_fast_path_matches_reference_and_inverts(ndim, shape, chunk):
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(11)) * 2 - 1
+    y = wavelets._fast_dwt(x, ndim, chunk)
+    assert y.dtype == torch.float32 and y.shape == (shape[0], shape[1] * 2**ndim, *(n // 2 for n in shape[2:]))
+    assert torch.allclose(y, wavelets._reference_dwt(x, ndim), rtol=0, atol=1e-6)
+    assert torch.allclose(y.double(), wavelets._reference_dwt(x.double(), ndim), rtol=0, atol=1e-6)
+    back = wavelets._fast_idwt(y, ndim, chunk)
+    assert torch.allclose(back, wavelets._reference_idwt(y, ndim), rtol=0, atol=1e-6)
+    assert (back - x).abs().max().item() < 1e-6
+
+
+@pytest.mark.parametrize("shape", [(6, 8, 10), (4, 6, 2)])
+def test_fast_path_float32_matches_pywt(shape, chunking):
+    x = np.random.default_rng(12).uniform(-1, 1, shape)
+    xt = torch.from_numpy(x).float()[None, None]
+    assert wavelets._use_fast_path(xt) == (xt.numel() >= max(1, wavelets._CPU_CHUNK_ELEMENTS // 2))
+    y = haar_dwt3d(xt)
+    ref = pywt.dwtn(x, "haar")
+    for k, name in enumerate(SUBBANDS_3D):
+        np.testing.assert_allclose(y[0, k].double().numpy(), ref[name], rtol=0, atol=2e-6, err_msg=name)
+    np.testing.assert_allclose(haar_idwt3d(y)[0, 0].double().numpy(), x, rtol=0, atol=2e-6)
+    x2 = x[0]
+    y2 = haar_dwt2d(torch.from_numpy(x2).float()[None, None])
+    for k, name in enumerate(SUBBANDS_2D):
+        np.testing.assert_allclose(y2[0, k].double().numpy(), pywt.dwtn(x2, "haar")[name], rtol=0, atol=2e-6)
+
+
+def test_public_functions_take_the_fast_path_for_float32_cpu(monkeypatch):
+    calls = []
+    fast_dwt, fast_idwt = wavelets._fast_dwt, wavelets._fast_idwt
+    monkeypatch.setattr(wavelets, "_fast_dwt", lambda *a: calls.append("dwt") or fast_dwt(*a))
+    monkeypatch.setattr(wavelets, "_fast_idwt", lambda *a: calls.append("idwt") or fast_idwt(*a))
+    x = torch.randn(1, 2, 32, 32, 64, generator=torch.Generator().manual_seed(13))  # one chunk's worth
+    haar_idwt3d(haar_dwt3d(x))
+    haar_idwt2d(haar_dwt2d(x[0]))
+    assert calls == ["dwt", "idwt", "dwt", "idwt"]
+    calls.clear()
+    haar_dwt3d(x.double())  # other dtypes, small inputs and autograd use the reference butterflies
+    haar_dwt3d(x[:, :, :4, :4, :4])
+    haar_dwt3d(x.clone().requires_grad_())
+    assert calls == []
+
+
+def test_fast_path_agrees_with_autograd_path():
+    x = torch.randn(2, 1, 32, 32, 64, generator=torch.Generator().manual_seed(14))
+    assert wavelets._use_fast_path(x)
+    xg = x.clone().requires_grad_()
+    yg = haar_dwt3d(xg)
+    y = haar_dwt3d(x)
+    assert yg.requires_grad and not y.requires_grad
+    assert torch.allclose(y, yg.detach(), rtol=0, atol=1e-6)
+    yr = y.clone().requires_grad_()
+    assert torch.allclose(haar_idwt3d(y), haar_idwt3d(yr).detach(), rtol=0, atol=1e-6)
+    x2 = x[:, 0]
+    assert torch.allclose(haar_dwt2d(x2), haar_dwt2d(x2.clone().requires_grad_()).detach(), rtol=0, atol=1e-6)
+
+
+def test_fast_path_odd_storage_offset_and_non_contiguous():
+    base = torch.randn(1 + 2 * 16 * 12 * 10, generator=torch.Generator().manual_seed(15))
+    x = base[1:].view(2, 1, 16, 12, 10)  # contiguous, but starts 4 bytes into its storage
+    assert x.storage_offset() == 1
+    ref = wavelets._reference_dwt(x, 3)
+    for chunk in (1, 1 << 20):
+        assert torch.allclose(wavelets._fast_dwt(x, 3, chunk), ref, rtol=0, atol=1e-6)
+    xt = x.transpose(2, 4)  # non-contiguous (2, 1, 10, 12, 16)
+    assert torch.allclose(wavelets._fast_dwt(xt, 3, 7), wavelets._reference_dwt(xt, 3), rtol=0, atol=1e-6)
+    yt = wavelets._fast_dwt(x, 3, 7).transpose(3, 4)  # non-contiguous subbands
+    assert torch.allclose(wavelets._fast_idwt(yt, 3, 7), wavelets._reference_idwt(yt, 3), rtol=0, atol=1e-6)
+
+
+def test_fast_path_under_bf16_autocast_keeps_float32():
+    x = torch.randn(1, 1, 32, 32, 64, generator=torch.Generator().manual_seed(16))
+    ref = haar_dwt3d(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = haar_dwt3d(x)  # the matrix product must not be autocast to bf16
+        back = haar_idwt3d(y)
+    assert y.dtype == torch.float32 and back.dtype == torch.float32
+    assert torch.allclose(y, ref, rtol=0, atol=1e-6)
+    assert (back - x).abs().max().item() < 1e-6
+
+
+def test_fast_path_guards(monkeypatch):
+    x = torch.randn(1, 1, 32, 32, 64, generator=torch.Generator().manual_seed(17))
+    ref = wavelets._reference_dwt(x, 3)
+    assert wavelets._fp32_matmul_is_ieee() and wavelets._fast_path_self_check()
+    matmul = getattr(getattr(torch.backends, "mkldnn", None), "matmul", None)
+    if matmul is not None and hasattr(matmul, "fp32_precision"):
+        saved = matmul.fp32_precision
+        matmul.fp32_precision = "bf16"  # the user allowed bf16 float32 matmuls
+        try:
+            assert not wavelets._use_fast_path(x)
+            assert torch.equal(haar_dwt3d(x), ref)
+        finally:
+            matmul.fp32_precision = saved
+    monkeypatch.setattr(wavelets, "_FAST_PATH_OK", False)  # self-check failed on this machine
+    assert not wavelets._use_fast_path(x)
+    assert torch.equal(haar_dwt3d(x), ref)
+    monkeypatch.setattr(wavelets, "_FAST_PATH_OK", None)  # the check itself runs and passes here
+    assert wavelets._fast_path_self_check() and wavelets._FAST_PATH_OK is True
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
