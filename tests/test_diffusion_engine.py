@@ -281,3 +281,8 @@ def test_guidance_over_a_kind_never_dropped_in_training_is_refused():
 def test_older_checkpoint_format_is_refused_with_a_reason():
     with pytest.raises(ConfigError, match="older medsci"):
         build_network({"unet": {}, "spatial_dims": 2, "in_channels": 2, "out_channels": 1})
+
+
+def test_windowed_network_keeps_the_kinds_guidance_may_drop():
+    net = _unet(condition_channels=1, dropout_kinds=("condition",))
+    assert WindowedNetwork(net, (4, 4)).null_kinds == ("condition",)

@@ -156,6 +156,7 @@ class WindowedNetwork(torch.nn.Module):
         from monai.inferers import SlidingWindowInferer
 
         self.model = model
+        self.null_kinds = tuple(getattr(model, "null_kinds", ()))  # what guidance may drop: the inner network's
         self.inferer = SlidingWindowInferer(roi_size=tuple(roi_size), sw_batch_size=sw_batch_size, overlap=overlap,
                                             mode="gaussian")
 

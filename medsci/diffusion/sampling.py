@@ -55,9 +55,9 @@ def guided_kinds(model: torch.nn.Module, sampler: SamplerConfig, conditions: Con
     if sampler.guidance_scale == 1.0 or conditions is None:
         return ()
     trained = tuple(getattr(model, "null_kinds", ()))
-    kinds = tuple(sampler.guidance) if sampler.guidance is not None else trained
-    kinds = tuple(k for k in kinds if getattr(conditions, k) is not None)
-    untrained = [k for k in kinds if k not in trained]
+    requested = tuple(sampler.guidance) if sampler.guidance is not None else trained
+    untrained = [k for k in requested if k not in trained]
+    kinds = tuple(k for k in requested if getattr(conditions, k) is not None)
     if untrained or not kinds:
         raise ConfigError(f"guidance_scale {sampler.guidance_scale} needs a model trained with condition dropout "
                           f"of {', '.join(untrained or ['some condition'])} (train.condition_dropout)")

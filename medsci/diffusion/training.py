@@ -13,7 +13,7 @@ import io
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -112,8 +112,14 @@ def train(
     """
     out_dir = Path(out_dir)
     device = torch.device(device)
-    if cfg.threads:
+    if cfg.threads:  # for this call only: callers (tests, notebooks) keep their own setting
+        previous_threads = torch.get_num_threads()
         torch.set_num_threads(cfg.threads)
+        try:
+            return train(model, task, schedule, replace(cfg, threads=None), out_dir, checkpoint_config, device,
+                         progress, on_step)
+        finally:
+            torch.set_num_threads(previous_threads)
     model.to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     scheduler = build_scheduler(schedule, "train")
