@@ -65,7 +65,7 @@ class Config(ConfigSection):
 
 @lru_cache(maxsize=1)
 def _base_schema_text() -> str:
-    return SCHEMA_PATH.read_text()
+    return SCHEMA_PATH.read_text(encoding="utf-8")
 
 
 def schema() -> dict:
@@ -97,9 +97,11 @@ def config_from_dict(data: dict, source: str | Path = "config") -> Config:
 def load_config(path: str | Path) -> Config:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError("config file not found", path) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text", path) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"not valid YAML ({str(err).splitlines()[0]})", path) from None
     if data is not None and not isinstance(data, dict):

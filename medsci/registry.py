@@ -81,7 +81,7 @@ class Task:
         if not path.is_absolute():
             module = importlib.import_module(self.config.__module__)
             path = Path(module.__file__).resolve().parent / path
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
 
     def rules_path(self, workflows_dir: str | Path) -> str:
         path = Path(self.rules)

@@ -45,8 +45,8 @@ def test_synthesis_item_follows_the_preset_patch_batch_window_and_sampler(monkey
 @pytest.mark.parametrize("preset", ["demo", "brats"])
 def test_bench_presets_match_the_shipped_configs(preset):
     """The bench times the configs' networks: a preset that drifted from configs/<preset>.yaml fails here."""
-    shipped = yaml.safe_load((REPO / "configs" / f"{preset}.yaml").read_text())["synthesis"]
-    base = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())["synthesis"]
+    shipped = yaml.safe_load((REPO / "configs" / f"{preset}.yaml").read_text(encoding="utf-8"))["synthesis"]
+    base = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text(encoding="utf-8"))["synthesis"]
     ours = synthesis_bench.PRESETS[preset]
     assert ours["preprocess"]["shape"] == shipped["preprocess"]["shape"]
     for key, value in ours["model"].items():

@@ -134,7 +134,7 @@ CORE = ["config.py", "config_section.py", "registry.py", "cli.py", "bench.py", "
 
 
 def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module:
@@ -156,5 +156,5 @@ def test_no_core_module_imports_a_generator_and_no_generator_imports_another():
         for path in (REPO / "medsci" / "tasks" / task).glob("*.py"):
             others = [m for m in _imports(path) for t in tasks if t != task and m.startswith(f"medsci.tasks.{t}")]
             assert not others, f"{path.relative_to(REPO)} imports {others}"
-    snakefile = (REPO / "Snakefile").read_text() + (REPO / "workflows" / "common.smk").read_text()
+    snakefile = (REPO / "Snakefile").read_text(encoding="utf-8") + (REPO / "workflows" / "common.smk").read_text(encoding="utf-8")
     assert "synthesis" not in snakefile and "seismic" not in snakefile

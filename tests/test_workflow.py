@@ -33,7 +33,7 @@ def test_shipped_configs_validate(name):
 
 
 def test_unknown_or_wrong_keys_are_refused_with_the_file_named(tmp_path):
-    data = yaml.safe_load((REPO / "configs" / "test.yaml").read_text())
+    data = yaml.safe_load((REPO / "configs" / "test.yaml").read_text(encoding="utf-8"))
     data["synthesis"]["train"]["stepz"] = 3
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(data))
@@ -60,7 +60,7 @@ def _check_seismic_outputs(folder):
             assert np.isfinite(values["snr_missing"]["mean"]) and 0 < values["ssim_inline"]["mean"] <= 1, method
     assert summary["cubes"] == ["cube_002"] and summary["training_cubes"] == ["cube_000", "cube_001"]
     assert [r["steps"] for r in summary["benchmark"]] == [2, 2] and summary["sampling"]["model"]["windows_per_cube"] > 0
-    text = (folder / "evaluation" / "summary.md").read_text()
+    text = (folder / "evaluation" / "summary.md").read_text(encoding="utf-8")
     assert "| random | model |" in text and "| decimate | pocs |" in text and "Sampling benchmark" in text
     truth = read_cube(folder / "demo_data" / "cube_002.segy")
     for pattern in ("random", "block", "decimate"):
