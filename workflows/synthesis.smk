@@ -11,6 +11,11 @@ SYN_MODEL = SYN_DIR / "model"
 SYN_SAMPLES = SYN_DIR / "samples"
 SYN_CURVES = SYN_DIR / "steps_curve"
 SYN_EVAL = SYN_DIR / "evaluation"
+# The tumour segmenter of the downstream (BraSyn) test: trained on the training cases unless
+# segmentation.weights names a segmenter folder of one's own; none when segmentation is disabled.
+SYN_SEG = SYN.segmentation
+SYN_SEGMENTER = Path(SYN_SEG.weights) if SYN_SEG.weights else SYN_DIR / "segmenter"
+SYN_SEG_INPUT = {"segmenter": str(SYN_SEGMENTER / "config.json")} if SYN_SEG.enabled else {}
 MODS = syn_workflow.MODS
 
 
@@ -120,6 +125,36 @@ if SYN.enabled:
             "--out {params.model} --threads {threads} --no-progress > {log} 2>&1"
 
 
+    if SYN_SEG.enabled and not SYN_SEG.weights:
+
+        rule synthesis_segmenter:
+            """SegResNet tumour segmenter (WT/TC/ET) on the training cases' real contrasts: scores syntheses
+            by the segmentation they allow (BraSyn)."""
+            input:
+                cases=expand(str(SYN_PREP / "{case}.npz"), case=SYN_TRAIN),
+                cfg=RESOLVED_CONFIG,
+            output:
+                config=str(SYN_SEGMENTER / "config.json"),
+                weights=str(SYN_SEGMENTER / "model.safetensors"),
+                loss=report(str(SYN_SEGMENTER / "loss.csv"), category="MRI synthesis", subcategory="segmenter"),
+            params:
+                cases=" ".join(SYN_TRAIN),
+                data=lambda wc, input: os.path.dirname(input.cases[0]),
+                out=parent("config"),
+            log:
+                log_path("synthesis", "segmenter.log"),
+            threads: 1
+            resources:
+                mem_mb=4000,
+                runtime=12 * 60,
+                gpu=uses_gpu(),
+            conda:
+                ENV
+            shell:
+                "medsci train-segmenter --config {input.cfg} --data {params.data} --cases {params.cases} "
+                "--out {params.out} --threads {threads} --no-progress > {log} 2>&1"
+
+
     rule synthesis_sample:
         """Synthesise every target contrast of one held-out case from the other three."""
         input:
@@ -186,6 +221,7 @@ if SYN.enabled:
             curves=expand(str(SYN_CURVES / "{case}-curve.json"), case=SYN_CURVE_CASES),
             data=expand(str(SYN_PREP / "{case}.npz"), case=SYN_CASES),
             model=str(SYN_MODEL / "config.json"),
+            **SYN_SEG_INPUT,
         output:
             summary=report(str(SYN_EVAL / "summary.json"), category="MRI synthesis", subcategory="evaluation"),
             table=report(str(SYN_EVAL / "metrics.csv"), category="MRI synthesis", subcategory="evaluation"),
@@ -215,17 +251,19 @@ if SYN.enabled:
             data=lambda wc, input: os.path.dirname(input.data[0]),
             samples=lambda wc, input: os.path.dirname(os.path.dirname(input.samples[0])),
             model=lambda wc, input: os.path.dirname(input.model),
+            segmenter=lambda wc, input: f"--segmenter {os.path.dirname(input.segmenter)}" if SYN_SEG.enabled else "",
             out=parent("summary"),
         log:
             log_path("synthesis", "evaluate.log"),
         threads: 1
         resources:
             mem_mb=4000,
-            runtime=30,
+            runtime=30 if not SYN_SEG.enabled else 4 * 60,
+            gpu=uses_gpu() if SYN_SEG.enabled else 0,  # the segmenter runs 1 + 5 x targets times per case
         conda:
             ENV
         shell:
             "medsci evaluate synthesis --data {params.data} --train-cases {params.train} --cases {params.heldout} "
-            "--checkpoint {params.model} "
+            "--checkpoint {params.model} {params.segmenter} "
             "--samples {params.samples} --targets {params.targets} --curves {input.curves} --out {params.out} "
             "> {log} 2>&1"

@@ -28,6 +28,9 @@ def atomic_path(dest: str | Path, suffix: str | None = None) -> Iterator[Path]:
     if suffix is None:
         suffix = "".join(dest.suffixes)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or ".part", dir=dest.parent)
+    # mkstemp creates 0600; a plain open() would give 0666 minus the umask, which colleagues sharing the
+    # output folder rely on.
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -37,6 +40,13 @@ def atomic_path(dest: str | Path, suffix: str | None = None) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def _umask() -> int:
+    # Reading the umask means setting it; set it straight back (single-threaded at this point in practice).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes_atomic(dest: str | Path, data: bytes) -> None:

@@ -191,8 +191,10 @@ def read_volume(path: str | Path) -> Volume:
 
 
 def write_nifti(path: str | Path, array: np.ndarray, affine: np.ndarray, header: Any = None,
-                dtype: Any = np.float32) -> Path:
+                dtype: Any = np.float32, description: str | None = None) -> Path:
     """Write ``array`` as NIfTI atomically with exactly ``affine``; reuse ``header``'s other fields.
+
+    ``description`` replaces the header's descrip field (80 bytes, e.g. to say a volume is synthetic).
 
     The header's descrip, units, intent and its qform/sform *codes* are kept, but both forms are set from
     ``affine`` (nibabel would otherwise reset the codes to aligned/unknown when the affine changes).
@@ -213,6 +215,8 @@ def write_nifti(path: str | Path, array: np.ndarray, affine: np.ndarray, header:
     else:
         hdr = nib.Nifti1Header()
         sform_code, qform_code = 1, 1
+    if description is not None:
+        hdr["descrip"] = description.encode("ascii", "replace")[:79]
     hdr.set_data_dtype(data.dtype)
     hdr.set_data_shape(data.shape)
     # Data is already in the target dtype: no scaling, so values are stored exactly.

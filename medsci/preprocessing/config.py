@@ -32,6 +32,18 @@ class PreprocessConfig(ConfigSection):
     clip_percentiles: tuple[float, float] = (0.5, 99.5)
     mask_threshold: float = 0.0
     divisor: int = 8
+    # Cases whose voxel size is within this relative difference of ``spacing`` are not resampled: an
+    # interpolation that changes nothing but blurs is avoided (the demo's 3.529 mm vs a preset's 3.53).
+    spacing_tolerance: float = 0.05
+    # Largest share of brain voxels the grid may cut off before a case is refused (0.01 = 1 %).
+    max_brain_cut: float = 0.01
+    # A case whose voxels are coarser than ``spacing`` by more than this factor on any axis is refused: the
+    # model would be fed an interpolation it never saw in training. Above ``warn_upsampling``: a warning.
+    max_upsampling: float = 2.0
+    warn_upsampling: float = 1.25
+    # Clip percentiles are taken this many voxels inside the brain: partial-volume voxels at its edge (many
+    # more after resampling) would otherwise pull the lower percentile towards the background.
+    stats_erosion: int = 2
 
     def __post_init__(self) -> None:
         self.validate()
@@ -77,6 +89,22 @@ class PreprocessConfig(ConfigSection):
         self.clip_percentiles = (lo, hi)
         self.n4 = bool(self.n4)
         self.mask_threshold = float(self.mask_threshold)
+        try:
+            self.spacing_tolerance = float(self.spacing_tolerance)
+            self.max_brain_cut = float(self.max_brain_cut)
+            self.max_upsampling = float(self.max_upsampling)
+            self.warn_upsampling = float(self.warn_upsampling)
+        except (TypeError, ValueError):
+            fail("spacing_tolerance, max_brain_cut, max_upsampling and warn_upsampling must be numbers")
+        if isinstance(self.stats_erosion, bool) or not isinstance(self.stats_erosion, int) or self.stats_erosion < 0:
+            fail(f"stats_erosion must be a non-negative integer, got {self.stats_erosion!r}")
+        if not 0.0 <= self.spacing_tolerance < 0.5:
+            fail(f"spacing_tolerance must lie in [0, 0.5), got {self.spacing_tolerance}")
+        if not 0.0 <= self.max_brain_cut <= 1.0:
+            fail(f"max_brain_cut must lie in [0, 1], got {self.max_brain_cut}")
+        if not 1.0 <= self.warn_upsampling <= self.max_upsampling:
+            fail(f"need 1 <= warn_upsampling <= max_upsampling, got {self.warn_upsampling}, "
+                 f"{self.max_upsampling}")
 
 
 def _is_scalar(value) -> bool:

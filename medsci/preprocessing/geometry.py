@@ -64,12 +64,12 @@ def resample_to_spacing(channels: np.ndarray, affine: np.ndarray, spacing: Seque
 
 
 def resample_to_grid(array: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray,
-                     dst_shape: Sequence[int], mode: str) -> np.ndarray:
+                     dst_shape: Sequence[int], mode: str, padding_mode: str = "border") -> np.ndarray:
     """MONAI SpatialResample of one 3D array from one grid onto another (the inverse of Spacing)."""
     import torch
     from monai.transforms import SpatialResample
 
-    out = SpatialResample(mode=mode, padding_mode="border", dtype=np.float32)(
+    out = SpatialResample(mode=mode, padding_mode=padding_mode, dtype=np.float32)(
         _meta_tensor(array[None], src_affine), dst_affine=torch.as_tensor(dst_affine, dtype=torch.float64),
         spatial_size=tuple(int(s) for s in dst_shape))
     return np.asarray(out.as_tensor().numpy()[0], dtype=np.float32)

@@ -37,16 +37,122 @@ def _check_seg(seg: np.ndarray, source: Path) -> None:
         raise InputError(f"segmentation labels must lie in 0..255, got {seg.min()}..{seg.max()}", source)
 
 
-def preprocess_case(case: Case, cfg: PreprocessConfig | None = None, out_dir: str | Path = ".") -> dict:
-    """Preprocess one case into ``out_dir/<case_id>.npz`` + ``.json``; returns the sidecar dict."""
+def _fmt(values) -> str:
+    return "x".join(f"{v:.3g}" for v in values)
+
+
+def check_spacing(native: tuple[float, ...], cfg: PreprocessConfig, case: Case, warnings: list[str]) -> bool:
+    """Whether the case must be resampled to ``cfg.spacing``; refuses voxels far coarser than it."""
+    if cfg.spacing is None:
+        return False
+    ratio = np.array(native) / np.array(cfg.spacing)
+    if ratio.max() > cfg.max_upsampling:
+        raise InputError(f"case {case.case_id}: voxels of {_fmt(native)} mm are more than {cfg.max_upsampling:g}x "
+                         f"coarser than the model's {_fmt(cfg.spacing)} mm; the model would see detail the scan "
+                         "does not hold", case.folder)
+    if ratio.max() > cfg.warn_upsampling:
+        warnings.append(f"voxels of {_fmt(native)} mm are coarser than the model's {_fmt(cfg.spacing)} mm: "
+                        "the synthesis is made from upsampled inputs")
+    elif ratio.min() < 1.0 / cfg.warn_upsampling:
+        warnings.append(f"the synthesis has the model's resolution ({_fmt(cfg.spacing)} mm), interpolated onto "
+                        f"the {_fmt(native)} mm input grid")
+    return bool(np.any(np.abs(ratio - 1.0) > cfg.spacing_tolerance))
+
+
+def check_fit(mask_b: np.ndarray, b0: np.ndarray, b1: np.ndarray, mask_win: np.ndarray, grid_shape, spacing,
+              cfg: PreprocessConfig, case: Case, warnings: list[str]) -> dict:
+    """Refuse a case whose brain the model grid cuts by more than ``cfg.max_brain_cut``; note milder cuts
+    and a brain that touches the edge of the scan (a field of view that already cut it)."""
+    total = int(mask_b.sum())
+    cut = 1.0 - int(mask_win.sum()) / max(total, 1)
+    brain_mm = (b1 - b0) * np.array(spacing)
+    grid_mm = np.array(cfg.shape) * np.array(spacing)
+    if cut > cfg.max_brain_cut:
+        raise InputError(f"case {case.case_id}: the brain ({_fmt(brain_mm)} mm) does not fit the model grid "
+                         f"({_fmt(cfg.shape)} voxels of {_fmt(spacing)} mm = {_fmt(grid_mm)} mm): {100 * cut:.1f} % "
+                         "of it would be cut off (set preprocess.spacing coarser or preprocess.shape larger)",
+                         case.folder)
+    if cut > 0:
+        warnings.append(f"{100 * cut:.2f} % of the brain lies outside the model grid and is left empty")
+    at_edge = [f"{'lower' if side == 0 else 'upper'} edge of axis {axis}"
+               for axis in range(3) for side, hit in ((0, b0[axis] == 0), (1, b1[axis] == grid_shape[axis])) if hit]
+    if at_edge:
+        warnings.append("the brain touches the " + ", ".join(at_edge) + " of the scan: the field of view may cut it")
+    return {"brain_cut_fraction": round(cut, 6), "brain_extent_mm": [round(float(v), 2) for v in brain_mm],
+            "grid_extent_mm": [round(float(v), 2) for v in grid_mm], "fov_touches_brain": bool(at_edge)}
+
+
+def align_to_reference(vols: dict[str, Volume], reference: str, warnings: list[str],
+                       min_overlap: float = 0.5) -> dict[str, Volume]:
+    """Resample every volume onto the grid of ``vols[reference]`` in scanner coordinates (no registration:
+    series of one session share a frame of reference). Refuses a volume covering less than ``min_overlap``
+    of the reference's field of view."""
+    from medsci.preprocessing.geometry import resample_to_grid
+
+    ref = vols[reference]
+    out = {}
+    for name, vol in vols.items():
+        same = vol.array.shape == ref.array.shape and np.allclose(vol.affine, ref.affine, atol=1e-3, rtol=0)
+        if same:
+            out[name] = vol
+            continue
+        share = fov_overlap(ref, vol)
+        if share < min_overlap:
+            raise InputError(f"{name} covers only {100 * share:.0f} % of the {reference} field of view: the "
+                             "contrasts do not overlap in space", vol.source)
+        if share < 0.95:
+            warnings.append(f"{name} covers {100 * share:.0f} % of the {reference} field of view; the rest is empty")
+        array = resample_to_grid(np.asarray(vol.array, dtype=np.float32), vol.affine, ref.affine, ref.array.shape,
+                                 "bilinear", padding_mode="zeros")
+        out[name] = Volume(array=array, affine=ref.affine.copy(), source=vol.source, header=vol.header,
+                           meta={**vol.meta, "resampled_onto": reference})
+        warnings.append(f"{name} was resampled onto the {reference} grid")
+    return out
+
+
+def fov_overlap(ref: Volume, other: Volume, samples: int = 12) -> float:
+    """Share of the reference's field of view (a lattice of points in it) inside the other volume's."""
+    axes = [np.linspace(0, s - 1, samples) for s in ref.array.shape]
+    ijk = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    world = ijk @ ref.affine[:3, :3].T + ref.affine[:3, 3]
+    inv = np.linalg.inv(other.affine)
+    ijk_other = world @ inv[:3, :3].T + inv[:3, 3]
+    inside = np.all((ijk_other >= -0.5) & (ijk_other <= np.array(other.array.shape) - 0.5), axis=1)
+    return float(inside.mean())
+
+
+def interior(mask: np.ndarray, voxels: int) -> np.ndarray:
+    """``mask`` eroded by ``voxels`` (the mask itself when that would leave under half of it)."""
+    if voxels <= 0:
+        return mask
+    from scipy import ndimage
+
+    inner = ndimage.binary_erosion(mask, iterations=voxels)
+    return inner if inner.sum() >= 0.5 * mask.sum() else mask
+
+
+def preprocess_case(case: Case, cfg: PreprocessConfig | None = None, out_dir: str | Path = ".", *,
+                    volumes: dict[str, Volume] | None = None, align: bool = False) -> dict:
+    """Preprocess one case into ``out_dir/<case_id>.npz`` + ``.json``; returns the sidecar dict.
+
+    ``volumes``: the case's volumes already read (e.g. DICOM series), by modality. ``align``: contrasts on
+    different grids (usual for clinical DICOM) are resampled onto the first one's grid in scanner space
+    instead of refused; a contrast that barely overlaps it is refused. Raises InputError when the brain does
+    not fit ``cfg.shape`` or the voxels are far coarser than ``cfg.spacing``; milder misfits are listed under
+    ``warnings`` in the sidecar.
+    """
     cfg = cfg or PreprocessConfig()
     out_dir = Path(out_dir)
-    available = [m for m in MODALITIES if m in case.files]
+    available = [m for m in MODALITIES if m in (volumes if volumes is not None else case.files)]
     if not available:
         raise InputError(f"case {case.case_id} has none of the modalities {list(MODALITIES)}", case.folder)
 
-    vols: dict[str, Volume] = {m: read_volume(case.files[m]) for m in available}
+    vols: dict[str, Volume] = (dict(volumes) if volumes is not None
+                               else {m: read_volume(case.files[m]) for m in available})
     seg_vol = read_volume(case.seg) if case.seg is not None else None
+    warnings: list[str] = []
+    if align:
+        vols = align_to_reference(vols, available[0], warnings)
     check_consistent_geometry({**vols, **({"seg": seg_vol} if seg_vol is not None else {})})
     ref = vols[available[0]]
     native_affine, native_shape = ref.affine, tuple(int(s) for s in ref.array.shape)
@@ -62,7 +168,8 @@ def preprocess_case(case: Case, cfg: PreprocessConfig | None = None, out_dir: st
 
     # 2. optional resampling: all modalities in one MONAI call, the segmentation nearest-neighbour.
     grid_affine, grid_shape = reor_affine, reor_shape
-    if cfg.spacing is not None:
+    resample = check_spacing(voxel_spacing(reor_affine), cfg, case, warnings)
+    if resample:
         stacked, grid_affine = resample_to_spacing(np.stack([arrays[m] for m in available]), reor_affine,
                                                    cfg.spacing, "bilinear")
         arrays = dict(zip(available, stacked))
@@ -75,7 +182,7 @@ def preprocess_case(case: Case, cfg: PreprocessConfig | None = None, out_dir: st
 
     # 3. brain mask. The union is taken in the arrays' own memory order (before reorientation, which is
     # only a view) because comparing flipped/transposed views into a C-ordered mask is ~10x slower.
-    if cfg.spacing is None:
+    if not resample:
         raw = reorient(union_mask([vols[m].array for m in available], cfg.mask_threshold), ornt)
     else:
         raw = union_mask([arrays[m] for m in available], cfg.mask_threshold)
@@ -93,14 +200,16 @@ def preprocess_case(case: Case, cfg: PreprocessConfig | None = None, out_dir: st
     mask_out[dst_w] = mask_b[src_b]
     mask_win = mask_out[dst_w].astype(bool)
     spacing = voxel_spacing(grid_affine)
+    fit = check_fit(mask_b, b0, b1, mask_win, grid_shape, spacing, cfg, case, warnings)
 
     # 4/5. per modality, only inside the bounding box, written straight into the output window.
     scaling: dict[str, dict[str, float]] = {}
+    stats_mask = interior(mask_b, cfg.stats_erosion)
     for m in available:
         region = np.asarray(arrays[m][bbox], dtype=np.float32)
         if cfg.n4:
             region = n4(region, mask_b, spacing, case.files[m])
-        lo, hi = clip_window(region, mask_b, cfg.clip_percentiles)
+        lo, hi = clip_window(region, stats_mask, cfg.clip_percentiles)
         scaling[m] = {"lo": lo, "hi": hi}
         normalise_into(image[MODALITIES.index(m)][dst_w], region[src_b], lo, hi, mask_win)
         del region
@@ -136,7 +245,7 @@ def preprocess_case(case: Case, cfg: PreprocessConfig | None = None, out_dir: st
             "affine": reor_affine.tolist(),
         },
         "resampled": {
-            "applied": cfg.spacing is not None,
+            "applied": resample,
             "spacing": list(spacing),
             "shape": list(grid_shape),
             "affine": grid_affine.tolist(),
@@ -146,6 +255,8 @@ def preprocess_case(case: Case, cfg: PreprocessConfig | None = None, out_dir: st
         "shape": list(cfg.shape),
         "scaling": scaling,
         "mask_voxels": int(mask_b.sum()),
+        "fit": fit,
+        "warnings": warnings,
         "seg_voxels": seg_counts,
         "n4": cfg.n4,
         "config": cfg.to_dict(),

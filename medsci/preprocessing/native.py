@@ -79,7 +79,7 @@ def to_native(array: np.ndarray, sidecar: Mapping, modality: str | None = None, 
 
 def save_native(array: np.ndarray, sidecar: Mapping, path: str | Path, modality: str | None = None, *,
                 mask: np.ndarray | None = None, interpolation: str | None = None,
-                dtype: Any = None) -> Path:
+                dtype: Any = None, description: str | None = None) -> Path:
     """:func:`to_native` then an atomic NIfTI write with the native affine and the reference header."""
     path = Path(path)
     inputs = set(sidecar.get("sources", {}).values()) | {sidecar.get("seg_source")}
@@ -88,4 +88,4 @@ def save_native(array: np.ndarray, sidecar: Mapping, path: str | Path, modality:
     vol = to_native(array, sidecar, modality, mask=mask, interpolation=interpolation)
     if dtype is None:
         dtype = np.uint8 if vol.array.dtype.kind in "biu" else np.float32
-    return write_nifti(path, vol.array, vol.affine, vol.header, dtype=dtype)
+    return write_nifti(path, vol.array, vol.affine, vol.header, dtype=dtype, description=description)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 from medsci.commands.args import add_common_args, add_sampler_args, sampler_overrides, setup_torch
@@ -14,7 +12,12 @@ from medsci.tasks.synthesis.preprocess_cli import register_preprocess, register_
 
 def register_commands(subparsers) -> None:
     """Top-level commands of this generator."""
+    from medsci.tasks.synthesis.clinical_cli import register_clinical_commands
+    from medsci.tasks.synthesis.submission import register_submission_commands
+
     register_summarize(subparsers)
+    register_clinical_commands(subparsers)
+    register_submission_commands(subparsers)
 
 
 # ---------------------------------------------------------------------------------------------- demo-data
@@ -78,7 +81,6 @@ def register_sample(tasks) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--input", help="folder of cases (or one case folder) with one missing contrast each")
-    p.add_argument("--layout", default="brats", help="case layout of --input: brats | generic")
     p.add_argument("--data", help="preprocessed folder (evaluation mode)")
     p.add_argument("--case", help="preprocessed case id (evaluation mode)")
     p.add_argument("--targets", nargs="+", help="modalities to synthesise in evaluation mode")
@@ -90,7 +92,8 @@ def register_sample(tasks) -> None:
     p.set_defaults(handler=run_sample)
 
 
-def _sampler_config(args, config, loaded):
+def sampler_for(config, loaded, overrides: dict):
+    """The config's sampler (or the one stored with the checkpoint) with command-line overrides checked."""
     from medsci.diffusion.config import SamplerConfig
     from medsci.diffusion.inference import sampler_with
 
@@ -98,8 +101,7 @@ def _sampler_config(args, config, loaded):
         base = config.synthesis.sample
     else:  # the sampler stored with the checkpoint
         base = SamplerConfig.from_dict(loaded.config.get("sample"), "checkpoint sample")
-    return sampler_with(base, loaded.schedule, **sampler_overrides(args),
-                        use_ema=False if args.raw_weights else None)
+    return sampler_with(base, loaded.schedule, **overrides)
 
 
 def run_sample(args) -> int:
@@ -110,7 +112,8 @@ def run_sample(args) -> int:
     device = setup_torch(args, config)
     use_ema = not args.raw_weights and (config is None or config.synthesis.sample.use_ema)
     loaded = load_model(args.checkpoint, device, use_ema=use_ema)
-    sampler = _sampler_config(args, config, loaded)
+    sampler = sampler_for(config, loaded, {**sampler_overrides(args),
+                                           **({"use_ema": False} if args.raw_weights else {})})
     if args.input:
         return _sample_new_cases(args, loaded, sampler)
     if not (args.data and args.case):
@@ -183,44 +186,14 @@ def _steps_curve(args, loaded, sampler) -> int:
 
 
 def _sample_new_cases(args, loaded, sampler) -> int:
-    """Clinician path: each case misses one contrast; write it beside the others' grid and affine."""
-    from medsci.io.atomic import safe_join
-    from medsci.io.cases import MODALITIES, check_case, discover_cases, load_case as load_raw_case
-    from medsci.preprocessing.mri import preprocess_case, save_native
-    from medsci.tasks.synthesis.data import load_case
-    from medsci.tasks.synthesis.pipeline import synthesize
+    """A flat folder of <case>-<missing>.nii.gz (BraSyn layout); `medsci submit` adds a manifest."""
+    from medsci.tasks.synthesis.clinical import BatchSettings, run_batch
+    from medsci.tasks.synthesis.clinical_cli import _exit_code, _print_record
 
-    root = Path(args.input)
-    try:
-        cases = discover_cases(root, layout=args.layout)
-    except MedsciError:
-        cases = [load_raw_case(root, layout=args.layout)]  # a single case folder
-    failures = 0
-    with tempfile.TemporaryDirectory(prefix="medsci-prep-") as tmp:
-        for raw in cases:
-            try:
-                missing = [m for m in MODALITIES if m not in raw.files]
-                if not missing:
-                    raise MedsciError("all four contrasts are present: nothing to synthesise", raw.folder)
-                check_case(raw, max_missing=1)
-                target = missing[0]
-                preprocess_case(raw, loaded.preprocess, tmp)
-                case = load_case(tmp, raw.case_id)
-                started = time.perf_counter()
-                result = synthesize(loaded, case, target, sampler)
-                dest = safe_join(args.out, f"{raw.case_id}-{target}.nii.gz")
-                save_native(result.mean, case.sidecar, dest, modality=None)
-                # The flat folder is a BraSyn submission: an uncertainty map only when asked for with --n-samples.
-                if result.std is not None and args.n_samples:
-                    save_native(result.std, case.sidecar, safe_join(args.out, f"{raw.case_id}-{target}-std.nii.gz"))
-                print(f"{dest}  ({result.network_evaluations} network evaluations, "
-                      f"{time.perf_counter() - started:.1f} s)")
-            except MedsciError as err:
-                failures += 1
-                print(f"medsci sample synthesis: error: {err}", file=sys.stderr)
-    if failures:
-        print(f"{failures} of {len(cases)} case(s) failed", file=sys.stderr)
-    return 1 if failures else 0
+    settings = BatchSettings(Path(args.out), layout="flat", dicom=False, qc=False, uncertainty=False)
+    records = run_batch(loaded, sampler, Path(args.checkpoint), Path(args.input), settings,
+                        progress=not args.no_progress, on_record=_print_record)
+    return _exit_code(records)
 
 
 # ---------------------------------------------------------------------------------------------- evaluate

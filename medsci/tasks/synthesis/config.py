@@ -9,6 +9,7 @@ from medsci.diffusion.config import SamplerConfig, ScheduleConfig, TrainConfig, 
 from medsci.errors import ConfigError
 from medsci.io.cases import MODALITIES
 from medsci.preprocessing.config import PreprocessConfig
+from medsci.tasks.synthesis.segmentation import SegmentationConfig
 
 
 @dataclass
@@ -74,6 +75,8 @@ class SynthesisConfig(ConfigSection):
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SamplerConfig = field(default_factory=SamplerConfig)
     evaluation: SynthesisEvalConfig = field(default_factory=SynthesisEvalConfig)
+    # The tumour segmenter of the downstream (BraSyn) test; see segmentation.py.
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
 
     def __post_init__(self):
         # The UNet runs on the half-resolution Haar grid, which its levels must divide.

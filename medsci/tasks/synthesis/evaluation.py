@@ -167,10 +167,12 @@ def save_steps_curve(path: str | Path, curve: list[dict]) -> None:
 
 
 def evaluate_heldout(data, train_cases: list[str], cases: list[str], samples, out, targets=None, curves=(),
-                     checkpoint=None) -> str:
+                     checkpoint=None, segmenter=None) -> str:
     """Score the held-out syntheses in ``samples`` beside the baselines (and the model's first guess when
     ``checkpoint`` is given); writes summary.json, summary.md, metrics.csv, montages and the steps curve to
-    ``out``. Returns the brain table (markdown)."""
+    ``out``. With ``segmenter`` (a folder of segmentation.py), also BraSyn's downstream test: the Dice of its
+    tumour segmentation with each method's prediction in place of the real contrast (rows with a ``dice`` column
+    in metrics.csv, ``segmentation`` in summary.json, a table in summary.md). Returns the brain table (markdown)."""
     import json
 
     from medsci.errors import MedsciError
@@ -194,11 +196,17 @@ def evaluate_heldout(data, train_cases: list[str], cases: list[str], samples, ou
 
         prior = read_checkpoint_config(checkpoint, TASK).get("prior")
         first_guess = LinearRegressionBaseline.from_dict(prior) if prior else None
-    rows, timings = [], []
+    seg_model = None
+    if segmenter:
+        from medsci.tasks.synthesis.segmentation import case_dice_rows, load_segmenter, real_contrasts_dice
+
+        seg_model = load_segmenter(segmenter, device="auto")
+    rows, timings, dice_rows = [], [], []
     for case_id in cases:
         case = load_case(data, case_id)
         folder = Path(samples) / case_id
         timing_file = folder / f"{case_id}-timing.json"
+        real_dice = None  # the four real contrasts' Dice: once per case
         if timing_file.is_file():
             timings.append(json.loads(timing_file.read_text()))
         for target in targets:
@@ -213,6 +221,9 @@ def evaluate_heldout(data, train_cases: list[str], cases: list[str], samples, ou
                 # What the diffusion model starts from: shows how much the network itself adds.
                 preds["first_guess"] = first_guess.predict(case.image, target, case.mask)
             rows += case_rows(case, target, preds)
+            if seg_model is not None and case.seg is not None:
+                real_dice = real_dice or real_contrasts_dice(seg_model, case)
+                dice_rows += case_dice_rows(seg_model, case, target, preds, real_dice)
             save_montage(out / "montages" / f"{case_id}-{target}.png", case, target, synthesis, std,
                             preds["regression"])
     summary = {"cases": cases, "training_cases": train_cases, "targets": targets,
@@ -233,6 +244,16 @@ def evaluate_heldout(data, train_cases: list[str], cases: list[str], samples, ou
         summary["sampling"] = {"network_evaluations_per_volume": float(np.mean(nfe)),
                                "seconds_per_volume": float(np.mean(secs)), "device": timings[0]["device"],
                                "sampler": timings[0]["sampler"]}
+    if seg_model is not None:
+        from medsci.tasks.synthesis.segmentation import EMPTY_CONVENTION, summarize_dice
+
+        summary["segmentation"] = {
+            "segmenter": str(segmenter), "training_cases": seg_model.config.get("training_cases"),
+            "regions": seg_model.config.get("regions"), "empty_regions": EMPTY_CONVENTION,
+            "metrics": summarize_dice(dice_rows)}
+        # One long table: image-metric rows have an empty dice, Dice rows (region WT/TC/ET) empty image metrics.
+        columns = list(dict.fromkeys([*(rows[0] if rows else {}), *(dice_rows[0] if dice_rows else {})]))
+        rows = [{**dict.fromkeys(columns, ""), **r} for r in rows + dice_rows]
     write_rows_csv(out / "metrics.csv", rows)
     write_json_atomic(out / "summary.json", summary)
     table = markdown_table(summary["metrics"], "brain")
@@ -242,5 +263,10 @@ def evaluate_heldout(data, train_cases: list[str], cases: list[str], samples, ou
         sections.append(f"\n## Inside the tumour\n\n{markdown_table(summary['metrics'], 'tumour')}\n")
     for target in targets:
         sections.append(f"\n## Missing {target}\n\n{markdown_table(summary['metrics'], 'brain', target)}\n")
+    if "segmentation" in summary:
+        from medsci.tasks.synthesis.segmentation import dice_markdown
+
+        sections.append(dice_markdown(summary["segmentation"]["metrics"], list(targets),
+                                      len({r["case"] for r in dice_rows})))
     write_text_atomic(out / "summary.md", "".join(sections) + curve_text)
     return table

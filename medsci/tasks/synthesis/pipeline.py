@@ -74,7 +74,26 @@ def train_synthesis(cfg: SynthesisConfig, data_dir: str | Path, case_ids: list[s
                                  class_conditional=ckcfg["model"]["num_classes"] is not None,
                                  patch=cfg.model.train_patch, prior=prior)
     ckcfg["training_cases"] = list(case_ids)
+    ckcfg["geometry"] = training_geometry(cfg.preprocess, cases, data_dir)
     return train(model, task, cfg.model.schedule, cfg.train, out_dir, ckcfg, default_device(device), progress)
+
+
+def training_geometry(prep: PreprocessConfig, cases: list[PreparedCase], where) -> dict:
+    """Voxel spacing, orientation and field of view the model is trained at, checked against its cases.
+
+    Inference resamples every new case to this spacing, so it must be one spacing: cases preprocessed
+    without ``preprocess.spacing`` are accepted only when they already share one.
+    """
+    spacings = np.array([c.sidecar["resampled"]["spacing"] for c in cases], dtype=np.float64)
+    spacing = np.array(prep.spacing) if prep.spacing is not None else np.median(spacings, axis=0)
+    off = np.abs(spacings / spacing - 1.0).max(axis=1)
+    if off.max() > prep.spacing_tolerance:
+        worst = cases[int(off.argmax())]
+        raise ConfigError(f"training case {worst.case_id} has voxels of {spacings[int(off.argmax())].round(3).tolist()} "
+                          f"mm, not {spacing.round(3).tolist()} mm like the others: set synthesis.preprocess.spacing "
+                          "so every case is resampled to one voxel size", where)
+    return {"spacing": [round(float(v), 6) for v in spacing], "orientation": prep.orientation,
+            "shape": list(prep.shape), "field_of_view_mm": [round(float(v), 3) for v in spacing * np.array(prep.shape)]}
 
 
 @dataclass
@@ -90,8 +109,10 @@ class LoadedModel:
 def load_model(checkpoint: str | Path, device: str | None = "auto", use_ema: bool = True) -> LoadedModel:
     def parse(ckcfg: dict):
         prior = LinearRegressionBaseline.from_dict(ckcfg["prior"]) if "prior" in ckcfg else None
-        return (ScheduleConfig.from_dict(ckcfg["schedule"], "schedule"),
-                PreprocessConfig.from_dict(ckcfg["preprocess"]), prior)
+        prep = PreprocessConfig.from_dict(ckcfg["preprocess"])
+        if prep.spacing is None and ckcfg.get("geometry"):  # trained on data sharing one, unresampled, spacing
+            prep.spacing = tuple(ckcfg["geometry"]["spacing"])
+        return ScheduleConfig.from_dict(ckcfg["schedule"], "schedule"), prep, prior
 
     model, ckcfg, (schedule, prep, prior), dev = load_for_inference(checkpoint, TASK, build_network, parse,
                                                                     device, use_ema)

@@ -48,7 +48,7 @@ def register_summarize(subparsers) -> None:
     s.set_defaults(handler=run_summarize)
 
 
-def _parse_patterns(items: list[str]) -> dict[str, str]:
+def parse_patterns(items: list[str]) -> dict[str, str]:
     from medsci.errors import ConfigError
 
     patterns = {}
@@ -89,7 +89,7 @@ def run_preprocess(args: argparse.Namespace) -> int:
     from medsci.preprocessing.mri import preprocess_case
 
     cfg = build_config(args)
-    patterns = _parse_patterns(args.pattern) if args.pattern else None
+    patterns = parse_patterns(args.pattern) if args.pattern else None
     if args.all:
         cases = discover_cases(args.case_dir, args.layout, patterns=patterns, seg_pattern=args.seg_pattern)
     else:
@@ -107,6 +107,8 @@ def run_preprocess(args: argparse.Namespace) -> int:
             failed += 1
             print(f"medsci preprocess: error: {err}", file=sys.stderr)
             continue
+        for warning in sidecar["warnings"]:
+            print(f"medsci preprocess: warning: {case.case_id}: {warning}", file=sys.stderr)
         missing = f" (missing: {', '.join(sidecar['missing'])})" if sidecar["missing"] else ""
         print(f"{case.case_id}: {args.out / sidecar['npz']}{missing}")
     if failed:
