@@ -132,8 +132,8 @@ def test_roundtrip_crop_and_pad_is_exact(tmp_path, affine):
     np.testing.assert_array_equal(to_native(arrays["seg"], side).array, native["seg"])
 
     for mod in ("t1n", "t1c", "t2w"):
-        # Percentiles computed inside the filled mask (hole zeros included), as numpy computes them.
-        lo, hi = np.percentile(native[mod][ref_mask], [0.5, 99.5])
+        # Percentiles computed two voxels inside the filled mask (hole zeros included), as numpy computes them.
+        lo, hi = np.percentile(native[mod][ndimage.binary_erosion(ref_mask, iterations=2)], [0.5, 99.5])
         assert side["scaling"][mod]["lo"] == pytest.approx(lo, rel=1e-6)
         assert side["scaling"][mod]["hi"] == pytest.approx(hi, rel=1e-6)
         vol = to_native(arrays["image"][MODALITIES.index(mod)], side, mod, mask=arrays["mask"])
@@ -383,3 +383,67 @@ def test_cli_generic_layout_and_config(tmp_path, capsys, monkeypatch):
     rc = main(["preprocess", "synthesis", "--case-dir", str(folder), "--out", str(tmp_path / "out"),
                "--layout", "generic", "--pattern", "t1n"])
     assert rc == 2 and "MOD=GLOB" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------- fit to the model grid
+def test_spacing_within_tolerance_is_kept_and_misfits_are_refused_or_noted(tmp_path):
+    """Native voxels 1.25 x 1.0 x 1.5 mm; brain 25 x 23 x 17 voxels."""
+    _make_case(tmp_path / "cases", seg=False)
+    case = load_case(tmp_path / "cases" / "c1")
+    # 2 % off the native spacing: no resampling (it would only blur), nothing to warn about.
+    side = preprocess_case(case, PreprocessConfig(shape=TARGET, spacing=(1.25 * 1.02, 1.0, 1.5)), tmp_path / "a")
+    assert not side["resampled"]["applied"] and side["warnings"] == []
+    assert side["fit"]["brain_cut_fraction"] == 0.0 and not side["fit"]["fov_touches_brain"]
+    # Finer model voxels: resampled, and the output is said to have the model's resolution only.
+    side = preprocess_case(case, PreprocessConfig(shape=(48, 40, 40), spacing=(0.8, 0.8, 0.8)), tmp_path / "b")
+    assert side["resampled"]["applied"] and side["resampled"]["spacing"] == pytest.approx([0.8] * 3)
+    assert any("coarser than the model" in w for w in side["warnings"])
+    # Voxels more than twice the model's: refused with the sizes named.
+    with pytest.raises(InputError, match=r"1\.25x1x1\.5 mm are more than 2x coarser"):
+        preprocess_case(case, PreprocessConfig(shape=TARGET, spacing=(0.5, 0.5, 0.7)), tmp_path / "c")
+    # A grid smaller than the brain: refused, not silently cropped (what training and inference used to do).
+    with pytest.raises(InputError, match=r"does not fit the model grid .* of it would be cut off"):
+        preprocess_case(case, PreprocessConfig(shape=(16, 16, 16)), tmp_path / "d")
+    # A little cut is allowed but noted.
+    side = preprocess_case(case, PreprocessConfig(shape=(24, 24, 24), max_brain_cut=0.2), tmp_path / "e")
+    assert 0 < side["fit"]["brain_cut_fraction"] < 0.2 and "outside the model grid" in side["warnings"][0]
+
+
+def test_brain_at_the_edge_of_the_scan_is_noted(tmp_path):
+    _make_case(tmp_path / "cases", seg=False, brain=_brain(centre=(11, 14, 10)))  # touches i = 0
+    side = preprocess_case(load_case(tmp_path / "cases" / "c1"), PreprocessConfig(shape=TARGET), tmp_path / "o")
+    assert side["fit"]["fov_touches_brain"] and "field of view may cut it" in side["warnings"][-1]
+
+
+def test_contrasts_on_other_grids_are_aligned_in_scanner_space_or_refused(tmp_path):
+    native = _make_case(tmp_path / "cases", seg=False)
+    case = load_case(tmp_path / "cases" / "c1")
+    from medsci.io.volume import read_volume
+    from medsci.preprocessing.geometry import resample_to_spacing
+
+    vols = {m: read_volume(case.files[m]) for m in ("t1n", "t1c", "t2w")}
+    # t2w resampled to 2 mm: same anatomy in scanner space, another grid.
+    arr, aff = resample_to_spacing(vols["t2w"].array[None].astype(np.float32), vols["t2w"].affine, (2.0, 2.0, 2.0),
+                                   "bilinear")
+    vols["t2w"] = type(vols["t2w"])(array=arr[0], affine=aff, source=vols["t2w"].source)
+    with pytest.raises(InputError, match="all modalities must share one grid"):
+        preprocess_case(case, PreprocessConfig(shape=TARGET), tmp_path / "a", volumes=vols)
+    side = preprocess_case(case, PreprocessConfig(shape=TARGET), tmp_path / "b", volumes=vols, align=True)
+    assert "t2w was resampled onto the t1n grid" in side["warnings"]
+    arrays, _ = load_preprocessed(tmp_path / "b" / "c1.npz")
+    t2w = arrays["image"][2][arrays["mask"] > 0]
+    assert t2w.mean() > 0.2  # the aligned contrast fills the brain
+    shifted = dict(vols)
+    moved = vols["t2w"].affine.copy()
+    moved[:3, 3] += 300.0
+    shifted["t2w"] = type(vols["t2w"])(array=vols["t2w"].array, affine=moved, source=vols["t2w"].source)
+    with pytest.raises(InputError, match="do not overlap in space"):
+        preprocess_case(case, PreprocessConfig(shape=TARGET), tmp_path / "c", volumes=shifted, align=True)
+    assert native  # the written case itself is untouched by any of this
+
+
+def test_a_head_that_is_not_skull_stripped_is_refused(tmp_path):
+    # A noisy background everywhere: the "mask" would be the whole scan.
+    _make_case(tmp_path / "cases", seg=False, background=5.0)
+    with pytest.raises(InputError, match="100 % of the scan .* skull-stripped"):
+        preprocess_case(load_case(tmp_path / "cases" / "c1"), PreprocessConfig(shape=TARGET), tmp_path / "o")

@@ -53,14 +53,14 @@ def test_dice_regions_known_values_and_the_empty_region_convention():
 
 def _blob_case(rng):
     """A tumour of three nested balls (ET inside TC inside WT) that the contrasts show plainly:
-    t1c bright in ET, t2w bright in TC, t2f bright in WT, t1n dark in WT. Returns images, mask, labels, and the
+    t1c bright in ET and dark in the necrotic core, t2w bright in TC, t2f bright in WT, t1n dark in WT. Returns images, mask, labels, and the
     regions built from the geometry (not from the labels)."""
     grid = np.stack(np.meshgrid(*[np.arange(s) for s in SHAPE], indexing="ij"))
     mask = (((grid - 11.5) / 10.5) ** 2).sum(0) <= 1
     centre = rng.uniform(9, 14, 3)
     r = np.sqrt(((grid - centre[:, None, None, None]) ** 2).sum(0))
     r_wt = rng.uniform(6.0, 8.0)
-    wt, tc, et = r <= r_wt, r <= r_wt - 2, r <= r_wt - 3.5
+    wt, tc, et = r <= r_wt, r <= r_wt - 1.5, r <= r_wt - 3
     seg = np.zeros(SHAPE, np.uint8)
     seg[wt] = 2
     seg[tc] = 1
@@ -68,6 +68,7 @@ def _blob_case(rng):
     image = 0.45 + 0.05 * rng.standard_normal((4, *SHAPE))
     image[0][wt] -= 0.25
     image[1][et] += 0.4
+    image[1][tc & ~et] -= 0.3  # necrosis: dark on t1c
     image[2][tc] += 0.35
     image[3][wt] += 0.4
     image = np.clip(image, 0, 1) * mask

@@ -276,3 +276,27 @@ def test_summary_tables_skip_regions_without_data():
     summary = {"all": {"model": {"brain": metric_stats([brain], METRICS), "tumour": metric_stats([nan], METRICS)}}}
     assert "| model | 0.5000" in markdown_table(summary, "brain")
     assert "| model |" not in markdown_table(summary, "tumour")  # no tumour in any case: no row, no crash
+
+
+def test_checkpoint_records_its_geometry_and_refuses_mixed_training_spacings(trained):
+    import json
+    import types
+
+    from medsci.errors import ConfigError
+    from medsci.preprocessing.config import PreprocessConfig
+    from medsci.tasks.synthesis.pipeline import load_model, training_geometry
+
+    geometry = json.loads((trained["model"] / "config.json").read_text())["geometry"]
+    assert geometry == {"spacing": [6.67, 6.0, 5.17], "orientation": "RAS", "shape": [32, 32, 32],
+                        "field_of_view_mm": [213.44, 192.0, 165.44]}
+    assert load_model(trained["model"], "cpu").preprocess.spacing == (6.67, 6.0, 5.17)
+
+    def case(cid, spacing):
+        return types.SimpleNamespace(case_id=cid, sidecar={"resampled": {"spacing": spacing}})
+
+    prep = PreprocessConfig(shape=(32, 32, 32))  # no spacing: the cases must share one
+    same = training_geometry(prep, [case("a", [1.0, 1.0, 1.2]), case("b", [1.01, 1.0, 1.2])], "data")
+    assert same["spacing"] == pytest.approx([1.005, 1.0, 1.2])
+    with pytest.raises(ConfigError, match="training case b has voxels of .*set synthesis.preprocess.spacing"):
+        training_geometry(prep, [case("a", [1.0, 1.0, 1.0]), case("b", [1.0, 1.0, 3.0]), case("c", [1.0] * 3)],
+                          "data")

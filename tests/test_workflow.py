@@ -75,6 +75,30 @@ def _check_seismic_outputs(folder):
     assert (folder / "evaluation" / "benchmark.png").is_file() and any((folder / "evaluation" / "sections").iterdir())
 
 
+def _check_batch(results, run, tmp_path):
+    """synthesis.batch: new cases through the workflow with the model it trained, one job per case."""
+    import csv
+
+    demo = run / "synthesis" / "demo_data"
+    batch = tmp_path / "batch"
+    cases = sorted(p.name for p in demo.iterdir() if p.is_dir())[-2:]
+    for case, keep in zip(cases, (("t1n", "t1c", "t2w"), ("t1n",))):
+        (batch / case).mkdir(parents=True)
+        for mod in keep:
+            shutil.copy(demo / case / f"{case}-{mod}.nii.gz", batch / case)
+    extra = tmp_path / "batch.yaml"
+    extra.write_text(yaml.safe_dump({"synthesis": {"batch": {"input": str(batch)}}}), encoding="utf-8")
+    res = _run(["--cores", "2", "--configfile", "configs/test.yaml", str(extra), "--config", f"results={results}",
+                "--quiet", "rules"])
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    rows = {r["case_id"]: r for r in csv.DictReader((run / "synthesis" / "batch" / "summary.csv").open())}
+    assert rows[cases[0]]["status"] == "done" and rows[cases[0]]["target"] == "t2f"
+    assert rows[cases[1]]["status"] == "refused" and "one missing contrast at a time" in rows[cases[1]]["reason"]
+    assert (run / "synthesis" / "batch" / cases[0] / f"{cases[0]}_t2f_SYNTHETIC.nii.gz").is_file()
+    assert sorted(p.name for p in batch.rglob("*")) == sorted(
+        [*cases, *(f"{c}-{m}.nii.gz" for c, ms in zip(cases, (("t1n", "t1c", "t2w"), ("t1n",))) for m in ms)])
+
+
 def test_tiny_preset_runs_end_to_end(tmp_path):
     results = tmp_path / "results"
     res = _run(["--cores", "2", "--configfile", "configs/test.yaml", "--config", f"results={results}",
@@ -99,6 +123,7 @@ def test_tiny_preset_runs_end_to_end(tmp_path):
     # Nothing left to do on a second run.
     res = _run(["--cores", "2", "--configfile", "configs/test.yaml", "--config", f"results={results}", "-n"])
     assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr
+    _check_batch(results, run, tmp_path)
     # The HTML report bundles the tables and figures, the SSIM-vs-steps curve among them.
     html = tmp_path / "report.html"
     res = _run(["--configfile", "configs/test.yaml", "--config", f"results={results}", "--report", str(html)])

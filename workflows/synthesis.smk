@@ -267,3 +267,60 @@ if SYN.enabled:
             "--checkpoint {params.model} {params.segmenter} "
             "--samples {params.samples} --targets {params.targets} --curves {input.curves} --out {params.out} "
             "> {log} 2>&1"
+
+
+# A folder of new cases (synthesis.batch.input): one `medsci synthesize --case` job per case, so a cluster
+# profile spreads them over nodes, then one job for the batch summary and HTML page. Refused cases are
+# recorded with their reason and do not fail the run. With batch.checkpoint null the model trained above is used.
+SYN_BATCH = SYN.batch
+if SYN.enabled and SYN_BATCH.input:
+    SYN_BATCH_OUT = Path(SYN_BATCH.output) if SYN_BATCH.output else SYN_DIR / "batch"
+    SYN_BATCH_MODEL = Path(SYN_BATCH.checkpoint) if SYN_BATCH.checkpoint else SYN_MODEL
+    SYN_BATCH_CASES = syn_workflow.batch_cases(SYN_BATCH.input)
+    SYN_BATCH_ARGS = f"--checkpoint {SYN_BATCH_MODEL} --input {SYN_BATCH.input} --output {SYN_BATCH_OUT}" + (
+        f" --dicom-mapping {SYN_BATCH.dicom_mapping}" if SYN_BATCH.dicom_mapping else ""
+    )
+    TARGETS["synthesis"] = [str(SYN_BATCH_OUT / "summary.csv")]
+
+    rule synthesis_batch_case:
+        """The missing contrast of one new case, on its own grid (NIfTI, DICOM for DICOM input, QC figure)."""
+        input:
+            model=str(SYN_BATCH_MODEL / "config.json"),
+        output:
+            record=str(SYN_BATCH_OUT / "{bcase}" / "{bcase}.json"),
+        params:
+            args=SYN_BATCH_ARGS,
+        wildcard_constraints:
+            bcase="[A-Za-z0-9._-]+",
+        log:
+            log_path("synthesis", "batch", "{bcase}.log"),
+        threads: 1
+        resources:
+            mem_mb=8000,
+            runtime=60,
+            gpu=uses_gpu(),
+        conda:
+            ENV
+        shell:
+            "medsci synthesize {params.args} --case {wildcards.bcase} --record-refusals --threads {threads} "
+            "--no-progress > {log} 2>&1"
+
+    rule synthesis_batch_report:
+        """summary.csv and a self-contained report.html of the whole batch."""
+        input:
+            expand(str(SYN_BATCH_OUT / "{bcase}" / "{bcase}.json"), bcase=SYN_BATCH_CASES),
+        output:
+            csv=report(str(SYN_BATCH_OUT / "summary.csv"), category="MRI synthesis", subcategory="batch"),
+            html=str(SYN_BATCH_OUT / "report.html"),
+        params:
+            args=SYN_BATCH_ARGS,
+        log:
+            log_path("synthesis", "batch_report.log"),
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        conda:
+            ENV
+        shell:
+            "medsci synthesize {params.args} --report-only --record-refusals > {log} 2>&1"

@@ -44,6 +44,8 @@ class PreprocessConfig(ConfigSection):
     # Clip percentiles are taken this many voxels inside the brain: partial-volume voxels at its edge (many
     # more after resampling) would otherwise pull the lower percentile towards the background.
     stats_erosion: int = 2
+    # Largest share of the scan the brain mask may cover: more means the images are not skull-stripped.
+    max_mask_fraction: float = 0.6
 
     def __post_init__(self) -> None:
         self.validate()
@@ -94,6 +96,7 @@ class PreprocessConfig(ConfigSection):
             self.max_brain_cut = float(self.max_brain_cut)
             self.max_upsampling = float(self.max_upsampling)
             self.warn_upsampling = float(self.warn_upsampling)
+            self.max_mask_fraction = float(self.max_mask_fraction)
         except (TypeError, ValueError):
             fail("spacing_tolerance, max_brain_cut, max_upsampling and warn_upsampling must be numbers")
         if isinstance(self.stats_erosion, bool) or not isinstance(self.stats_erosion, int) or self.stats_erosion < 0:

@@ -191,6 +191,13 @@ def preprocess_case(case: Case, cfg: PreprocessConfig | None = None, out_dir: st
                          "modality", case.folder)
     b0, b1, mask_b = brain_mask_in_bbox(raw)
     del raw
+    # A brain fills at most about half of its bounding box (an ellipsoid: 52 %), and far less of a scan; a
+    # "brain mask" covering most of the scan means a head with skull or a noisy background, not a brain.
+    covered = float(mask_b.sum()) / float(np.prod(grid_shape))
+    if covered > cfg.max_mask_fraction:
+        raise InputError(f"case {case.case_id}: {100 * covered:.0f} % of the scan lies above mask_threshold="
+                         f"{cfg.mask_threshold:g}; the model expects skull-stripped brains on a zero background "
+                         "(strip the skull first, e.g. with SynthStrip or HD-BET)", case.folder)
     bbox = tuple(slice(int(s), int(e)) for s, e in zip(b0, b1))
 
     # 6 (geometry). Window of cfg.shape centred on the bounding box; may extend past the volume (padding).

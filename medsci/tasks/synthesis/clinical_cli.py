@@ -26,6 +26,8 @@ def _add_batch_args(p, *, dicom: bool) -> None:
         p.add_argument("--dicom-mapping", type=Path,
                        help="YAML {t1n: [regex, ...], ...} matched on SeriesDescription/ProtocolName/SequenceName")
     p.add_argument("--case", action="append", dest="cases", metavar="ID", help="only this case (repeatable)")
+    p.add_argument("--record-refusals", action="store_true",
+                   help="exit 0 when cases are refused (their reasons are in the records): for workflow jobs")
     p.add_argument("--device", default=None, help="auto | cpu | cuda (default: auto)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -81,11 +83,11 @@ def _print_record(record) -> None:
         print(f"{record.case_id}: warning: {warning}", file=sys.stderr)
 
 
-def _exit_code(records) -> int:
+def _exit_code(records, tolerate: bool = False) -> int:
     refused = sum(r.status == "refused" for r in records)
     if refused:
         print(f"{refused} of {len(records)} case(s) refused (reasons above and in the summary)", file=sys.stderr)
-    return 1 if refused else 0
+    return 1 if refused and not tolerate else 0
 
 
 def run_synthesize(args) -> int:
@@ -105,11 +107,11 @@ def run_synthesize(args) -> int:
                             dicom_mapping=mapping, cases=args.cases, progress=not args.no_progress,
                             on_record=_print_record)
         if args.cases:  # one job of a workflow batch: the gather job writes the batch summary
-            return _exit_code(records)
+            return _exit_code(records, args.record_refusals)
         records = load_records(args.output)
     write_summary(args.output, records)
     print(f"summary: {args.output / 'summary.csv'}, {args.output / 'report.html'}")
-    return _exit_code(records)
+    return _exit_code(records, args.record_refusals)
 
 
 def run_submit(args) -> int:
@@ -127,4 +129,4 @@ def run_submit(args) -> int:
                    seeds={"sampler": sampler.seed},
                    extra={"refused": {r.case_id: r.reason for r in records if r.status == "refused"}})
     print(f"{len(done)} case(s) in {args.output}; manifest: {args.output / 'manifest.json'}")
-    return _exit_code(records)
+    return _exit_code(records, args.record_refusals)

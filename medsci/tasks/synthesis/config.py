@@ -67,6 +67,16 @@ class SynthesisEvalConfig(ConfigSection):
 
 
 @dataclass
+class BatchConfig(ConfigSection):
+    """A folder of new cases to synthesise through the workflow (one job per case, as `medsci synthesize`)."""
+
+    input: str | None = None  # folder of case folders; null = no batch
+    output: str | None = None  # null = <results>/<name>/synthesis/batch
+    checkpoint: str | None = None  # null = the model this workflow trains
+    dicom_mapping: str | None = None
+
+
+@dataclass
 class SynthesisConfig(ConfigSection):
     enabled: bool = True
     data: SynthesisDataConfig = field(default_factory=SynthesisDataConfig)
@@ -77,6 +87,7 @@ class SynthesisConfig(ConfigSection):
     evaluation: SynthesisEvalConfig = field(default_factory=SynthesisEvalConfig)
     # The tumour segmenter of the downstream (BraSyn) test; see segmentation.py.
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
 
     def __post_init__(self):
         # The UNet runs on the half-resolution Haar grid, which its levels must divide.

@@ -40,6 +40,7 @@ DIVISOR = 8  # SegResNet downsamples three times: whole-volume inputs are padded
 TUMOUR_CENTRED = 0.5  # share of training patches centred on a tumour voxel (the rest: on a brain voxel)
 INTENSITY_SCALE = 0.1  # per-channel intensity factor 1 + U(-0.1, 0.1) ...
 INTENSITY_SHIFT = 0.1  # ... and offset U(-0.1, 0.1), inside the brain (images are in [0, 1])
+BCE_WEIGHT = 1.0  # loss = Dice + BCE_WEIGHT x binary cross-entropy, per region
 SEGMENTATION_METHODS = ("real", "model", "first_guess", "regression", "mean", "zeros")
 EMPTY_CONVENTION = ("empty truth and empty prediction = 1.0; empty truth and a non-empty prediction = 0.0 "
                     "(BraTS convention; MONAI compute_dice with ignore_empty=False)")
@@ -282,7 +283,7 @@ def _fit(cfg: SegmentationConfig, data_dir, case_ids, dev, progress: bool):
         images, target = data.batch(step_generator(cfg.seed, step), cfg.batch_size)
         images, target = images.to(dev), target.to(dev)
         logits = network(images)
-        loss = dice(logits, target) + bce(logits, target)
+        loss = dice(logits, target) + BCE_WEIGHT * bce(logits, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

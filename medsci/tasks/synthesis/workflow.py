@@ -22,3 +22,10 @@ def raw_inputs(cfg, raw_root: Path, case: str) -> list[str]:
     if cfg.data.raw_dir:
         return [str(p) for p in sorted(folder.glob("*.nii*"))]
     return [str(folder / f"{case}-{m}.nii.gz") for m in (*MODS, "seg")]
+
+
+def batch_cases(input_dir: str) -> list[str]:
+    """Case ids of a batch folder, as `medsci synthesize` names them."""
+    from medsci.tasks.synthesis.clinical import find_case_folders
+
+    return [case_id for case_id, _, _ in find_case_folders(Path(input_dir))]
