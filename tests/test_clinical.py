@@ -182,3 +182,24 @@ def test_dicom_case_gets_a_derived_synthetic_series_and_reruns_are_byte_identica
 
     first, second = digests(outs[0]), digests(outs[1])
     assert len(first) > 20 and first == second  # same inputs, checkpoint, seed -> same bytes (NIfTI, DICOM, PNG)
+
+
+def test_a_model_for_other_contrasts_or_without_recorded_spacing_refuses_the_case(trained, tmp_path):  # noqa: F811
+    drop = tmp_path / "in"
+    _copy_case(trained, trained["ids"][3], drop / "p1")
+    for name, edit, reason in (
+        ("t1c-only", lambda cfg: cfg.update(targets=["t1c"]), "the model synthesises t1c, not t2f"),
+        ("no-geometry", lambda cfg: (cfg.pop("geometry"), cfg["preprocess"].update(spacing=None)),
+         "does not record the voxel spacing"),
+    ):
+        model = tmp_path / name
+        shutil.copytree(trained["model"], model)
+        cfg = json.loads((model / "config.json").read_text())
+        edit(cfg)
+        (model / "config.json").write_text(json.dumps(cfg))
+        out = tmp_path / f"out-{name}"
+        assert main(["synthesize", "--checkpoint", str(model), "--input", str(drop), "--output", str(out),
+                     "--no-progress"]) == 1
+        row = _rows(out)["p1"]
+        assert row["status"] == "refused" and reason in row["reason"]
+        assert not list(out.rglob("*.nii.gz"))
