@@ -194,9 +194,9 @@ def test_a_model_for_other_contrasts_or_without_recorded_spacing_refuses_the_cas
     ):
         model = tmp_path / name
         shutil.copytree(trained["model"], model)
-        cfg = json.loads((model / "config.json").read_text())
+        cfg = json.loads((model / "config.json").read_text(encoding="utf-8"))
         edit(cfg)
-        (model / "config.json").write_text(json.dumps(cfg))
+        (model / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
         out = tmp_path / f"out-{name}"
         assert main(["synthesize", "--checkpoint", str(model), "--input", str(drop), "--output", str(out),
                      "--no-progress"]) == 1

@@ -59,7 +59,7 @@ def submission(trained):  # noqa: F811
     _sample(trained["model"], inputs, out)
     outputs = {p.name: p for p in out.iterdir()}
     used = {case: sorted((inputs / case).glob("*.nii.gz")) for case in cases}
-    ckcfg = json.loads((trained["model"] / "config.json").read_text())
+    ckcfg = json.loads((trained["model"] / "config.json").read_text(encoding="utf-8"))
     write_manifest(out, outputs, used, trained["model"], config={"checkpoint": ckcfg},
                    sampler={**ckcfg["sample"], "steps": 2}, seeds={"sampler": ckcfg["sample"]["seed"]},
                    extra={"command": "medsci sample synthesis"})
@@ -102,7 +102,7 @@ def test_sampling_runs_and_is_unchanged_under_deterministic_algorithms(submissio
 # ---------------------------------------------------------------------------------------------- manifest
 def test_manifest_records_the_hash_of_every_file_it_names(submission):
     out, model = submission["out"], submission["model"]
-    manifest = json.loads((out / MANIFEST).read_text())
+    manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
     assert manifest["format"] == "medsci-brasyn-submission" and manifest["format_version"] == 1
     names = sorted(p.name for p in out.glob("*.nii.gz"))
     assert names == sorted(f"{c}-{d}.nii.gz" for c, d in zip(submission["cases"], DROP))
@@ -149,9 +149,9 @@ def _rewrite(out: Path, name: str, fn, rehash: bool = True) -> None:
     new.set_data_dtype(array.dtype)
     nib.save(new, out / name)
     if rehash:
-        manifest = json.loads((out / MANIFEST).read_text())
+        manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
         manifest["outputs"][name]["sha256"] = _digest(out / name)
-        (out / MANIFEST).write_text(json.dumps(manifest))
+        (out / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
 
 
 def _nan(a, aff):
@@ -209,7 +209,7 @@ def test_names_cases_and_extra_files_are_checked(submission, tmp_path):
     (c0, c1), (d0, d1) = submission["cases"], DROP
     (out / f"{c0}-{d0}.nii.gz").rename(out / f"{c0}-T2W.nii.gz")  # wrong name
     (out / f"{c1}-{d1}.nii.gz").unlink()  # a case left out
-    (out / "notes.txt").write_text("hi")  # an extra file
+    (out / "notes.txt").write_text("hi", encoding="utf-8")  # an extra file
     (out / f"{c0}-{d0}-std.nii.gz").write_bytes(b"")
     problems = verify_submission(out, inputs)
     text = "\n".join(problems)
@@ -245,7 +245,7 @@ def test_manifest_problems_and_corrupt_files(submission, tmp_path, capsys):
     out, inputs = _copy(submission, tmp_path)
     name = f"{submission['cases'][0]}-{DROP[0]}.nii.gz"
     (out / name).write_bytes(b"\x1f\x8b not really gzip")
-    (out / MANIFEST).write_text("{ not json")
+    (out / MANIFEST).write_text("{ not json", encoding="utf-8")
     problems = verify_submission(out, inputs)
     assert any(p.startswith(f"{name}: unreadable (cannot read NIfTI file") for p in problems)
     assert any(p.startswith("manifest.json: not readable JSON") for p in problems)
@@ -260,9 +260,9 @@ def test_changed_checkpoint_is_reported(submission, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(submission["model"], model)
     assert verify_submission(submission["out"], checkpoint=model) == []
-    cfg = json.loads((model / "config.json").read_text())
+    cfg = json.loads((model / "config.json").read_text(encoding="utf-8"))
     cfg["sample"]["steps"] = 9
-    (model / "config.json").write_text(json.dumps(cfg))
+    (model / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
     problems = verify_submission(submission["out"], checkpoint=model)
     assert len(problems) == 1 and problems[0].startswith("checkpoint config.json: sha256")
 
@@ -283,13 +283,13 @@ def test_exported_model_loads_and_samples_the_same_bytes(submission, tmp_path, c
         assert _digest(out / name) == _digest(run / name)
     loaded = load_model(out, device="cpu")
     params = sum(v.numel() for v in load_file(str(run / "ema.safetensors")).values())
-    card = json.loads((out / "model_card.json").read_text())
+    card = json.loads((out / "model_card.json").read_text(encoding="utf-8"))
     assert card["network"]["parameters"] == params == safetensors_parameters(out / "ema.safetensors")["parameters"]
     assert loaded.config["training_cases"] == card["training"]["cases"]
     for name, rec in card["files"].items():
         assert rec["sha256"] == _digest(out / name)
     assert card["synthesizes"] == ["t1n", "t1c", "t2w", "t2f"] and card["training"]["n_cases"] == 3
-    geometry = json.loads((run / "config.json").read_text()).get("geometry")
+    geometry = json.loads((run / "config.json").read_text(encoding="utf-8")).get("geometry")
     if geometry:  # checkpoints record the grid they were trained on
         assert card["training"]["preprocessing"]["voxel_spacing_mm"] == geometry["spacing"]
         assert card["training"]["preprocessing"]["field_of_view_mm"] == geometry["field_of_view_mm"]
@@ -299,22 +299,22 @@ def test_exported_model_loads_and_samples_the_same_bytes(submission, tmp_path, c
 
 def test_model_card_warns_and_names_training_data_and_evaluation(submission, tmp_path):
     run = submission["model"]
-    cfg = json.loads((run / "config.json").read_text())
+    cfg = json.loads((run / "config.json").read_text(encoding="utf-8"))
     stat = {"mean": 0.8123, "std": 0.01, "n": 2}
     summary = {"cases": ["held-1"], "training_cases": cfg["training_cases"], "targets": ["t2f"],
                "metrics": {"all": {"model": {"brain": {"ssim": stat, "psnr": {"mean": 20.5, "std": 1.0, "n": 2}}}},
                            "t2f": {"model": {"brain": {"ssim": stat}}}},
                "sampling": {"sampler": cfg["sample"], "device": "cpu", "network_evaluations_per_volume": 6,
                             "seconds_per_volume": 0.2}}
-    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    (tmp_path / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
     out = export_model(run, tmp_path / "out", evaluation=tmp_path / "summary.json", ema_only=True, name="tiny")
     assert not (out / "model.safetensors").exists() and (out / "evaluation_summary.json").is_file()
-    md = (out / "MODEL_CARD.md").read_text()
+    md = (out / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "SYNTHETIC" in md and "must not be used for diagnosis" in md
     assert "3 training case(s)" in md and all(f"`{c}`" in md for c in cfg["training_cases"])
     assert "0.8123 ± 0.0100" in md and "20.50 ± 1.00" in md and "| t2f | 0.8123" in md
     assert "32 x 32 x 32 voxels, orientation RAS" in md
-    card = json.loads((out / "model_card.json").read_text())
+    card = json.loads((out / "model_card.json").read_text(encoding="utf-8"))
     assert card["name"] == "tiny" and "SYNTHETIC" in card["warning"] and card["evaluation"]["n_held_out_cases"] == 1
     assert card["training"]["steps"] == cfg["step"]
     # Spacing and field of view come from the recorded geometry; an old checkpoint recorded none.
@@ -322,19 +322,19 @@ def test_model_card_warns_and_names_training_data_and_evaluation(submission, tmp
     shutil.copytree(run, geo)
     cfg["geometry"] = {"spacing": [1.5, 1.5, 2.0], "orientation": "RAS", "shape": [32, 32, 32],
                        "field_of_view_mm": [48.0, 48.0, 64.0]}
-    (geo / "config.json").write_text(json.dumps(cfg))
-    md = (export_model(geo, tmp_path / "geo-out") / "MODEL_CARD.md").read_text()
+    (geo / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    md = (export_model(geo, tmp_path / "geo-out") / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "Voxel spacing: 1.5 x 1.5 x 2 mm; field of view 48 x 48 x 64 mm" in md
     del cfg["geometry"]
     cfg["preprocess"]["spacing"] = None
-    (geo / "config.json").write_text(json.dumps(cfg))
+    (geo / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
     out = export_model(geo, tmp_path / "old-out")
-    md = (out / "MODEL_CARD.md").read_text()
+    md = (out / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "Voxel spacing: not recorded" in md
-    assert json.loads((out / "model_card.json").read_text())["training"]["preprocessing"]["voxel_spacing_mm"] is None
+    assert json.loads((out / "model_card.json").read_text(encoding="utf-8"))["training"]["preprocessing"]["voxel_spacing_mm"] is None
     # An evaluation of another model is refused when named explicitly.
     summary["training_cases"] = ["someone-else"]
-    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    (tmp_path / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
     with pytest.raises(MedsciError, match="trained on other cases"):
         export_model(run, tmp_path / "out2", evaluation=tmp_path / "summary.json")
 
@@ -359,7 +359,7 @@ def test_export_refuses_unsafe_destinations_and_non_checkpoints(submission, tmp_
 
     busy = tmp_path / "busy"
     busy.mkdir()
-    (busy / "keep.txt").write_text("mine")
+    (busy / "keep.txt").write_text("mine", encoding="utf-8")
     assert cli(["export", str(run), str(busy)]) == 2
     assert "not empty (use --force" in capsys.readouterr().err and (busy / "keep.txt").is_file()
     assert cli(["export", str(run), str(busy), "--force"]) == 0

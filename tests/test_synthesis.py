@@ -133,7 +133,7 @@ def test_checkpoint_folder_is_safetensors_plus_json(trained):
 
     files = sorted(p.name for p in trained["model"].iterdir())
     assert {"config.json", "model.safetensors", "ema.safetensors", "training_state.pt", "loss.csv"} <= set(files)
-    cfg = json.loads((trained["model"] / "config.json").read_text())
+    cfg = json.loads((trained["model"] / "config.json").read_text(encoding="utf-8"))
     assert cfg["task"] == "mri-synthesis" and cfg["model"]["condition_channels"] == 5  # 4 contrasts + prior
     assert cfg["model"]["haar"] and cfg["model"]["num_classes"] == 4
     assert set(cfg["prior"]["coef"]) == set(MODALITIES)
@@ -166,10 +166,10 @@ def test_sample_and_evaluate_heldout_case(trained, capsys):
     import csv
     import json
 
-    rows = list(csv.DictReader((ev / "metrics.csv").open()))
+    rows = list(csv.DictReader((ev / "metrics.csv").open(encoding="utf-8")))
     assert {r["method"] for r in rows} == {"model", "regression", "mean"}
     assert {r["region"] for r in rows} == {"volume", "brain", "tumour"}
-    summary = json.loads((ev / "summary.json").read_text())
+    summary = json.loads((ev / "summary.json").read_text(encoding="utf-8"))
     reg = summary["metrics"]["t2f"]["regression"]["brain"]["ssim"]["mean"]
     assert 0 < reg < 1
     assert (ev / "montages" / f"{held}-t2f.png").stat().st_size > 1000
@@ -212,9 +212,9 @@ def test_checkpoint_that_does_not_fit_the_data_is_refused(trained, tmp_path, cap
 
     bad = tmp_path / "model"
     shutil.copytree(trained["model"], bad)
-    cfg = json.loads((bad / "config.json").read_text())
+    cfg = json.loads((bad / "config.json").read_text(encoding="utf-8"))
     cfg["preprocess"]["shape"] = [40, 40, 40]
-    (bad / "config.json").write_text(json.dumps(cfg))
+    (bad / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
     code = main(["sample", "synthesis", "--checkpoint", str(bad), "--data", str(trained["prep"]),
                  "--case", trained["ids"][3], "--out", str(tmp_path / "o")])
     assert code == 2 and "does not match" in capsys.readouterr().err
@@ -286,7 +286,7 @@ def test_checkpoint_records_its_geometry_and_refuses_mixed_training_spacings(tra
     from medsci.preprocessing.config import PreprocessConfig
     from medsci.tasks.synthesis.pipeline import load_model, training_geometry
 
-    geometry = json.loads((trained["model"] / "config.json").read_text())["geometry"]
+    geometry = json.loads((trained["model"] / "config.json").read_text(encoding="utf-8"))["geometry"]
     assert geometry == {"spacing": [6.67, 6.0, 5.17], "orientation": "RAS", "shape": [32, 32, 32],
                         "field_of_view_mm": [213.44, 192.0, 165.44]}
     assert load_model(trained["model"], "cpu").preprocess.spacing == (6.67, 6.0, 5.17)

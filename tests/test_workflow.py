@@ -36,12 +36,12 @@ def test_unknown_or_wrong_keys_are_refused_with_the_file_named(tmp_path):
     data = yaml.safe_load((REPO / "configs" / "test.yaml").read_text(encoding="utf-8"))
     data["synthesis"]["train"]["stepz"] = 3
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(data))
+    bad.write_text(yaml.safe_dump(data), encoding="utf-8")
     with pytest.raises(ConfigError, match="bad.yaml.*stepz"):
         load_config(bad)
     data["synthesis"]["train"].pop("stepz")
     data["synthesis"]["preprocess"]["shape"] = [30, 32, 32]  # not divisible by Haar x UNet levels
-    bad.write_text(yaml.safe_dump(data))
+    bad.write_text(yaml.safe_dump(data), encoding="utf-8")
     with pytest.raises(ConfigError, match="divisible"):
         load_config(bad)
 
@@ -52,7 +52,7 @@ def _check_seismic_outputs(folder):
 
     from medsci.io.segy import read_cube
 
-    summary = json.loads((folder / "evaluation" / "summary.json").read_text())
+    summary = json.loads((folder / "evaluation" / "summary.json").read_text(encoding="utf-8"))
     assert set(summary["metrics"]) == {"random", "block", "decimate"}
     for pattern, methods in summary["metrics"].items():
         assert set(methods) == {"model", "model_unguided", "linear", "pocs"}, pattern
@@ -91,7 +91,7 @@ def _check_batch(results, run, tmp_path):
     res = _run(["--cores", "2", "--configfile", "configs/test.yaml", str(extra), "--config", f"results={results}",
                 "--quiet", "rules"])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    rows = {r["case_id"]: r for r in csv.DictReader((run / "synthesis" / "batch" / "summary.csv").open())}
+    rows = {r["case_id"]: r for r in csv.DictReader((run / "synthesis" / "batch" / "summary.csv").open(encoding="utf-8"))}
     assert rows[cases[0]]["status"] == "done" and rows[cases[0]]["target"] == "t2f"
     assert rows[cases[1]]["status"] == "refused" and "one missing contrast at a time" in rows[cases[1]]["reason"]
     assert (run / "synthesis" / "batch" / cases[0] / f"{cases[0]}_t2f_SYNTHETIC.nii.gz").is_file()
@@ -105,7 +105,7 @@ def test_tiny_preset_runs_end_to_end(tmp_path):
                 "--quiet", "rules"])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     run = results / "test"
-    summary = json.loads((run / "synthesis" / "evaluation" / "summary.json").read_text())
+    summary = json.loads((run / "synthesis" / "evaluation" / "summary.json").read_text(encoding="utf-8"))
     # The model's own first guess (quadratic regression) is scored as an ablation beside the baselines.
     assert set(summary["metrics"]["all"]) == {"model", "first_guess", "regression", "mean"}
     brain = {m: summary["metrics"]["all"][m]["brain"]["mse"]["mean"] for m in ("first_guess", "regression")}
@@ -116,8 +116,14 @@ def test_tiny_preset_runs_end_to_end(tmp_path):
     comparison = summary["default_vs_reference_sampler"]
     assert comparison["reference_network_evaluations"] == 20 and comparison["default_network_evaluations"] == 6
     assert "DDPM reference" in (run / "synthesis" / "evaluation" / "summary.md").read_text(encoding="utf-8")
+    # BraSyn's downstream test: a segmenter trained on the training cases, Dice per method and region.
+    assert set(summary["segmentation"]["metrics"]["all"]) == {"real", "model", "first_guess", "regression", "mean",
+                                                              "zeros"}
+    assert "## Downstream segmentation (BraSyn)" in (run / "synthesis" / "evaluation" / "summary.md").read_text(
+        encoding="utf-8")
+    assert (run / "synthesis" / "segmenter" / "model.safetensors").is_file()
     assert (run / "synthesis" / "evaluation" / "steps_curve.png").is_file()
-    assert json.loads((run / "synthesis" / "preprocessed" / "summary.json").read_text())
+    assert json.loads((run / "synthesis" / "preprocessed" / "summary.json").read_text(encoding="utf-8"))
     assert (run / "config.yaml").is_file()
     _check_seismic_outputs(run / "seismic")
     # Nothing left to do on a second run.

@@ -266,7 +266,7 @@ if SYN.enabled:
             "medsci evaluate synthesis --data {params.data} --train-cases {params.train} --cases {params.heldout} "
             "--checkpoint {params.model} {params.segmenter} "
             "--samples {params.samples} --targets {params.targets} --curves {input.curves} --out {params.out} "
-            "> {log} 2>&1"
+            "--threads {threads} > {log} 2>&1"
 
 
 # A folder of new cases (synthesis.batch.input): one `medsci synthesize --case` job per case, so a cluster

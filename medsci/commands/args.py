@@ -31,4 +31,4 @@ def setup_torch(args, config=None):
 
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
-    return args.device or (config.device if config is not None else "auto")
+    return getattr(args, "device", None) or (config.device if config is not None else "auto")

@@ -57,7 +57,7 @@ def read_checkpoint_config(folder: str | Path, task: str | None = None) -> dict[
     if not path.is_file():
         raise ConfigError(f"not a medsci checkpoint folder (no {CONFIG_FILE})", folder)
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"unreadable checkpoint config: {err.msg if hasattr(err, 'msg') else err}", path) from None
     if task is not None and config.get("task") != task:

@@ -41,7 +41,7 @@ def load_preprocessed(npz_path: str | Path) -> tuple[dict[str, np.ndarray], dict
     except Exception as err:  # BadZipFile, ValueError (pickled object), EOFError...
         raise InputError(f"cannot read preprocessed arrays ({type(err).__name__}: {err})", npz_path) from None
     try:
-        sidecar = json.loads(json_path.read_text())
+        sidecar = json.loads(json_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise InputError(f"cannot read sidecar ({err})", json_path) from None
     for key in ("image", "mask"):

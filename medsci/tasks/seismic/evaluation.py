@@ -206,7 +206,7 @@ def evaluate_heldout(cfg, data, cubes: list[str], train_cubes: list[str], masks,
         timing_file = Path(samples) / cube_id / f"{cube_id}-timing.json"
         if not timing_file.is_file():
             raise MedsciError("missing reconstructions (run `medsci sample seismic` first)", timing_file)
-        timings.append(json.loads(timing_file.read_text()))
+        timings.append(json.loads(timing_file.read_text(encoding="utf-8")))
         for pattern in cfg.evaluation.patterns:
             truth, observed, mask = observed_cube(cfg, cube_id, path, masks, pattern)
             preds = {}
@@ -238,7 +238,7 @@ def evaluate_heldout(cfg, data, cubes: list[str], train_cubes: list[str], masks,
     if timings:
         summary["sampling"]["device"] = timings[0]["device"]
         summary["sampling"]["sampler"] = timings[0]["sampler"]
-    bench = [row for f in benchmark for row in json.loads(Path(f).read_text())]
+    bench = [row for f in benchmark for row in json.loads(Path(f).read_text(encoding="utf-8"))]
     text = f"# Seismic trace interpolation, held-out cubes ({len(cubes)})\n\n{markdown_table(summary['metrics'])}\n"
     if bench:
         summary["benchmark"] = bench

@@ -13,9 +13,11 @@ from medsci.tasks.synthesis.preprocess_cli import register_preprocess, register_
 def register_commands(subparsers) -> None:
     """Top-level commands of this generator."""
     from medsci.tasks.synthesis.clinical_cli import register_clinical_commands
+    from medsci.tasks.synthesis.segmentation import register_segmentation_commands
     from medsci.tasks.synthesis.submission import register_submission_commands
 
     register_summarize(subparsers)
+    register_segmentation_commands(subparsers)
     register_clinical_commands(subparsers)
     register_submission_commands(subparsers)
 
@@ -206,6 +208,9 @@ def register_evaluate(tasks) -> None:
     p.add_argument("--targets", nargs="+", help="default: all four")
     p.add_argument("--curves", nargs="*", default=[], help="<case>-curve.json files of --steps-curve runs")
     p.add_argument("--checkpoint", help="model folder: its first guess (prior) is scored too, as an ablation")
+    p.add_argument("--segmenter", help="segmenter folder (medsci train-segmenter): adds the downstream "
+                                       "segmentation (BraSyn) Dice table")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--out", required=True)
     p.set_defaults(handler=run_evaluate)
 
@@ -213,7 +218,9 @@ def register_evaluate(tasks) -> None:
 def run_evaluate(args) -> int:
     from medsci.tasks.synthesis.evaluation import evaluate_heldout
 
+    setup_torch(args)
     table = evaluate_heldout(args.data, args.train_cases, args.cases, args.samples, args.out,
-                             targets=args.targets, curves=args.curves, checkpoint=args.checkpoint)
+                             targets=args.targets, curves=args.curves, checkpoint=args.checkpoint,
+                             segmenter=args.segmenter)
     print(table)
     return 0

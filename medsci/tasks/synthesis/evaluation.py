@@ -208,7 +208,7 @@ def evaluate_heldout(data, train_cases: list[str], cases: list[str], samples, ou
         timing_file = folder / f"{case_id}-timing.json"
         real_dice = None  # the four real contrasts' Dice: once per case
         if timing_file.is_file():
-            timings.append(json.loads(timing_file.read_text()))
+            timings.append(json.loads(timing_file.read_text(encoding="utf-8")))
         for target in targets:
             sample_file = folder / f"{case_id}-{target}.npz"
             if not sample_file.is_file():
@@ -228,7 +228,7 @@ def evaluate_heldout(data, train_cases: list[str], cases: list[str], samples, ou
                             preds["regression"])
     summary = {"cases": cases, "training_cases": train_cases, "targets": targets,
                "metrics": summarize(rows)}
-    curve = [row for path in curves for row in json.loads(Path(path).read_text())]
+    curve = [row for path in curves for row in json.loads(Path(path).read_text(encoding="utf-8"))]
     curve_text = ""
     if curve:
         summary["steps_curve"] = curve

@@ -54,7 +54,7 @@ class SegmentationConfig(ConfigSection):
     # A folder with config.json + model.safetensors in this module's format: used instead of training one.
     weights: str | None = None
     channels: int = 8  # SegResNet init_filters
-    steps: int = 400
+    steps: int = 600
     batch_size: int = 2
     lr: float = 0.003
     # Training patches (voxels; multiples of 8) centred on tumour or brain voxels, and sliding windows of that
@@ -146,14 +146,17 @@ def load_segmenter(folder: str | Path, device: str | None = "cpu") -> Segmenter:
 def _logits(segmenter: Segmenter, x):
     """Network logits for a (1, 4, X, Y, Z) tensor: sliding windows of the training patch, or the whole volume
     padded to a multiple of 8."""
-    import torch
+    import warnings
+
     import torch.nn.functional as F
 
     if segmenter.window is not None:
         from monai.inferers import sliding_window_inference
 
-        return sliding_window_inference(x, segmenter.window, sw_batch_size=4, predictor=segmenter.network,
-                                        overlap=0.25, mode="gaussian")
+        with warnings.catch_warnings():  # MONAI's own indexing, deprecated by torch: nothing the user can do
+            warnings.filterwarnings("ignore", message="Using a non-tuple sequence", category=UserWarning)
+            return sliding_window_inference(x, segmenter.window, sw_batch_size=4, predictor=segmenter.network,
+                                            overlap=0.25, mode="gaussian")
     shape = x.shape[2:]
     pad = [(-s) % DIVISOR for s in shape]
     x = F.pad(x, [v for p in reversed(pad) for v in (0, p)])
@@ -163,18 +166,28 @@ def _logits(segmenter: Segmenter, x):
 
 def segment(model: Segmenter, image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """Regions WT, TC, ET (bool (3, X, Y, Z)) of a case ``image`` (4, X, Y, Z) in [0, 1], MODALITIES order:
-    sigmoid > 0.5 inside the brain ``mask`` (default: voxels where any contrast is non-zero)."""
+    sigmoid > 0.5 inside the brain ``mask`` (default: voxels where any contrast is non-zero). A patch-trained
+    segmenter runs on Gaussian-blended sliding windows (its training patch size, overlap 0.25) over the brain's
+    bounding box; a whole-volume one on the whole volume, padded to a multiple of 8."""
     import torch
 
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 4 or image.shape[0] != len(MODALITIES):
         raise InputError(f"a segmenter needs (4, X, Y, Z) images, got {image.shape}")
-    if mask is None:
-        mask = image.any(axis=0)
+    mask = image.any(axis=0) if mask is None else np.asarray(mask, dtype=bool)
+    regions = np.zeros((len(REGIONS), *image.shape[1:]), dtype=bool)
+    if not mask.any():
+        return regions
+    box = (slice(None),)
+    if model.window is not None:
+        # Windows tile the brain's bounding box only: a window of mostly background normalises (GroupNorm) unlike
+        # the brain-centred training patches and fires at random. Demo: held-out WT Dice 0.47 -> 0.92.
+        nz = np.argwhere(mask)
+        box = (slice(None), *(slice(int(a), int(b) + 1) for a, b in zip(nz.min(0), nz.max(0))))
     with torch.inference_mode():
-        x = torch.from_numpy(image)[None].to(model.device)
-        regions = (_logits(model, x)[0] > 0).cpu().numpy()  # sigmoid > 0.5 <=> logit > 0
-    return regions & np.asarray(mask, dtype=bool)[None]
+        x = torch.from_numpy(np.ascontiguousarray(image[box]))[None].to(model.device)
+        regions[box] = (_logits(model, x)[0] > 0).cpu().numpy()  # sigmoid > 0.5 <=> logit > 0
+    return regions & mask[None]
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -183,59 +196,68 @@ class SegmentationTrainingData:
 
     Every random draw comes from the step's generator: patches centred on a tumour voxel (share
     :data:`TUMOUR_CENTRED`) or a brain voxel, flips along each axis with p = 0.5, and a per-channel intensity
-    scale and shift inside the brain.
+    scale and shift inside the brain. Cases stay in memory as loaded (4 float32 contrasts, uint8 labels, mask).
     """
 
     def __init__(self, cases, patch: tuple[int, int, int] | None):
         import torch
 
-        shape = np.array(cases[0].image.shape[1:])
-        if any(c.image.shape[1:] != tuple(shape) for c in cases):
+        shape = tuple(int(s) for s in cases[0].image.shape[1:])
+        if any(tuple(c.image.shape[1:]) != shape for c in cases):
             raise InputError("training cases differ in shape")
         if any(c.seg is None for c in cases):
             raise InputError(f"training case without labels: {[c.case_id for c in cases if c.seg is None]}")
-        need = np.maximum(shape, patch) if patch else shape
-        need = need + (-need) % DIVISOR
+        need = np.maximum(shape, patch) if patch else np.array(shape)
+        need = need + (-need) % DIVISOR  # whole volumes: SegResNet needs multiples of 8
         pad = [(0, int(n - s)) for n, s in zip(need, shape)]
-        # Channels: 4 contrasts, 3 regions, brain mask; flips and crops treat them alike.
-        stacks = [np.concatenate([c.image, region_masks(c.seg), c.mask[None]]).astype(np.float32) for c in cases]
-        self.volumes = torch.from_numpy(np.stack([np.pad(s, [(0, 0), *pad]) for s in stacks]))
+
+        def padded(a, *lead):
+            return torch.from_numpy(np.pad(a, [*lead, *pad]) if any(p for _, p in pad) else a)
+
+        self.images = [padded(c.image.astype(np.float32), (0, 0)) for c in cases]
+        self.segs = [padded(c.seg.astype(np.uint8)) for c in cases]
+        self.masks = [padded(c.mask.astype(bool)) for c in cases]
         self.patch = tuple(patch) if patch else None
         self.tumour = [torch.from_numpy(np.argwhere(c.seg > 0)) for c in cases]
         self.brain = [torch.from_numpy(np.argwhere(c.mask)) for c in cases]
 
-    def _crop(self, i: int, generator):
+    def _window(self, i: int, generator) -> tuple:
         import torch
 
-        vol = self.volumes[i]
+        shape = self.segs[i].shape
         if self.patch is None:
-            return vol.clone()
+            return tuple(slice(None) for _ in shape)
         tumour = len(self.tumour[i]) > 0 and float(torch.rand(1, generator=generator)) < TUMOUR_CENTRED
         voxels = self.tumour[i] if tumour else self.brain[i]
         if len(voxels) == 0:
-            voxels = torch.tensor([[s // 2 for s in vol.shape[1:]]])
+            voxels = torch.tensor([[s // 2 for s in shape]])
         centre = voxels[torch.randint(0, len(voxels), (1,), generator=generator)][0]
-        shape, size = torch.tensor(vol.shape[1:]), torch.tensor(self.patch)
-        start = torch.minimum(torch.clamp(centre - size // 2, min=0), shape - size)
-        return vol[(slice(None), *(slice(int(a), int(a + b)) for a, b in zip(start, size)))].clone()
+        size = torch.tensor(self.patch)
+        start = torch.minimum(torch.clamp(centre - size // 2, min=0), torch.tensor(shape) - size)
+        return tuple(slice(int(a), int(a + b)) for a, b in zip(start, size))
 
     def batch(self, generator, batch_size: int):
         import torch
 
-        idx = torch.randint(0, len(self.volumes), (batch_size,), generator=generator).tolist()
-        items = []
+        idx = torch.randint(0, len(self.images), (batch_size,), generator=generator).tolist()
+        images, regions = [], []
         for i in idx:
-            item = self._crop(i, generator)
+            window = self._window(i, generator)
+            seg = self.segs[i][window]
+            # 4 contrasts, 3 regions, the brain mask: flipped together.
+            item = torch.cat([self.images[i][(slice(None), *window)],
+                              torch.stack([torch.isin(seg, torch.tensor(REGION_LABELS[r], dtype=seg.dtype))
+                                           for r in REGIONS]).float(),
+                              self.masks[i][window][None].float()])
             for axis in range(3):
                 if float(torch.rand(1, generator=generator)) < 0.5:
                     item = item.flip(axis + 1)
-            images, brain = item[: len(MODALITIES)], item[-1:]
-            scale = 1 + INTENSITY_SCALE * (2 * torch.rand(len(MODALITIES), 1, 1, 1, generator=generator) - 1)
-            shift = INTENSITY_SHIFT * (2 * torch.rand(len(MODALITIES), 1, 1, 1, generator=generator) - 1)
-            item[: len(MODALITIES)] = (images * scale + shift) * brain
-            items.append(item)
-        stack = torch.stack(items)
-        return stack[:, : len(MODALITIES)], stack[:, len(MODALITIES): len(MODALITIES) + len(REGIONS)]
+            n = len(MODALITIES)
+            scale = 1 + INTENSITY_SCALE * (2 * torch.rand(n, 1, 1, 1, generator=generator) - 1)
+            shift = INTENSITY_SHIFT * (2 * torch.rand(n, 1, 1, 1, generator=generator) - 1)
+            images.append((item[:n] * scale + shift) * item[-1:])
+            regions.append(item[n: n + len(REGIONS)])
+        return torch.stack(images), torch.stack(regions)
 
 
 def _lr_factor(step: int, steps: int) -> float:
