@@ -127,7 +127,7 @@ def test_training_batch_shapes_weights_and_crops():
 def test_residual_batch_targets_cube_minus_a_first_guess_made_on_the_region():
     task = _task(augment=False, guess_bank=3)  # default: POCS first guess, residual target
     assert len(task.bank) == 3
-    for region, mask, guess in task.bank:  # each guess is POCS of its whole region (here the whole 12x10 cube)
+    for region, mask, guess, _ in task.bank:  # each guess is POCS of its whole region (here the whole 12x10 cube)
         assert region.shape == (12, 10, 24)
         np.testing.assert_allclose(guess.numpy(), first_guess(region.numpy(), mask, "pocs"), atol=1e-5)
     batch = task.batch(torch.Generator().manual_seed(4), 3)
@@ -142,7 +142,7 @@ def test_residual_batch_targets_cube_minus_a_first_guess_made_on_the_region():
         crop = (slice(i, i + 8), slice(j, j + 8))
         # The crop's guess and mask are the crop of one bank entry's region guess and mask, not POCS of the crop.
         assert any(np.array_equal(mask[crop], m.numpy()) and torch.equal(guess[crop + (slice(k, k + 16),)], g)
-                   for _, mask, guess in task.bank)
+                   for _, mask, guess, _ in task.bank)
         assert not np.allclose(g.numpy(), first_guess(p.numpy(), m.numpy(), "pocs"), atol=1e-3)
 
 

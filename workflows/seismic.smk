@@ -16,10 +16,15 @@ SEIS_BENCH = SEIS_DIR / "benchmark"
 SEIS_EVAL = SEIS_DIR / "evaluation"
 
 
+SEIS_SURVEY = SEIS.data.survey if SEIS_ENABLED else None
+if SEIS_SURVEY:  # one real survey: the workflow cuts it into a training and a held-out block
+    SEIS_RAW = SEIS_DIR / "survey_split"
 SEIS_FILES = seis_workflow.cube_files(SEIS, SEIS_RAW)
 SEIS_CUBES = list(SEIS_FILES)
 SEIS_ALL_SEGY = all(f.lower().endswith((".segy", ".sgy")) for f in SEIS_FILES.values())
-SEIS_TRAIN, SEIS_HELDOUT = heldout_split(SEIS_CUBES, SEIS.data.heldout if SEIS_ENABLED else 0)
+SEIS_TRAIN, SEIS_HELDOUT = (
+    (["train"], ["heldout"]) if SEIS_SURVEY else heldout_split(SEIS_CUBES, SEIS.data.heldout if SEIS_ENABLED else 0)
+)
 SEIS_PATTERNS = list(SEIS.evaluation.patterns) if SEIS_ENABLED else []
 SEIS_METHODS = ["model", "model_unguided"] if SEIS_ENABLED and SEIS.evaluation.unguided else ["model"]
 SEIS_BENCH_CUBES = (
@@ -28,6 +33,8 @@ SEIS_BENCH_CUBES = (
 
 
 TARGETS["seismic"] = [str(SEIS_EVAL / "summary.json")] if SEIS_ENABLED else []
+if SEIS_SURVEY:  # and the survey itself with its dead traces filled
+    TARGETS["seismic"].append(str(SEIS_DIR / "survey_filled.segy"))
 
 
 SEIS_EVAL_OUTPUTS = {
@@ -50,7 +57,55 @@ SEIS_EVAL_OUTPUTS = {
 
 if SEIS_ENABLED:
 
-    if not SEIS.data.raw_dir:
+    if SEIS_SURVEY:
+
+        rule seismic_split_survey:
+            """The survey cut into a training block and a held-out block (line numbers kept), gap between."""
+            input:
+                survey=SEIS_SURVEY,
+                cfg=RESOLVED_CONFIG,
+            output:
+                cubes=[SEIS_FILES[c] for c in SEIS_CUBES],
+                split=str(SEIS_RAW / "split.json"),
+            params:
+                out=parent("split"),
+            log:
+                log_path("seismic", "split_survey.log"),
+            threads: 1
+            resources:
+                mem_mb=4000,
+                runtime=10,
+            conda:
+                ENV
+            shell:
+                "medsci split-survey {input.survey} --config {input.cfg} --out {params.out} > {log} 2>&1"
+
+        rule seismic_fill_survey:
+            """The survey's own gaps (dead traces) filled by the model trained on its live traces."""
+            input:
+                survey=SEIS_SURVEY,
+                model=str(SEIS_MODEL / "config.json"),
+                cfg=RESOLVED_CONFIG,
+            output:
+                segy=str(SEIS_DIR / "survey_filled.segy"),
+                report=str(SEIS_DIR / "survey_filled.json"),
+            params:
+                model=lambda wc, input: os.path.dirname(input.model),
+                bytes=f"--iline-byte {SEIS.data.iline_byte} --xline-byte {SEIS.data.xline_byte}",
+            log:
+                log_path("seismic", "fill_survey.log"),
+            threads: 2
+            resources:
+                mem_mb=4000,
+                runtime=60,
+                gpu=uses_gpu(),
+            conda:
+                ENV
+            shell:
+                "medsci interpolate --config {input.cfg} --checkpoint {params.model} --input {input.survey} "
+                "--output {output.segy} --report {output.report} {params.bytes} --threads {threads} > {log} 2>&1"
+
+    elif not SEIS.data.raw_dir:
 
         rule seismic_demo_data:
             """Deterministic synthetic post-stack cubes (folds, faults, Ricker wavelet), written as SEG-Y."""

@@ -21,6 +21,39 @@ def register_commands(subparsers) -> None:
     from medsci.tasks.seismic.interpolate import register_interpolate
 
     register_interpolate(subparsers)
+    p = subparsers.add_parser("split-survey", help="cut one SEG-Y survey into training and held-out blocks",
+                              description="Writes OUT/train.segy, OUT/heldout.segy (the survey's line numbers) and "
+                                          "OUT/split.json. The held-out block is the last FRACTION of the lines "
+                                          "along --axis, --gap lines away from the training block.")
+    p.add_argument("survey", help="SEG-Y file (3D post-stack, regular geometry)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--config", help="medsci config: split settings from seismic.data, patch checked from seismic.model")
+    p.add_argument("--heldout", type=float, help="fraction of lines held out (default 0.3)")
+    p.add_argument("--axis", choices=["inline", "crossline"], help="axis to cut along (default crossline)")
+    p.add_argument("--gap", type=int, help="lines left out between the blocks (default 2)")
+    p.set_defaults(handler=run_split_survey)
+
+
+def run_split_survey(args) -> int:
+    from medsci.tasks.seismic.config import SeismicConfig
+    from medsci.tasks.seismic.data import load_cube
+    from medsci.tasks.seismic.survey import split_survey
+
+    if args.config:
+        from medsci.config import load_config
+
+        cfg = load_config(args.config).seismic
+    else:
+        cfg = SeismicConfig()
+    data = cfg.data
+    cube = load_cube(args.survey, data)
+    record = split_survey(cube, args.out, args.heldout if args.heldout is not None else data.survey_heldout,
+                          args.axis or data.survey_axis, args.gap if args.gap is not None else data.survey_gap,
+                          patch=tuple(cfg.model.patch))
+    for name, part in record["parts"].items():
+        print(f"{name}: {part['shape']} ({args.axis or data.survey_axis}s {part[f'{args.axis or data.survey_axis}_range']}), "
+              f"{part['dead_traces']} dead traces")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------- demo-data

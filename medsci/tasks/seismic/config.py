@@ -29,6 +29,22 @@ class SeismicDataConfig(ConfigSection):
     heldout: int = 2  # the last N cubes (sorted by id) are never trained on
     iline_byte: int = 189
     xline_byte: int = 193
+    # One real survey instead of cubes: the workflow cuts it into a training block and a held-out block of
+    # `survey_heldout` of its lines along `survey_axis`, `survey_gap` lines apart, and fills its dead traces.
+    survey: str | None = None
+    survey_heldout: float = 0.3
+    survey_axis: str = "crossline"
+    survey_gap: int = 2
+
+    def __post_init__(self):
+        if self.survey and self.raw_dir:
+            raise ConfigError("seismic.data: give either survey (one SEG-Y file) or raw_dir (a folder of cubes)")
+        if not 0.0 < self.survey_heldout < 1.0:
+            raise ConfigError(f"seismic.data.survey_heldout must lie in (0, 1), got {self.survey_heldout}")
+        if self.survey_axis not in ("inline", "crossline"):
+            raise ConfigError(f"seismic.data.survey_axis must be inline or crossline, got {self.survey_axis!r}")
+        if self.survey_gap < 0:
+            raise ConfigError("seismic.data.survey_gap must be >= 0")
 
 
 @dataclass

@@ -15,7 +15,8 @@ from medsci.errors import ConfigError, InputError
 from medsci.io.segy import SEGY_SUFFIXES, SeismicCube, read_cube
 from medsci.tasks.seismic.conditioning import condition_channels, first_guess, normalise, robust_scale
 from medsci.tasks.seismic.config import SeismicDataConfig, SeismicModelConfig
-from medsci.tasks.seismic.masks import PATTERNS, block_traces, check_mask, make_mask, random_traces, regular_decimation
+from medsci.tasks.seismic.masks import (PATTERNS, block_traces, check_mask, dead_traces, make_mask, random_traces,
+                                       regular_decimation)
 
 CUBE_SUFFIXES = (*SEGY_SUFFIXES, ".npy")
 
@@ -59,6 +60,7 @@ class TrainingCube:
     cube_id: str
     data: np.ndarray  # (il, xl, t) float32, normalised by ``scale``
     scale: float
+    live: np.ndarray | None = None  # (il, xl) False at the survey's own gaps (dead traces); None = all live
 
 
 def load_training_cubes(paths: list[Path], model_cfg: SeismicModelConfig,
@@ -74,8 +76,13 @@ def load_training_cubes(paths: list[Path], model_cfg: SeismicModelConfig,
         if n_t < p_t or not ((n_il >= p_il and n_xl >= p_xl) or (n_il >= p_xl and n_xl >= p_il)):
             raise ConfigError(f"cube {cube.shape} is smaller than the training patch {tuple(model_cfg.patch)}",
                               path)
-        scale = robust_scale(cube.data, model_cfg.scale_percentile, model_cfg.scale_value)
-        cubes.append(TrainingCube(Path(path).stem, normalise(cube.data, scale), scale))
+        live = dead_traces(cube.data)
+        if live.mean() < 0.5:
+            raise InputError(f"{100 * (1 - live.mean()):.0f} % of the traces are dead (all zero): too few to "
+                             "train on", path)
+        scale = robust_scale(cube.data[live], model_cfg.scale_percentile, model_cfg.scale_value)
+        cubes.append(TrainingCube(Path(path).stem, normalise(cube.data, scale), scale,
+                                  None if live.all() else live))
     return cubes
 
 
@@ -103,6 +110,9 @@ class SeismicTrainingTask:
 
     def __init__(self, cubes: list[TrainingCube], cfg: SeismicModelConfig, seed: int = 0):
         self.cubes = [torch.from_numpy(np.ascontiguousarray(c.data)) for c in cubes]
+        # Dead traces of a real survey are unknown truth: always missing in the input, never in the loss.
+        self.live = [torch.from_numpy(c.live) if c.live is not None else torch.ones(c.data.shape[:2], dtype=torch.bool)
+                     for c in cubes]
         self.patch = tuple(int(p) for p in cfg.patch)
         self.augment = cfg.augment
         names = [p for p in PATTERNS if float(cfg.mask_weights.get(p, 0.0)) > 0]
@@ -112,15 +122,16 @@ class SeismicTrainingTask:
         self.observed_weight = float(cfg.observed_loss_weight)
         self.guess = None if cfg.condition == "zeros" else cfg.condition
         self.residual = cfg.residual
-        self.bank: list[tuple[torch.Tensor, np.ndarray, torch.Tensor]] = []
+        self.bank: list[tuple[torch.Tensor, np.ndarray, torch.Tensor, torch.Tensor]] = []
         if self.guess is not None:
             rng = np.random.default_rng([int(seed), 0x5E15])
             gen = torch.Generator().manual_seed(int(seed))
             for index in range(len(self.cubes)):
                 for _ in range(cfg.guess_bank):
-                    region = self._region(index, gen)
-                    mask = self.sample_mask(rng, region.shape[:2])
-                    self.bank.append((region, mask, torch.from_numpy(first_guess(region.numpy(), mask, self.guess))))
+                    region, live = self._region(index, gen)
+                    mask = self.sample_mask(rng, region.shape[:2]) & live.numpy()
+                    guess = torch.from_numpy(first_guess(region.numpy(), mask, self.guess))
+                    self.bank.append((region, mask, guess, live))
 
     def sample_mask(self, rng: np.random.Generator, grid: tuple[int, int] | None = None) -> np.ndarray:
         grid = tuple(grid or self.patch[:2])
@@ -134,15 +145,16 @@ class SeismicTrainingTask:
         factor = int(rng.integers(2, 4))
         return regular_decimation(grid, factor, axis, offset=int(rng.integers(0, min(factor, grid[axis]))))
 
-    def _region(self, index: int, generator: torch.Generator) -> torch.Tensor:
+    def _region(self, index: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Up to twice the patch along each axis, at a random place of cube ``index`` (il<->xl transposed
-        when the cube only fits the patch that way)."""
-        cube = self.cubes[index]
+        when the cube only fits the patch that way), and its (il, xl) live-trace mask."""
+        cube, live = self.cubes[index], self.live[index]
         if not (cube.shape[0] >= self.patch[0] and cube.shape[1] >= self.patch[1]):
-            cube = cube.transpose(0, 1)
+            cube, live = cube.transpose(0, 1), live.transpose(0, 1)
         size = [min(n, 2 * p) for n, p in zip(cube.shape, self.patch)]
         starts = [int(torch.randint(0, n - s + 1, (1,), generator=generator)) for n, s in zip(cube.shape, size)]
-        return cube[tuple(slice(a, a + s) for a, s in zip(starts, size))].contiguous()
+        box = tuple(slice(a, a + s) for a, s in zip(starts, size))
+        return cube[box].contiguous(), live[box[:2]].contiguous()
 
     def _augment(self, arrays: list[torch.Tensor], generator: torch.Generator) -> list[torch.Tensor]:
         """The same transpose/flips for a region, its (il, xl) mask and its guess; then the same crop."""
@@ -161,21 +173,24 @@ class SeismicTrainingTask:
 
     def batch(self, generator: torch.Generator, batch_size: int) -> TrainingBatch:
         rng = np.random.default_rng(_seed_from(generator))
-        x0s, masks, guesses = [], [], []
+        x0s, masks, guesses, lives = [], [], [], []
         for _ in range(batch_size):
             if self.bank:
-                region, mask, guess = self.bank[int(torch.randint(0, len(self.bank), (1,), generator=generator))]
-                patch, mask_t, guess = self._augment([region, torch.from_numpy(mask), guess], generator)
+                region, mask, guess, live = self.bank[int(torch.randint(0, len(self.bank), (1,), generator=generator))]
+                patch, mask_t, guess, live = self._augment([region, torch.from_numpy(mask), guess, live], generator)
                 guesses.append(guess)
             else:
-                region = self._region(int(torch.randint(0, len(self.cubes), (1,), generator=generator)), generator)
-                mask = self.sample_mask(rng, region.shape[:2])
-                patch, mask_t = self._augment([region, torch.from_numpy(mask)], generator)
+                region, live = self._region(int(torch.randint(0, len(self.cubes), (1,), generator=generator)),
+                                            generator)
+                mask = self.sample_mask(rng, region.shape[:2]) & live.numpy()
+                patch, mask_t, live = self._augment([region, torch.from_numpy(mask), live], generator)
             x0s.append(patch)
             masks.append(mask_t)
+            lives.append(live)
         x0 = torch.stack(x0s).unsqueeze(1)
         mask = torch.stack(masks).view(batch_size, 1, *self.patch[:2], 1)
-        weight = torch.where(mask, torch.tensor(self.observed_weight), torch.tensor(1.0))
+        live = torch.stack(lives).view(batch_size, 1, *self.patch[:2], 1)
+        weight = torch.where(mask, torch.tensor(self.observed_weight), torch.tensor(1.0)) * live
         guess = torch.stack(guesses).unsqueeze(1) if guesses else None
         condition = condition_channels(x0, mask, guess)
         target = x0 - guess if self.residual else x0  # residual: zero on observed traces

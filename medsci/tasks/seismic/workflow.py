@@ -9,6 +9,8 @@ def cube_files(cfg, raw_root: Path) -> dict[str, str]:
     """{cube id: file}: the demo's cube_000.. or the stems of the ``data.raw_dir`` files."""
     if not cfg.enabled:
         return {}
+    if cfg.data.survey:  # written by the split-survey rule
+        return {name: str(Path(raw_root) / f"{name}.segy") for name in ("heldout", "train")}
     if cfg.data.raw_dir:
         from medsci.tasks.seismic.data import cube_files as files_in
 
