@@ -63,6 +63,7 @@ class SeismicModelConfig(ConfigSection):
     condition: str = "pocs"  # zeros: observation + mask; linear / pocs: + that method's first guess
     residual: bool = True  # diffuse cube - first guess (needs condition linear or pocs) instead of the cube
     augment: bool = True  # random il/xl flips and il<->xl transposes
+    augment_polarity: bool = False  # with augment: also reversed polarity (doubles the data of a small survey)
     # "haar": the network works on the 8 Haar subbands of its input at half resolution (as cWDM; orthonormal,
     # so it is the same diffusion process), an 8x smaller grid: same SNR on the demo cubes for 1/4 of the
     # training time; "image": on the samples.

@@ -115,6 +115,7 @@ class SeismicTrainingTask:
                      for c in cubes]
         self.patch = tuple(int(p) for p in cfg.patch)
         self.augment = cfg.augment
+        self.polarity = cfg.augment and cfg.augment_polarity
         names = [p for p in PATTERNS if float(cfg.mask_weights.get(p, 0.0)) > 0]
         weights = np.array([float(cfg.mask_weights[p]) for p in names])
         self.patterns, self.pattern_p = names, weights / weights.sum()
@@ -159,6 +160,9 @@ class SeismicTrainingTask:
     def _augment(self, arrays: list[torch.Tensor], generator: torch.Generator) -> list[torch.Tensor]:
         """The same transpose/flips for a region, its (il, xl) mask and its guess; then the same crop."""
         transpose, flip_il, flip_xl = (torch.rand(3, generator=generator) < 0.5).tolist()
+        if self.polarity and bool(torch.rand(1, generator=generator) < 0.5):
+            # Reversed polarity is as plausible a section, and both first guesses are odd in the data.
+            arrays = [-a if a.ndim == 3 else a for a in arrays]
         shape = arrays[0].shape
         if self.augment and transpose and shape[1] >= self.patch[0] and shape[0] >= self.patch[1]:
             arrays = [a.transpose(0, 1) for a in arrays]
