@@ -55,7 +55,7 @@ def _check_seismic_outputs(folder):
     summary = json.loads((folder / "evaluation" / "summary.json").read_text(encoding="utf-8"))
     assert set(summary["metrics"]) == {"random", "block", "decimate"}
     for pattern, methods in summary["metrics"].items():
-        assert set(methods) == {"model", "model_unguided", "linear", "pocs"}, pattern
+        assert set(methods) == {"model", "model_unguided", "linear", "pocs", "mssa"}, pattern
         for method, values in methods.items():
             assert np.isfinite(values["snr_missing"]["mean"]) and 0 < values["ssim_inline"]["mean"] <= 1, method
     assert summary["cubes"] == ["cube_002"] and summary["training_cubes"] == ["cube_000", "cube_001"]

@@ -170,3 +170,182 @@ def pocs_interpolation(observed: np.ndarray, mask: np.ndarray, n_iter: int = 50,
         spec[np.abs(spec) < lam] = 0.0
         x = np.where(known, data, irfftn(spec, s=shape, axes=(0, 1, 2)))
     return _reinsert(observed, mask, x[inner])
+
+
+# ----------------------------------------------------------------------------------------------------- MSSA
+# Defaults of :func:`mssa_interpolation`, measured on the F3 training crosslines (see its docstring).
+MSSA_RANK: int | None = None  # None: automatic, see _auto_rank
+MSSA_RANK_ENERGY = 0.9
+MSSA_MAX_RANK = 16
+MSSA_ITERATIONS = 30
+MSSA_ENERGY = 0.995
+MSSA_ALPHA = (1.0, 1.0)
+MSSA_INIT = "linear"
+_TAPER_FIRST = False
+
+
+def _hankel_index(n_il: int, n_xl: int) -> np.ndarray:
+    """Flat trace index ``il * n_xl + xl`` of every entry of the block Hankel (Hankel of Hankel) matrix.
+
+    Level 1: the crossline vector of one inline ``s_i`` as an ``L_xl x K_xl`` Hankel matrix,
+    ``H_i[b, d] = s_i[b + d]``. Level 2: those matrices as a ``L_il x K_il`` block Hankel matrix, block
+    ``(a, c)`` = ``H_{a + c}``. ``L = n // 2 + 1``, ``K = n - L + 1`` on each axis (both 1 for a single line),
+    so the matrix is ``(L_il L_xl) x (K_il K_xl)`` and entry ``(a L_xl + b, c K_xl + d)`` holds trace
+    ``(a + c, b + d)``.
+    """
+    l_il, l_xl = n_il // 2 + 1, n_xl // 2 + 1
+    k_il, k_xl = n_il - l_il + 1, n_xl - l_xl + 1
+    a, b, c, d = np.meshgrid(np.arange(l_il), np.arange(l_xl), np.arange(k_il), np.arange(k_xl), indexing="ij")
+    return ((a + c) * n_xl + (b + d)).reshape(l_il * l_xl, k_il * k_xl)  # rows (a, b), columns (c, d)
+
+
+def _band(spec_obs: np.ndarray, energy: float) -> int:
+    """Number of rfft bins, from 0 Hz, that hold ``energy`` of the observed traces' power."""
+    power = (np.abs(spec_obs) ** 2).sum(axis=0)
+    total = power.sum()
+    if total == 0.0:
+        return 0
+    return int(min(np.searchsorted(np.cumsum(power) / total, energy) + 1, len(power)))
+
+
+def _orth(y: np.ndarray) -> np.ndarray:
+    return np.linalg.qr(y)[0]
+
+
+def _herm(a: np.ndarray) -> np.ndarray:
+    """Conjugate transpose of a stack of matrices."""
+    return np.conj(np.swapaxes(a, -1, -2))
+
+
+def _rank_reduce(data: np.ndarray, start: np.ndarray, known: np.ndarray, shape: tuple[int, int], rank: int,
+                 alphas: np.ndarray, power_steps: int) -> np.ndarray:
+    """Iterate rank reduction with weighted reinsertion on a stack of complex slices ``(n_slices, traces)``.
+
+    The rank-``rank`` truncation uses a subspace of ``rank + 4`` vectors per slice, refined by
+    ``power_steps`` steps of subspace iteration warm-started from the previous outer iteration (4 steps
+    from a seeded random start in the first), then an exact eigen-decomposition within that subspace.
+    """
+    n_il, n_xl = shape
+    index = _hankel_index(n_il, n_xl)
+    m, n = index.shape
+    l_il, l_xl = n_il // 2 + 1, n_xl // 2 + 1
+    k_il, k_xl = n_il - l_il + 1, n_xl - l_xl + 1
+    k = min(rank, m, n)
+    p = min(k + 4, m, n)  # subspace size: rank plus oversampling
+    counts = np.bincount(index.reshape(-1), minlength=n_il * n_xl).astype(np.float32)
+    rng = np.random.default_rng(0)
+    x, q = start, None
+    for alpha_k in alphas:
+        hank = x[:, index]  # (slices, m, n)
+        if q is None:
+            omega = (rng.standard_normal((n, p)) + 1j * rng.standard_normal((n, p))).astype(np.complex64)
+            q, steps = _orth(hank @ omega), 4
+        else:
+            steps = power_steps
+        for _ in range(steps):  # subspace iteration, warm-started from the previous outer iteration
+            w = _orth(_herm(_herm(q) @ hank))  # orth(H^H q) without a transposed copy of H
+            q = _orth(hank @ w)
+        b = _herm(q) @ hank  # (slices, p, n): H within span(q) is q b
+        vec = np.linalg.eigh(b @ _herm(b))[1][:, :, ::-1][:, :, :k]  # top-k left singular vectors of b
+        low = ((q @ vec) @ (_herm(vec) @ b)).reshape(len(x), l_il, l_xl, k_il, k_xl)
+        # Average the entries of each trace (anti-diagonals of both Hankel levels) back into a slice:
+        # row (a, b) of the matrix holds traces (a + c, b + d) for all columns (c, d).
+        avg = np.zeros((len(x), n_il, n_xl), dtype=np.complex64)
+        for a in range(l_il):
+            for bb in range(l_xl):
+                avg[:, a:a + k_il, bb:bb + k_xl] += low[:, a, bb]
+        avg = avg.reshape(len(x), -1) / counts
+        x = np.where(known, alpha_k * data + (1.0 - alpha_k) * avg, avg)
+    return x
+
+
+def _auto_rank(slices: np.ndarray, shape: tuple[int, int], energy: float, max_rank: int,
+               n_slices: int = 16) -> int:
+    """Smallest rank whose singular values hold ``energy`` of the squared singular values of the block Hankel
+    matrices of the ``n_slices`` strongest frequency slices of ``slices`` (the first guess), in [1, max_rank]."""
+    index = _hankel_index(*shape)
+    power = (np.abs(slices) ** 2).sum(axis=1)
+    strongest = np.sort(np.argsort(-power, kind="stable")[:n_slices])
+    sv2 = np.linalg.svd(slices[strongest][:, index].astype(np.complex128), compute_uv=False) ** 2
+    cum = np.cumsum(sv2.sum(axis=0))
+    if cum[-1] == 0.0:
+        return 1
+    return int(np.clip(np.searchsorted(cum / cum[-1], energy) + 1, 1, max_rank))
+
+
+def _time_windows(n_t: int, window: int | None) -> list[tuple[int, int, np.ndarray]]:
+    """(start, stop, blending weight) of windows of ``window`` samples overlapping by half; the weights are
+    triangles, flat to the cube's ends, and sum to one at every sample."""
+    if window is None or window >= n_t:
+        return [(0, n_t, np.ones(n_t))]
+    hop = max(window // 2, 1)
+    starts = list(range(0, n_t - window, hop)) + [n_t - window]
+    wins = []
+    total = np.zeros(n_t)
+    for j, a in enumerate(starts):
+        w = 1.0 - np.abs(np.arange(window) - (window - 1) / 2) / ((window + 1) / 2)
+        if j == 0:
+            w[: window // 2] = 1.0
+        if j == len(starts) - 1:
+            w[window // 2:] = 1.0
+        wins.append((a, a + window, w))
+        total[a:a + window] += w
+    return [(a, b, w / total[a:b]) for a, b, w in wins]
+
+
+def mssa_interpolation(observed: np.ndarray, mask: np.ndarray, rank: int | None = None,
+                       n_iter: int = MSSA_ITERATIONS, freq_band: tuple[float, float] | None = None,
+                       energy: float = MSSA_ENERGY, alpha: tuple[float, float] = MSSA_ALPHA,
+                       init: str = MSSA_INIT, window: int | None = None, power_steps: int = 1,
+                       rank_energy: float = MSSA_RANK_ENERGY) -> np.ndarray:
+    """Multichannel singular spectrum analysis (Cadzow rank reduction in f-x-y; Oropeza & Sacchi 2011).
+    """
+    observed = np.asarray(observed, dtype=np.float32)
+    if observed.ndim != 3:
+        raise ValueError(f"expected an (il, xl, t) cube, got shape {observed.shape}")
+    mask = check_mask(mask, observed.shape)
+    rank = MSSA_RANK if rank is None else int(rank)
+    a0, a1 = (float(alpha[0]), float(alpha[1]))
+    if ((rank is not None and rank < 1) or n_iter < 1 or not (0.0 <= a0 <= 1.0 and 0.0 <= a1 <= 1.0)
+            or not (0.0 < energy <= 1.0 and 0.0 < rank_energy <= 1.0)):
+        raise ValueError("need rank >= 1, n_iter >= 1, 0 <= alpha <= 1, 0 < energy <= 1 and 0 < rank_energy <= 1")
+    if init not in ("zero", "linear"):
+        raise ValueError(f"init must be 'zero' or 'linear', got {init!r}")
+    if mask.all():
+        return observed.copy()
+    n_il, n_xl, n_t = observed.shape
+    n_tr = n_il * n_xl
+    known = mask.reshape(-1)
+    zero_filled = np.where(mask[..., None], observed, np.float32(0)).reshape(n_tr, n_t).astype(np.float64)
+    if freq_band is None:
+        spec = np.fft.rfft(zero_filled[known], axis=1)
+        f_lo, f_hi = 0.0, float(np.fft.rfftfreq(n_t)[max(_band(spec, energy) - 1, 0)])
+    else:
+        f_lo, f_hi = float(freq_band[0]), float(freq_band[1])
+    start = linear_interpolation(observed, mask).reshape(n_tr, n_t).astype(np.float64) if init == "linear" \
+        else zero_filled
+    wins = _time_windows(n_t, window)
+    pieces, datas, starts = [], [], []
+    for a, b, w in wins:
+        f = np.fft.rfftfreq(b - a)
+        band = np.flatnonzero((f >= f_lo) & (f <= f_hi))
+        pieces.append(band)
+        taper = w if _TAPER_FIRST else 1.0
+        datas.append(np.fft.rfft(taper * zero_filled[:, a:b], axis=1)[:, band].T)
+        starts.append(np.fft.rfft(taper * start[:, a:b], axis=1)[:, band].T)
+    data = np.concatenate(datas).astype(np.complex64)
+    if len(data) == 0:
+        return _reinsert(observed, mask, np.zeros_like(observed))
+    x0 = np.concatenate(starts).astype(np.complex64)
+    if rank is None:
+        rank = _auto_rank(x0, (n_il, n_xl), rank_energy, MSSA_MAX_RANK)
+    x = _rank_reduce(data, x0, known, (n_il, n_xl), rank,
+                     np.linspace(a0, a1, n_iter), power_steps)
+    est = np.zeros((n_tr, n_t))
+    offset = 0
+    for (a, b, w), band in zip(wins, pieces):
+        spec = np.zeros((n_tr, (b - a) // 2 + 1), dtype=np.complex128)
+        spec[:, band] = x[offset:offset + len(band)].T
+        offset += len(band)
+        est[:, a:b] += (1.0 if _TAPER_FIRST else w) * np.fft.irfft(spec, n=b - a, axis=1)
+    return _reinsert(observed, mask, est.reshape(observed.shape))

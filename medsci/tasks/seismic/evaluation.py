@@ -1,8 +1,11 @@
-"""Held-out evaluation of the interpolation model beside linear interpolation and POCS, and the figures.
+"""Held-out evaluation of the interpolation model beside linear interpolation, POCS and MSSA, and the figures.
 
 Metrics per (cube, pattern, method): SNR in dB (``10 log10(|truth|^2 / |truth - pred|^2)``) and MSE, over the
 whole cube and over the missing traces only, and the mean 2D SSIM of inline and of crossline sections
 (data range = the truth's peak-to-peak amplitude).
+
+Figures in ``sections/``: ``{cube}-{pattern}.png`` (inline and crossline sections) and
+``{cube}-{pattern}-spectrum.png`` (mean amplitude spectrum of the missing traces, every method beside the truth).
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ import numpy as np
 from medsci.evaluation.metrics import section_ssim, snr_db
 from medsci.evaluation.tables import metric_stats
 from medsci.io.atomic import atomic_path
-from medsci.tasks.seismic.baselines import linear_interpolation, pocs_interpolation
+from medsci.tasks.seismic.baselines import linear_interpolation, mssa_interpolation, pocs_interpolation
 
-METHODS = ("model", "model_unguided", "linear", "pocs")
+METHODS = ("model", "model_unguided", "linear", "pocs", "mssa")
 METRICS = ("snr_missing", "snr", "mse_missing", "mse", "ssim_inline", "ssim_crossline")
 
 
@@ -38,9 +41,13 @@ def cube_metrics(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[
     }
 
 
-def baseline_predictions(observed: np.ndarray, mask: np.ndarray, pocs_iterations: int = 50) -> dict[str, np.ndarray]:
+def baseline_predictions(observed: np.ndarray, mask: np.ndarray, pocs_iterations: int = 50,
+                         mssa_rank: int | None = None) -> dict[str, np.ndarray]:
+    """Linear interpolation, POCS and MSSA (``mssa_rank`` None: the default of
+    :func:`~medsci.tasks.seismic.baselines.mssa_interpolation`)."""
     return {"linear": linear_interpolation(observed, mask),
-            "pocs": pocs_interpolation(observed, mask, n_iter=pocs_iterations)}
+            "pocs": pocs_interpolation(observed, mask, n_iter=pocs_iterations),
+            "mssa": mssa_interpolation(observed, mask, rank=mssa_rank)}
 
 
 def cube_rows(cube_id: str, pattern: str, truth: np.ndarray, mask: np.ndarray,
@@ -103,11 +110,11 @@ def _most_missing(mask: np.ndarray, axis: int) -> int:
     return int(order[0])
 
 
-def _savefig(fig, path: str | Path) -> None:
+def _savefig(fig, path: str | Path, **kw) -> None:
     import matplotlib.pyplot as plt
 
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", **kw)
     plt.close(fig)
 
 
@@ -138,6 +145,62 @@ def save_sections(path: str | Path, cube_id: str, pattern: str, observed: np.nda
     fig.suptitle(f"{cube_id} - {pattern} ({(~mask).mean():.0%} traces missing)", fontsize=9)
     fig.tight_layout()
     _savefig(fig, path)
+
+
+# (method, colour, line width) of the spectrum figure; "model" is the guided reconstruction.
+SPECTRUM_METHODS = (("truth", "k", 1.6), ("model", "C3", 1.2), ("linear", "C0", 1.0), ("pocs", "C1", 1.0),
+                    ("mssa", "C2", 1.0))
+
+
+def mean_amplitude_spectrum(cube: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean over the missing traces (mask False) of the rfft amplitude along time; float64 ``(n_t // 2 + 1,)``."""
+    traces = np.asarray(cube, dtype=np.float64)[~np.asarray(mask, bool)]
+    return np.abs(np.fft.rfft(traces, axis=-1)).mean(axis=0)
+
+
+def save_spectra(path: str | Path, cube_id: str, pattern: str, truth: np.ndarray, mask: np.ndarray,
+                 predictions: dict[str, np.ndarray], sample_interval_ms: float | None = None) -> None:
+    """Mean amplitude spectrum (dB, 0 dB = the truth's peak) of the missing traces: truth and each method
+    (left), and of each method's error ``prediction - truth`` (right). Methods absent from ``predictions``
+    are left out; frequency in Hz with a sample interval, else in cycles per sample."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_t = truth.shape[-1]
+    if sample_interval_ms:
+        freqs, unit = np.fft.rfftfreq(n_t, d=sample_interval_ms / 1000.0), "Hz"
+    else:
+        freqs, unit = np.fft.rfftfreq(n_t), "cycles/sample"
+    ref = mean_amplitude_spectrum(truth, mask)
+    peak = float(ref.max()) or 1.0
+
+    def db(amp: np.ndarray) -> np.ndarray:
+        return 20.0 * np.log10(np.maximum(amp / peak, 1e-6))
+
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.4), dpi=100, sharey=True)
+    for name, color, width in SPECTRUM_METHODS:
+        cube = truth if name == "truth" else predictions.get(name)
+        if cube is None:
+            continue
+        axes[0].plot(freqs, db(mean_amplitude_spectrum(cube, mask)), color=color, lw=width, label=name)
+        if name != "truth":
+            err = np.asarray(cube, dtype=np.float64) - truth
+            axes[1].plot(freqs, db(mean_amplitude_spectrum(err, mask)), color=color, lw=width, label=name)
+    axes[1].plot(freqs, db(ref), color="k", lw=0.8, ls=":", label="truth")
+    axes[0].set_title("amplitude spectrum, missing traces", fontsize=9)
+    axes[1].set_title("spectrum of the error (prediction - truth)", fontsize=9)
+    axes[0].set_ylabel("mean amplitude (dB re truth peak)")
+    for ax in axes:
+        ax.set_xlabel(f"frequency ({unit})")
+        ax.set_xlim(float(freqs[0]), float(freqs[-1]))
+        ax.set_ylim(-60, 5)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"{cube_id} - {pattern} ({(~mask).mean():.0%} traces missing)", fontsize=9)
+    fig.tight_layout()
+    _savefig(fig, path, metadata={"Software": None})
 
 
 def save_benchmark(path: str | Path, rows: list[dict], baselines: dict[str, float] | None = None) -> None:
@@ -186,15 +249,15 @@ def observed_cube(cfg, cube_id: str, path, masks, pattern: str):
 
 def evaluate_heldout(cfg, data, cubes: list[str], train_cubes: list[str], masks, samples, out,
                      benchmark=()) -> str:
-    """Score the held-out reconstructions in ``samples`` beside linear interpolation and POCS; writes
-    summary.json, summary.md, metrics.csv, section figures and the benchmark figure to ``out``. Returns the
-    markdown summary."""
+    """Score the held-out reconstructions in ``samples`` beside linear interpolation, POCS and MSSA; writes
+    summary.json, summary.md, metrics.csv, section and spectrum figures and the benchmark figure to ``out``.
+    Returns the markdown summary."""
     import json
 
     from medsci.errors import InputError, MedsciError
     from medsci.io.atomic import write_json_atomic, write_text_atomic
     from medsci.evaluation.tables import write_rows_csv
-    from medsci.tasks.seismic.data import find_cube
+    from medsci.tasks.seismic.data import find_cube, load_cube
 
     overlap = set(train_cubes) & set(cubes)
     if overlap:
@@ -207,6 +270,7 @@ def evaluate_heldout(cfg, data, cubes: list[str], train_cubes: list[str], masks,
         if not timing_file.is_file():
             raise MedsciError("missing reconstructions (run `medsci sample seismic` first)", timing_file)
         timings.append(json.loads(timing_file.read_text(encoding="utf-8")))
+        sample_interval_ms = load_cube(path, cfg.data).sample_interval_ms
         for pattern in cfg.evaluation.patterns:
             truth, observed, mask = observed_cube(cfg, cube_id, path, masks, pattern)
             preds = {}
@@ -217,10 +281,13 @@ def evaluate_heldout(cfg, data, cubes: list[str], train_cubes: list[str], masks,
                 preds[method] = np.load(f, allow_pickle=False)
                 if preds[method].shape != truth.shape:
                     raise InputError(f"reconstruction shape {preds[method].shape} != cube {truth.shape}", f)
-            preds.update(baseline_predictions(observed, mask, cfg.evaluation.pocs_iterations))
+            preds.update(baseline_predictions(observed, mask, cfg.evaluation.pocs_iterations,
+                                              getattr(cfg.evaluation, "mssa_rank", None)))
             rows += cube_rows(cube_id, pattern, truth, mask, preds)
             save_sections(out / "sections" / f"{cube_id}-{pattern}.png", cube_id, pattern, observed, truth,
                              preds[GUIDED], mask, preds["linear"])
+            save_spectra(out / "sections" / f"{cube_id}-{pattern}-spectrum.png", cube_id, pattern, truth, mask,
+                         preds, sample_interval_ms)
     summary = {"cubes": cubes, "training_cubes": train_cubes,
                "patterns": cfg.evaluation.patterns, "metrics": summarize(rows)}
     # Seconds and network evaluations per cube, per reconstruction mode.
@@ -245,7 +312,7 @@ def evaluate_heldout(cfg, data, cubes: list[str], train_cubes: list[str], masks,
         # Baselines on the same cube(s) and mask as the benchmark runs, so the lines compare like with like.
         bench_cubes = {r["cube"] for r in bench}
         baselines = {}
-        for m in ("linear", "pocs"):
+        for m in ("linear", "pocs", "mssa"):
             vals = [r["snr_missing"] for r in rows if r["method"] == m and r["cube"] in bench_cubes
                     and r["pattern"] == bench[0]["pattern"] and np.isfinite(r["snr_missing"])]
             if vals:
