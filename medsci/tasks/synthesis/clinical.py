@@ -162,13 +162,10 @@ def scan_case(case_id: str, folder: Path, patterns: dict[str, str] | None = None
 
 # ------------------------------------------------------------------------------------------ checksums
 def sha256_files(paths: Sequence[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.name.encode() + b"\0")
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    """One checksum over several files: each file's name and streamed sha256."""
+    from medsci.provenance import sha256_file
+
+    return hashlib.sha256("".join(f"{p.name}\0{sha256_file(p)}\n" for p in paths).encode()).hexdigest()
 
 
 def model_fingerprint(checkpoint: Path) -> str:
