@@ -75,6 +75,23 @@ def _check_seismic_outputs(folder):
     assert (folder / "evaluation" / "benchmark.png").is_file() and any((folder / "evaluation" / "sections").iterdir())
 
 
+def _check_rotation_outputs(folder):
+    """Every method scored for every axis, the remapped inputs and the guidance variants; figures written."""
+    summary = json.loads((folder / "evaluation" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["cts"] == ["ct_002"]
+    assert set(summary["by_axis_magnitude"]) == {"x10", "y10", "z10", "xyz"}
+    for key, methods in summary["by_axis_magnitude"].items():
+        assert set(methods) == {"identity", "warp", "model", "model_full_guidance", "model_no_guidance"}, key
+        assert all(0 < m["ssim"] <= 1 for m in methods.values())
+    assert set(summary["remaps"]) == {"none", "gamma0.6"}
+    # 2 DDIM steps with guidance: 4 evaluations at most (fewer when adaptive guidance stops early), 2 without.
+    nfe = summary["network_evaluations"]
+    assert nfe["model_full_guidance"] == 4 and nfe["model_no_guidance"] == 2 and 2 < nfe["model"] <= 4
+    assert (folder / "evaluation" / "figures" / "ct_002_grid.png").is_file()
+    assert (folder / "evaluation" / "figures" / "ct_002_sweep.gif").is_file()
+    assert (folder / "model" / "ema.safetensors").is_file()
+
+
 def _check_batch(results, run, tmp_path):
     """synthesis.batch: new cases through the workflow with the model it trained, one job per case."""
     import csv
@@ -126,6 +143,7 @@ def test_tiny_preset_runs_end_to_end(tmp_path):
     assert json.loads((run / "synthesis" / "preprocessed" / "summary.json").read_text(encoding="utf-8"))
     assert (run / "config.yaml").is_file()
     _check_seismic_outputs(run / "seismic")
+    _check_rotation_outputs(run / "rotation")
     # Nothing left to do on a second run.
     res = _run(["--cores", "2", "--configfile", "configs/test.yaml", "--config", f"results={results}", "-n"])
     assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr

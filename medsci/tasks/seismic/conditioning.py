@@ -7,9 +7,9 @@ for the 99th percentile gives roughly unit variance, the scale the noise schedul
     0  x_t         the noisy sample (added by the diffusion engine)
     1  observed    the normalised observation, zeros at missing traces
     2  mask        1 = observed trace, 0 = missing (broadcast over time)
-    3  guess       (only with ``condition: linear`` or ``pocs``) the observation with missing traces filled
-                   by linear interpolation or POCS (medsci.tasks.seismic.baselines): a classical first
-                   guess that the network refines
+    3  guess       (only with ``condition: linear``, ``pocs`` or ``mssa``) the observation with missing
+                   traces filled by linear interpolation, POCS or MSSA rank reduction
+                   (medsci.tasks.seismic.baselines): a classical first guess that the network refines
 
 The network predicts the clean patch (x0 by default) in model space, one channel.
 """
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 CONDITIONS = {"zeros": ("observed", "mask"), "linear": ("observed", "mask", "linear"),
-              "pocs": ("observed", "mask", "pocs")}
+              "pocs": ("observed", "mask", "pocs"), "mssa": ("observed", "mask", "mssa")}
 POCS_GUESS_ITERATIONS = 20  # first-guess POCS: cheap enough per training patch (~15 ms at 16x16x64)
 
 
@@ -61,14 +61,17 @@ def condition_channels(observed: torch.Tensor, mask: torch.Tensor,
 
 
 def first_guess(observed: np.ndarray, mask: np.ndarray, method: str = "linear") -> np.ndarray:
-    """The ``linear`` / ``pocs`` condition channel: missing traces filled by a classical method (float32)."""
-    from medsci.tasks.seismic.baselines import linear_interpolation, pocs_interpolation
+    """The ``linear`` / ``pocs`` / ``mssa`` condition channel: missing traces filled by a classical method
+    (float32)."""
+    from medsci.tasks.seismic.baselines import linear_interpolation, mssa_interpolation, pocs_interpolation
 
     zero_filled = np.where(mask[..., None], observed, 0.0).astype(np.float32)
     if method == "linear":
         return linear_interpolation(zero_filled, mask)
     if method == "pocs":
         return pocs_interpolation(zero_filled, mask, n_iter=POCS_GUESS_ITERATIONS)
+    if method == "mssa":
+        return mssa_interpolation(zero_filled, mask)
     raise ValueError(f"unknown first-guess method {method!r}")
 
 

@@ -60,7 +60,7 @@ class SeismicModelConfig(ConfigSection):
     mask_weights: dict = field(default_factory=lambda: {"random": 0.7, "block": 0.15, "decimate": 0.15})
     random_ratio: tuple[float, float] = (0.3, 0.7)
     observed_loss_weight: float = 0.1  # loss weight of observed traces (missing traces weigh 1)
-    condition: str = "pocs"  # zeros: observation + mask; linear / pocs: + that method's first guess
+    condition: str = "pocs"  # zeros: observation + mask; linear / pocs / mssa: + that method's first guess
     residual: bool = True  # diffuse cube - first guess (needs condition linear or pocs) instead of the cube
     augment: bool = True  # random il/xl flips and il<->xl transposes
     augment_polarity: bool = False  # with augment: also reversed polarity (doubles the data of a small survey)
@@ -95,10 +95,10 @@ class SeismicModelConfig(ConfigSection):
         lo, hi = self.random_ratio
         if not 0.0 < lo <= hi < 1.0:
             raise ConfigError("seismic.model.random_ratio must satisfy 0 < low <= high < 1")
-        if self.condition not in ("zeros", "linear", "pocs"):
-            raise ConfigError(f"seismic.model.condition must be zeros, linear or pocs, got {self.condition!r}")
+        if self.condition not in ("zeros", "linear", "pocs", "mssa"):
+            raise ConfigError(f"seismic.model.condition must be zeros, linear, pocs or mssa, got {self.condition!r}")
         if self.residual and self.condition == "zeros":
-            raise ConfigError("seismic.model.residual needs a first guess: condition linear or pocs")
+            raise ConfigError("seismic.model.residual needs a first guess: condition linear, pocs or mssa")
         if self.observed_loss_weight < 0:
             raise ConfigError("seismic.model.observed_loss_weight must be >= 0")
 

@@ -1,0 +1,314 @@
+"""CLI of the radiograph-rotation generator: ``medsci demo-data|preprocess|train|sample|evaluate rotation``, and
+the user commands ``medsci rotate`` (one radiograph, a rotation) and ``medsci drr`` (render a CT)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medsci.commands.args import add_common_args, add_sampler_args, sampler_overrides, setup_torch
+from medsci.errors import InputError
+
+
+def parse_angles(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in str(text).split(","))
+    except ValueError:
+        values = ()
+    import math
+
+    if len(values) != 3 or not all(math.isfinite(v) and abs(v) <= 180 for v in values):
+        raise InputError(f"--angles must be RX,RY,RZ in degrees within [-180, 180], got {text!r}")
+    return values
+
+
+def register_commands(subparsers) -> None:
+    p = subparsers.add_parser(
+        "rotate", help="a radiograph seen from a rotated viewpoint (PNG, DICOM CR/DX, NIfTI)",
+        description="Writes OUT in the input's format (PNG bit depth, DICOM derived image, NIfTI affine), marked "
+                    "as synthetic, plus OUT.json with the rotation, sampler, network evaluations and warnings. "
+                    "Angles (degrees) turn the patient about x (left-right, tilt), y (beam, in-plane) and z "
+                    "(head-foot, turn), applied x, then y, then z. The image is resampled to the model's "
+                    "detector grid and back.")
+    p.add_argument("--checkpoint", required=True, help="trained rotation model folder")
+    p.add_argument("--input", required=True, type=Path, help="radiograph: .png, .dcm, .nii/.nii.gz")
+    p.add_argument("--angles", required=True, help="RX,RY,RZ in degrees, e.g. 0,0,10")
+    p.add_argument("--output", required=True, type=Path, help="output file (same format as the input)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--allow-extrapolation", action="store_true",
+                   help="rotate beyond the trained angle range (otherwise refused)")
+    add_sampler_args(p)
+    p.set_defaults(handler=run_rotate)
+
+    d = subparsers.add_parser("drr", help="render digitally reconstructed radiographs of a CT (HU)",
+                              description="Cone-beam PA DRR of a CT volume (NIfTI/MHA/NRRD/DICOM folder, HU) turned "
+                                          "by each rotation; one PNG (16-bit) or NIfTI per rotation.")
+    d.add_argument("--ct", required=True, type=Path)
+    d.add_argument("--angles", nargs="+", default=["0,0,0"], help="one or more RX,RY,RZ (degrees)")
+    d.add_argument("--output", required=True, type=Path, help="output folder")
+    d.add_argument("--config", help="medsci config (rotation.drr geometry); default: the built-in geometry")
+    d.add_argument("--pixels", type=int, nargs=2, metavar=("ROWS", "COLS"))
+    d.add_argument("--spacing", type=float, nargs=2, metavar=("ROW_MM", "COL_MM"))
+    d.add_argument("--format", choices=["png", "nifti"], default="png")
+    d.add_argument("--beer-lambert", action="store_true", help="write exp(-line integral) instead of the display")
+    d.add_argument("--device", default="cpu")
+    d.set_defaults(handler=run_drr)
+
+
+def run_drr(args) -> int:
+    import numpy as np
+
+    from medsci.io.atomic import safe_join
+    from medsci.tasks.rotation.config import RotationConfig
+    from medsci.tasks.rotation.data import display, geometry_of, load_ct, window_divisor
+    from medsci.tasks.rotation.drr import render_ct
+
+    cfg = RotationConfig()
+    if args.config:
+        from medsci.config import load_config
+
+        cfg = load_config(args.config).rotation
+    drr_cfg = cfg.drr
+    if args.pixels or args.spacing:
+        from dataclasses import replace
+
+        if (args.pixels and not 8 <= min(args.pixels) <= max(args.pixels) <= 4096) or \
+                (args.spacing and not 0 < min(args.spacing) <= max(args.spacing) <= 100):
+            raise InputError("--pixels must be within 8..4096 and --spacing within (0, 100] mm")
+        drr_cfg = replace(drr_cfg, pixels=tuple(args.pixels or drr_cfg.pixels),
+                          spacing=tuple(args.spacing or drr_cfg.spacing))
+    angles = np.array([parse_angles(a) for a in args.angles])
+    hu, affine = load_ct(args.ct)
+    views = render_ct(hu, affine, geometry_of(drr_cfg), angles, drr_cfg.mu_water,
+                      output="beer_lambert" if args.beer_lambert else "line_integral", device=args.device)
+    images = views if args.beer_lambert else display(views, window_divisor(views[0], cfg.pairs.window_percentile))
+    args.output.mkdir(parents=True, exist_ok=True)
+    for a, img in zip(angles, images):
+        name = "drr_" + "_".join(f"{v:+g}" for v in a)
+        if args.format == "png":
+            _write_png16(safe_join(args.output, name + ".png"), img)
+        else:
+            from medsci.io.volume import write_nifti
+
+            sp = drr_cfg.spacing
+            write_nifti(safe_join(args.output, name + ".nii.gz"), img[:, :, None],
+                        np.diag([sp[0], sp[1], 1.0, 1.0]), description=f"DRR rx,ry,rz={a.tolist()} deg")
+    print(f"wrote {len(images)} DRR(s) of {args.ct} to {args.output}")
+    return 0
+
+
+def _write_png16(path: Path, image) -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from medsci.io.atomic import write_bytes_atomic
+
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(image, 0, 1) * 65535 + 0.5).astype(np.uint16)).save(buf, format="PNG")
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def run_rotate(args) -> int:
+    import numpy as np
+    import torch
+
+    from medsci.diffusion.inference import sampler_with
+    from medsci.io.atomic import write_json_atomic
+    from medsci.io.radiograph import read_radiograph, write_radiograph
+    from medsci.tasks.rotation.pipeline import load_model, rotate
+
+    angles = parse_angles(args.angles)
+    if args.output.resolve() == args.input.resolve():
+        raise InputError("output would overwrite the input", args.output)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    loaded = load_model(args.checkpoint, args.device)
+    warnings = []
+    beyond = [f"{axis} {a:g} deg > {m:g}" for axis, a, m in zip("xyz", angles, loaded.max_angle) if abs(a) > m + 1e-9]
+    if beyond:
+        message = f"rotation outside the trained range ({', '.join(beyond)})"
+        if not args.allow_extrapolation:
+            raise InputError(message + "; --allow-extrapolation to rotate anyway", args.input)
+        warnings.append(message + ": extrapolated, expect lower fidelity")
+    radiograph = read_radiograph(args.input)
+    h, w = radiograph.pixels.shape
+    rows, cols = loaded.pixels
+    if abs((h / w) / (rows / cols) - 1) > 0.05:
+        warnings.append(f"aspect ratio {h}x{w} differs from the model's {rows}x{cols}: resampled anisotropically")
+    small = _resize(radiograph.pixels, (rows, cols))
+    sampler = sampler_with(loaded.sample, loaded.schedule, **sampler_overrides(args))
+    result = rotate(loaded, small[None], np.array([angles]), sampler)
+    # Back to the input's size: the model's change (prediction - input at model size) is upsampled and added to
+    # the full-resolution input, so detail the model never saw is kept where the rotation changes little.
+    change = _resize(result.image[0] - small, (h, w))
+    out = np.clip(radiograph.pixels + change, 0.0, 1.0).astype(np.float32)
+    note = (f"SYNTHETIC: medsci radiograph rotation of {args.input.name} by rx,ry,rz={list(angles)} deg "
+            f"(diffusion model, {result.network_evaluations} network evaluations); not an acquired image")
+    written = write_radiograph(args.output, radiograph, out, note)
+    record = {"input": str(args.input), "output": str(written), "angles_deg": list(angles),
+              "trained_max_angle_deg": list(loaded.max_angle), "model_pixels": [rows, cols],
+              "input_pixels": [h, w], "sampler": sampler.to_dict(),
+              "network_evaluations": result.network_evaluations, "seconds": round(result.seconds, 3),
+              "warnings": warnings, "synthetic": True, "checkpoint": str(args.checkpoint)}
+    write_json_atomic(Path(str(written) + ".json"), record)
+    for line in warnings:
+        print(f"warning: {args.input}: {line}")
+    print(f"wrote {written} ({result.network_evaluations} network evaluations, {result.seconds:.1f} s)")
+    return 0
+
+
+def _resize(image, shape):
+    import numpy as np
+    import torch
+
+    t = torch.as_tensor(np.asarray(image, dtype=np.float32))[None, None]
+    if tuple(t.shape[-2:]) == tuple(shape):
+        return np.asarray(image, dtype=np.float32)
+    antialias = t.shape[-1] > shape[1] or t.shape[-2] > shape[0]
+    return torch.nn.functional.interpolate(t, size=tuple(shape), mode="bilinear", align_corners=False,
+                                           antialias=antialias)[0, 0].numpy()
+
+
+# ---------------------------------------------------------------------------------------------- workflow verbs
+def register_demo_data(tasks) -> None:
+    p = tasks.add_parser("rotation", help="synthetic chest CTs in HU (NIfTI)",
+                         description="Synthetic chest CTs (body, lungs, heart, liver, spine, ribs) in HU with an "
+                                     "affine; the same seed gives the same bytes.")
+    p.add_argument("out", type=Path, metavar="OUT")
+    p.add_argument("--cts", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shape", type=int, nargs=3, default=[64, 64, 64])
+    p.add_argument("--spacing", type=float, nargs=3, default=[5.0, 5.0, 5.0])
+    p.set_defaults(handler=run_demo_data)
+
+
+def run_demo_data(args) -> int:
+    from medsci.tasks.rotation.demo import write_demo_cts
+
+    written = write_demo_cts(args.out, n=args.cts, seed=args.seed, shape=tuple(args.shape),
+                             spacing=tuple(args.spacing))
+    print(f"wrote {len(written)} synthetic chest CTs to {args.out}")
+    return 0
+
+
+def register_preprocess(tasks) -> None:
+    p = tasks.add_parser("rotation", help="render (source view, rotated view, rotation) pairs of CTs",
+                         description="One <ct>.npz per CT: its PA view and rotated views. Training CTs get "
+                                     "rotation.pairs.per_ct random rotations; with --evaluation, the evaluation "
+                                     "angles (every magnitude about each axis, and random combined rotations).")
+    add_common_args(p)
+    p.add_argument("--cts", nargs="+", required=True, type=Path, help="CT files (HU)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--evaluation", action="store_true")
+    p.set_defaults(handler=run_preprocess)
+
+
+def run_preprocess(args) -> int:
+    import numpy as np
+
+    from medsci.config import load_config
+    from medsci.errors import MedsciError
+    from medsci.io.atomic import safe_join
+    from medsci.tasks.rotation.data import geometry_of, load_ct, random_angles, render_pairs, save_pairs
+    from medsci.tasks.rotation.evaluation import evaluation_angles
+
+    config = load_config(args.config)
+    cfg = config.rotation
+    device = setup_torch(args, config)
+    device = "cpu" if device == "auto" else device
+    failed = 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    for i, path in enumerate(args.cts):
+        name = _ct_id(path)
+        try:
+            hu, affine = load_ct(path)
+            if args.evaluation:
+                angles = evaluation_angles(cfg.evaluation, cfg.pairs.max_angle, cfg.pairs.seed + i)
+            else:
+                rng = np.random.default_rng([cfg.pairs.seed, i, 0xD22])
+                angles = random_angles(rng, cfg.pairs.per_ct, cfg.pairs.max_angle)
+            pairs = render_pairs(hu, affine, geometry_of(cfg.drr), angles, cfg.drr.mu_water,
+                                 cfg.pairs.window_percentile, device)
+            save_pairs(safe_join(args.out, f"{name}.npz"), pairs)
+            print(f"{name}: {len(angles)} views")
+        except MedsciError as err:
+            failed += 1
+            print(f"error: {err}")
+    return 1 if failed else 0
+
+
+def _ct_id(path: Path) -> str:
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii", ".mha", ".nrrd", ".npz"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
+
+
+def register_train(tasks) -> None:
+    p = tasks.add_parser("rotation", help="train the radiograph-rotation model")
+    add_common_args(p)
+    p.add_argument("--pairs", nargs="+", required=True, type=Path, help="training pair files (<ct>.npz)")
+    p.add_argument("--out", required=True, help="checkpoint folder (resumed if it holds a checkpoint)")
+    p.set_defaults(handler=run_train)
+
+
+def run_train(args) -> int:
+    from medsci.config import load_config
+    from medsci.tasks.rotation.pipeline import train_rotation
+
+    config = load_config(args.config)
+    device = setup_torch(args, config)
+    out = train_rotation(config.rotation, args.pairs, args.out, device, progress=not args.no_progress)
+    print(f"checkpoint: {out}")
+    return 0
+
+
+def register_sample(tasks) -> None:
+    p = tasks.add_parser("rotation", help="rotate the held-out views with the model and the baselines")
+    add_common_args(p)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--pairs", nargs="+", required=True, type=Path, help="held-out pair files (--evaluation)")
+    p.add_argument("--out", required=True, type=Path, help="folder of <ct>.npz predictions")
+    p.set_defaults(handler=run_sample)
+
+
+def run_sample(args) -> int:
+    from medsci.config import load_config
+    from medsci.io.atomic import safe_join
+    from medsci.tasks.rotation.data import geometry_of, load_pairs
+    from medsci.tasks.rotation.evaluation import predict_heldout, save_predictions
+    from medsci.tasks.rotation.pipeline import load_model
+
+    config = load_config(args.config)
+    cfg = config.rotation
+    device = setup_torch(args, config)
+    loaded = load_model(args.checkpoint, device, use_ema=cfg.sample.use_ema)
+    loaded.sample = cfg.sample
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path in args.pairs:
+        result = predict_heldout(loaded, load_pairs(path), cfg, geometry_of(cfg.drr))
+        save_predictions(safe_join(args.out, path.name), result)
+        print(f"{path.stem}: {result['nfe']} network evaluations")
+    return 0
+
+
+def register_evaluate(tasks) -> None:
+    p = tasks.add_parser("rotation", help="score held-out rotations beside the identity and the projective warp")
+    add_common_args(p)
+    p.add_argument("--pairs", nargs="+", required=True, type=Path)
+    p.add_argument("--predictions", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(handler=run_evaluate)
+
+
+def run_evaluate(args) -> int:
+    from medsci.config import load_config
+    from medsci.tasks.rotation.report import write_evaluation
+
+    config = load_config(args.config)
+    write_evaluation(config.rotation, args.pairs, args.predictions, args.out)
+    print(f"wrote {args.out / 'summary.md'}")
+    return 0

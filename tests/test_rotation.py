@@ -1,0 +1,386 @@
+"""Radiograph rotation: DRR geometry against hand computation, baselines, pairs, training task, model, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from medsci.errors import ConfigError, InputError
+from medsci.tasks.rotation import drr
+from medsci.tasks.rotation.baselines import homography_warp, identity
+from medsci.tasks.rotation.config import RotationConfig
+from medsci.tasks.rotation.data import (
+    MIRROR,
+    RotationTrainingTask,
+    angle_features,
+    geometry_of,
+    load_pairs,
+    render_pairs,
+    save_pairs,
+)
+from medsci.tasks.rotation.demo import chest_ct
+
+
+def _centred_affine(shape, spacing):
+    aff = np.diag([*spacing, 1.0])
+    aff[:3, 3] = -(np.asarray(shape) - 1) / 2 * np.asarray(spacing)
+    return aff
+
+
+def _blob(shape=(20, 24, 28), seed=0):
+    rng = np.random.default_rng(seed)
+    return ndimage.gaussian_filter(rng.random(shape), 2).astype(np.float32) * 0.05
+
+
+# ------------------------------------------------------------------------------------------------ DRR geometry
+def test_parallel_beam_limit_is_a_sum_along_the_beam_axis():
+    vol = np.random.default_rng(0).random((12, 16, 20)).astype(np.float32)
+    sp = 4.0
+    aff = _centred_affine(vol.shape, (sp, sp, sp))
+    # Source and detector very far: parallel rays; one detector pixel per voxel column at the detector.
+    g = drr.DetectorGeometry(sdd=1e7 + 400, sid=1e7, pixels=(20, 12), spacing=(sp, sp), samples=1600)
+    out = drr.render_drr(torch.from_numpy(vol), aff, g, [0, 0, 0])[0].numpy()
+    expected = (vol.sum(axis=1) * sp)[::-1, ::-1].T  # beam +y; rows = -z, columns = -x
+    np.testing.assert_allclose(out, expected, rtol=3e-3)  # ray sampling: 1600 points over the chord
+    assert out.mean() > 30  # not trivially zero
+
+
+def test_ninety_degree_rotation_equals_projecting_the_permuted_volume():
+    vol = _blob((24, 24, 24))
+    aff = _centred_affine(vol.shape, (5.0, 5.0, 5.0))
+    g = drr.DetectorGeometry(pixels=(40, 40), spacing=(5.0, 5.0))
+    turned = drr.render_drr(torch.from_numpy(vol), aff, g, [0, 0, 90])[0].numpy()
+    permuted = np.ascontiguousarray(np.rot90(vol, 1, axes=(0, 1)))  # x -> y: R_z(90) applied to the array
+    direct = drr.render_drr(torch.from_numpy(permuted), aff, g, [0, 0, 0])[0].numpy()
+    np.testing.assert_allclose(turned, direct, atol=1e-4 * direct.max())
+    wrong = np.ascontiguousarray(np.rot90(vol, -1, axes=(0, 1)))
+    assert np.abs(drr.render_drr(torch.from_numpy(wrong), aff, g, [0, 0, 0])[0].numpy() - turned).max() > 0.01
+
+
+@pytest.mark.parametrize("angles", [(0, 0, 0), (20, 0, 0), (0, 30, 0), (0, 0, -25), (10, -15, 12)])
+def test_point_object_lands_where_the_geometry_says(angles):
+    shape, sp = (16, 20, 24), 4.0
+    aff = _centred_affine(shape, (sp, sp, sp))
+    vol = np.zeros(shape, np.float32)
+    vol[3, 7, 15] = 1.0
+    g = drr.DetectorGeometry(sdd=1000, sid=700, pixels=(64, 64), spacing=(1.5, 1.5), samples=800)
+    img = drr.render_drr(torch.from_numpy(vol), aff, g, angles)[0].numpy()
+    w = img / img.sum()
+    rows, cols = np.indices(img.shape)
+    centre = drr.volume_centre(aff, shape)
+    point = aff[:3, :3] @ np.array([3, 7, 15]) + aff[:3, 3]
+    turned = drr.rotation_matrix(angles).numpy() @ (point - centre) + centre
+    # By hand: the ray from the source through the point, stretched to the detector plane.
+    source = centre - 700 * np.array([0.0, 1.0, 0.0])
+    d = turned - source
+    hit = source + d * (1000 / d[1])
+    det_centre = source + 1000 * np.array([0.0, 1.0, 0.0])
+    expected_row = -(hit - det_centre)[2] / 1.5 + 31.5
+    expected_col = -(hit - det_centre)[0] / 1.5 + 31.5
+    assert (w * rows).sum() == pytest.approx(expected_row, abs=0.1)
+    assert (w * cols).sum() == pytest.approx(expected_col, abs=0.1)
+
+
+def test_beer_lambert_and_hu_conversion():
+    hu = np.full((8, 8, 8), -1000.0, np.float32)
+    hu[2:6, 2:6, 2:6] = 0.0  # a 4-voxel water cube
+    aff = _centred_affine(hu.shape, (10.0, 10.0, 10.0))
+    g = drr.DetectorGeometry(sdd=1e7 + 200, sid=1e7, pixels=(8, 8), spacing=(10.0, 10.0), samples=2000)
+    line = drr.render_ct(hu, aff, g, [[0, 0, 0]])[0]
+    # Through the cube's core: 40 mm of water at 0.02/mm (trilinear edges add half a voxel each side at most).
+    assert line[3, 3] == pytest.approx(0.02 * 40, rel=0.15)
+    assert line[0, 0] == pytest.approx(0.0, abs=1e-6)  # air attenuates nothing
+    bl = drr.render_ct(hu, aff, g, [[0, 0, 0]], output="beer_lambert")[0]
+    np.testing.assert_allclose(bl, np.exp(-line), rtol=1e-5)
+
+
+def test_render_is_chunked_without_changing_the_result():
+    vol = torch.from_numpy(_blob())
+    aff = _centred_affine(tuple(vol.shape), (5.0, 5.0, 5.0))
+    g = drr.DetectorGeometry(pixels=(24, 24), spacing=(6.0, 6.0))
+    whole = drr.render_drr(vol, aff, g, [[3, 4, 5], [0, 0, 0]])
+    chunked = drr.render_drr(vol, aff, g, [[3, 4, 5], [0, 0, 0]], max_points=1000)
+    torch.testing.assert_close(whole, chunked)
+
+
+def test_check_ct_refuses_volumes_not_in_hu():
+    with pytest.raises(InputError, match="Hounsfield"):
+        drr.check_ct(np.random.default_rng(0).random((16, 16, 16)).astype(np.float32), "ct01.nii.gz")
+    with pytest.raises(InputError, match="3D"):
+        drr.check_ct(np.zeros((16, 16), np.float32), "flat.nii.gz")
+    hu, _ = chest_ct(0, (24, 24, 24), (13.0, 13.0, 13.0))
+    drr.check_ct(hu)  # a real-looking CT passes
+
+
+# ------------------------------------------------------------------------------------------------ baselines
+def test_homography_warp_is_exact_for_rotations_about_the_beam_axis():
+    vol = torch.from_numpy(_blob((32, 32, 32)))
+    aff = _centred_affine((32, 32, 32), (5.0, 5.0, 5.0))
+    g = drr.DetectorGeometry(pixels=(48, 48), spacing=(5.0, 5.0))
+    source = drr.render_drr(vol, aff, g, [0, 0, 0])[0].numpy()
+    inner = (slice(8, 40), slice(8, 40))
+    for angle in ([0, 20, 0], [0, -10, 0]):
+        truth = drr.render_drr(vol, aff, g, angle)[0].numpy()
+        warped = homography_warp(source, angle, g)
+        assert np.abs(warped - truth)[inner].mean() < 0.1 * np.abs(source - truth)[inner].mean()
+    np.testing.assert_allclose(homography_warp(source, [0, 0, 0], g), source, atol=1e-5)
+    np.testing.assert_array_equal(identity(source, [0, 0, 5]), source)
+
+
+# ------------------------------------------------------------------------------------------------ pairs and task
+def _small_cfg(**model):
+    cfg = RotationConfig.from_dict({
+        "drr": {"pixels": [16, 16], "spacing": [28.0, 28.0], "samples": 24},
+        "pairs": {"per_ct": 6},
+        "model": {"unet": {"channels": [8, 16], "attention_levels": [False, False], "norm_num_groups": 8,
+                           "num_head_channels": 8}, "schedule": {"num_train_timesteps": 20}, **model},
+        "train": {"steps": 3, "batch_size": 2, "lr": 1e-3, "warmup_steps": 1, "checkpoint_every": 3,
+                  "condition_dropout": {"vector": 0.1}},
+        "sample": {"steps": 2, "guidance_scale": 2.0, "adaptive_guidance": None},
+    }, "rotation")
+    return cfg
+
+
+def _pairs(cfg, seed=0, angles=None):
+    hu, aff = chest_ct(seed, (24, 24, 24), (13.0, 13.0, 13.0))
+    angles = np.array([[0, 0, 10], [0, 0, -10], [10, 0, 0], [0, 12, 0], [5, -5, 5], [-15, 15, -15]]) \
+        if angles is None else angles
+    return render_pairs(hu, aff, geometry_of(cfg.drr), angles, cfg.drr.mu_water, cfg.pairs.window_percentile)
+
+
+def test_pairs_share_one_display_window_and_round_trip(tmp_path):
+    cfg = _small_cfg()
+    pairs = _pairs(cfg)
+    assert pairs.source.shape == (16, 16) and pairs.targets.shape == (6, 16, 16)
+    assert 0.0 <= pairs.targets.min() and pairs.targets.max() <= 1.0
+    assert np.mean(pairs.source >= 1.0) <= 0.01  # the 99.5th percentile maps to 1
+    save_pairs(tmp_path / "ct.npz", pairs)
+    back = load_pairs(tmp_path / "ct.npz")
+    np.testing.assert_array_equal(back.targets, pairs.targets)
+    assert back.divisor == pairs.divisor
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="bad.npz"):
+        load_pairs(tmp_path / "bad.npz")
+
+
+def test_mirror_of_a_ct_gives_mirrored_views_with_mirrored_angles():
+    """What flip_augment relies on: mirroring left-right negates the angles about y and z, not about x."""
+    cfg = _small_cfg()
+    hu, aff = chest_ct(2, (24, 24, 24), (13.0, 13.0, 13.0))
+    g = geometry_of(cfg.drr)
+    angles = np.array([[8.0, -6.0, 11.0]])
+    views = drr.render_ct(hu, aff, g, angles)[0]
+    mirrored = drr.render_ct(np.ascontiguousarray(hu[::-1]), aff, g, angles * MIRROR)[0]
+    np.testing.assert_allclose(mirrored[:, ::-1], views, atol=1e-3 * views.max())
+    unmirrored_angles = drr.render_ct(np.ascontiguousarray(hu[::-1]), aff, g, angles)[0]
+    assert np.abs(unmirrored_angles[:, ::-1] - views).max() > 0.05 * views.max()
+
+
+def test_angle_features_are_sin_cos_over_the_trained_range():
+    f = angle_features([[15.0, 0.0, -7.5]], (15.0, 15.0, 15.0)).numpy()[0]
+    np.testing.assert_allclose(f, [1, 0, 0, 1, -np.sqrt(0.5), np.sqrt(0.5)], atol=1e-6)
+
+
+def test_histogram_shift_remaps_input_and_target_with_one_curve():
+    cfg = _small_cfg(histogram_shift_prob=1.0, flip_augment=False)
+    pairs = _pairs(cfg)
+    task = RotationTrainingTask([pairs], cfg.model, cfg.pairs.max_angle, geometry_of(cfg.drr))
+    gen = torch.Generator().manual_seed(3)
+    batch = task.batch(gen, 4)
+    assert batch.conditions.condition.shape == (4, 2, 16, 16)  # source and its warp
+    src = batch.conditions.condition[:, :1] / 2
+    tgt = (batch.x0 + batch.conditions.condition[:, 1:2]) / 2  # residual + warp = target
+    raw_src = torch.from_numpy(pairs.source).flatten()
+    raw_tgt = torch.from_numpy(pairs.targets).flatten(1)
+    for i in range(4):
+        mapped_src = src[i, 0].flatten()
+        assert not torch.allclose(mapped_src, raw_src, atol=1e-3)  # remapped
+        # One monotone curve for both images: the source's order is kept ...
+        order = torch.argsort(raw_src)
+        assert (mapped_src[order].diff() >= -1e-5).all()
+        # ... and the target went through the same curve: the curve read off the source predicts it.
+        xs, idx = torch.sort(raw_src)
+        curve = lambda v: np.interp(v, xs.numpy(), mapped_src[idx].numpy())  # noqa: E731
+        errors = [np.abs(curve(raw_tgt[k].numpy()) - tgt[i, 0].flatten().numpy()).mean() for k in range(6)]
+        assert min(errors) < 0.02
+    # Same generator seed -> same batch (reproducible training).
+    again = task.batch(torch.Generator().manual_seed(3), 4)
+    torch.testing.assert_close(again.x0, batch.x0)
+
+
+# ------------------------------------------------------------------------------------------------ model
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from medsci.tasks.rotation.pipeline import train_rotation
+
+    root = tmp_path_factory.mktemp("rot")
+    cfg = _small_cfg()
+    paths = []
+    for seed in (0, 1):
+        save_pairs(root / f"ct_{seed:03d}.npz", _pairs(cfg, seed))
+        paths.append(root / f"ct_{seed:03d}.npz")
+    out = train_rotation(cfg, paths, root / "model", "cpu", progress=False)
+    return cfg, out, root
+
+
+def test_checkpoint_records_geometry_and_guidance(trained):
+    from medsci.tasks.rotation.pipeline import load_model
+
+    cfg, out, _ = trained
+    loaded = load_model(out, "cpu")
+    assert loaded.pixels == (16, 16) and loaded.max_angle == (15.0, 15.0, 15.0)
+    assert loaded.model.null_kinds == ("vector",)
+    ck = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert ck["model"]["vector_dim"] == 6 and ck["model"]["haar"] is True
+    assert not any(out.glob("*.pt")) or (out / "training_state.pt").exists()
+
+
+def test_guidance_doubles_network_evaluations_and_is_reproducible(trained):
+    from dataclasses import replace
+
+    from medsci.tasks.rotation.pipeline import load_model, rotate
+
+    cfg, out, _ = trained
+    loaded = load_model(out, "cpu")
+    src = _pairs(cfg, 5).source[None]
+    full = rotate(loaded, src, [[0, 0, 10]], loaded.sample)
+    none = rotate(loaded, src, [[0, 0, 10]], replace(loaded.sample, guidance_scale=1.0))
+    assert full.network_evaluations == 2 * none.network_evaluations == 4
+    again = rotate(loaded, src, [[0, 0, 10]], loaded.sample)
+    np.testing.assert_array_equal(full.image, again.image)
+    assert full.image.shape == (1, 16, 16) and 0 <= full.image.min() and full.image.max() <= 1
+    with pytest.raises(InputError, match="pixels"):
+        rotate(loaded, np.zeros((1, 20, 20), np.float32), [[0, 0, 1]])
+
+
+def test_guidance_needs_a_null_trained():
+    with pytest.raises(ConfigError, match="condition_dropout"):
+        RotationConfig.from_dict({"train": {"condition_dropout": {}}, "sample": {"guidance_scale": 2.0}}, "rotation")
+
+
+def test_evaluation_scores_every_method_and_remap(trained, tmp_path):
+    from medsci.tasks.rotation.evaluation import evaluation_angles, predict_heldout, save_predictions
+    from medsci.tasks.rotation.pipeline import load_model
+    from medsci.tasks.rotation.report import write_evaluation
+
+    cfg, out, _ = trained
+    cfg.evaluation.magnitudes, cfg.evaluation.combined, cfg.evaluation.remaps = (10.0,), 1, ("gamma0.6",)
+    angles = evaluation_angles(cfg.evaluation, cfg.pairs.max_angle, 0)
+    assert angles.shape == (7, 3) and sorted(np.abs(angles[:6]).sum(1)) == [10.0] * 6
+    pairs = _pairs(cfg, 7, angles)
+    save_pairs(tmp_path / "ct_007.npz", pairs)
+    loaded = load_model(out, "cpu")
+    loaded.sample = cfg.sample
+    (tmp_path / "pred").mkdir()
+    save_predictions(tmp_path / "pred" / "ct_007.npz", predict_heldout(loaded, pairs, cfg, geometry_of(cfg.drr)))
+    summary = write_evaluation(cfg, [tmp_path / "ct_007.npz"], tmp_path / "pred", tmp_path / "eval")
+    rows = (tmp_path / "eval" / "metrics.csv").read_text(encoding="utf-8").splitlines()
+    # 7 views x (identity, warp, model, model_no_guidance) plain + 7 x (identity, warp, model) remapped.
+    assert len(rows) == 1 + 7 * 4 + 7 * 3
+    by = summary["by_axis_magnitude"]
+    assert set(by) == {"x10", "y10", "z10", "xyz"}
+    # The warp is exact about the beam axis: it must beat the identity there by a wide margin.
+    assert by["y10"]["warp"]["ssim"] > by["y10"]["identity"]["ssim"] + 0.05
+    assert summary["network_evaluations"]["model"] == 4 and summary["network_evaluations"]["model_no_guidance"] == 2
+    assert (tmp_path / "eval" / "figures" / "ct_007_grid.png").stat().st_size > 1000
+    assert (tmp_path / "eval" / "figures" / "ct_007_sweep.gif").read_bytes()[:3] == b"GIF"
+    assert "Quality bar" in (tmp_path / "eval" / "summary.md").read_text(encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def _medsci(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "medsci", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, encoding="utf-8")
+
+
+def _png(path, image, mode="L"):
+    from PIL import Image
+
+    if mode == "RGBA":
+        Image.fromarray((np.stack([image] * 4, -1) * 255).astype(np.uint8), "RGBA").save(path)
+    else:
+        Image.fromarray((image * 255).astype(np.uint8)).save(path)
+
+
+def test_rotate_cli_png_keeps_format_and_marks_synthetic(trained, tmp_path):
+    from PIL import Image
+
+    cfg, out, _ = trained
+    src = _pairs(cfg, 5).source
+    big = np.kron(src, np.ones((3, 3), np.float32))  # 48x48: resampled to the model's 16x16 and back
+    _png(tmp_path / "cxr.png", big)
+    r = _medsci("rotate", "--checkpoint", out, "--input", tmp_path / "cxr.png", "--angles", "0,0,10",
+                "--output", tmp_path / "out.png")
+    assert r.returncode == 0, r.stderr
+    img = Image.open(tmp_path / "out.png")
+    assert img.size == (48, 48) and img.mode == "L"
+    assert "SYNTHETIC" in img.info.get("Description", "")
+    record = json.loads((tmp_path / "out.png.json").read_text(encoding="utf-8"))
+    assert record["synthetic"] and record["network_evaluations"] == 4 and record["warnings"] == []
+
+
+def test_rotate_cli_refusals(trained, tmp_path):
+    cfg, out, _ = trained
+    src = _pairs(cfg, 5).source
+    _png(tmp_path / "rgba.png", src, "RGBA")
+    r = _medsci("rotate", "--checkpoint", out, "--input", tmp_path / "rgba.png", "--angles", "0,0,5",
+                "--output", tmp_path / "o.png")
+    assert r.returncode != 0 and "alpha" in r.stderr and "Traceback" not in r.stderr
+    _png(tmp_path / "ok.png", src)
+    r = _medsci("rotate", "--checkpoint", out, "--input", tmp_path / "ok.png", "--angles", "0,0,40",
+                "--output", tmp_path / "o.png")
+    assert r.returncode != 0 and "trained range" in r.stderr and not (tmp_path / "o.png").exists()
+    r = _medsci("rotate", "--checkpoint", out, "--input", tmp_path / "ok.png", "--angles", "0,0,40",
+                "--output", tmp_path / "o.png", "--allow-extrapolation")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads((tmp_path / "o.png.json").read_text(encoding="utf-8"))
+    assert any("outside the trained range" in w for w in rec["warnings"])
+    r = _medsci("rotate", "--checkpoint", out, "--input", tmp_path / "ok.png", "--angles", "1,2",
+                "--output", tmp_path / "o2.png")
+    assert r.returncode != 0 and "RX,RY,RZ" in r.stderr
+
+
+def test_rotate_cli_dicom_without_pixels_is_refused(trained, tmp_path):
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    _, out, _ = trained
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = ds.file_meta.MediaStorageSOPClassUID, generate_uid(), "CR"
+    ds.save_as(tmp_path / "empty.dcm", enforce_file_format=True)
+    r = _medsci("rotate", "--checkpoint", out, "--input", tmp_path / "empty.dcm", "--angles", "0,0,5",
+                "--output", tmp_path / "o.dcm")
+    assert r.returncode != 0 and "pixel data" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_drr_cli_renders_and_refuses_non_hu(tmp_path):
+    from medsci.io.volume import write_nifti
+
+    hu, aff = chest_ct(0, (24, 24, 24), (13.0, 13.0, 13.0))
+    write_nifti(tmp_path / "ct.nii.gz", hu, aff)
+    r = _medsci("drr", "--ct", tmp_path / "ct.nii.gz", "--angles", "0,0,0", "0,0,10", "--output", tmp_path / "d",
+                "--pixels", "32", "32", "--spacing", "14", "14")
+    assert r.returncode == 0, r.stderr
+    from PIL import Image
+
+    a = np.asarray(Image.open(tmp_path / "d" / "drr_+0_+0_+0.png"))
+    b = np.asarray(Image.open(tmp_path / "d" / "drr_+0_+0_+10.png"))
+    assert a.dtype == np.uint16 and a.shape == (32, 32) and np.abs(a.astype(int) - b).mean() > 100
+    write_nifti(tmp_path / "unit.nii.gz", (hu + 1000) / 3000, aff)
+    r = _medsci("drr", "--ct", tmp_path / "unit.nii.gz", "--output", tmp_path / "d2")
+    assert r.returncode != 0 and "Hounsfield" in r.stderr and "Traceback" not in r.stderr
+    write_nifti(tmp_path / "flat.nii.gz", hu[:, :, :1], aff)
+    r = _medsci("drr", "--ct", tmp_path / "flat.nii.gz", "--output", tmp_path / "d3")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
