@@ -114,9 +114,11 @@ def test_a_plugin_generator_appears_in_the_cli_and_the_workflow_without_core_cha
     demo = subprocess.run(medsci + ["demo-data", "--help"], env=env, capture_output=True, text=True, check=True)
     assert "toy" in demo.stdout and "synthesis" in demo.stdout and "seismic" in demo.stdout
 
+    from medsci import registry
+
     config = tmp_path / "toy.yaml"
-    config.write_text(f"name: toyrun\nresults: {tmp_path / 'results'}\ndevice: cpu\nsynthesis: {{enabled: false}}\n"
-                      "seismic: {enabled: false}\ntoy: {message: drop-in}\n")
+    builtin = "".join(f"{name}: {{enabled: false}}\n" for name in registry.tasks() if name != "toy")
+    config.write_text(f"name: toyrun\nresults: {tmp_path / 'results'}\ndevice: cpu\n{builtin}toy: {{message: drop-in}}\n")
     res = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", str(config)], cwd=REPO,
                          env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]

@@ -342,6 +342,12 @@ def test_rotate_cli_refusals(trained, tmp_path):
     assert r.returncode == 0, r.stderr
     rec = json.loads((tmp_path / "o.png.json").read_text(encoding="utf-8"))
     assert any("outside the trained range" in w for w in rec["warnings"])
+    # Up to twice the trained range: a warning on the terminal and in the metadata, no refusal.
+    r = _medsci("rotate", "--checkpoint", out, "--input", tmp_path / "ok.png", "--angles", "0,20,0",
+                "--output", tmp_path / "o3.png")
+    assert r.returncode == 0 and "warning" in r.stdout and "y 20 deg > 15" in r.stdout
+    rec = json.loads((tmp_path / "o3.png.json").read_text(encoding="utf-8"))
+    assert rec["warnings"] and "outside the trained range" in rec["warnings"][0]
     r = _medsci("rotate", "--checkpoint", out, "--input", tmp_path / "ok.png", "--angles", "1,2",
                 "--output", tmp_path / "o2.png")
     assert r.returncode != 0 and "RX,RY,RZ" in r.stderr

@@ -48,19 +48,20 @@ if ROT_ENABLED:
                 "--shape {params.shape} --spacing {params.spacing} > {log} 2>&1"
 
     rule rotation_pairs:
-        """DRRs of every CT: random rotations for the training CTs, the evaluation angles for the held-out ones."""
+        """DRRs of one CT: random rotations for a training CT, the evaluation angles for a held-out one."""
         input:
-            train=[ROT_FILES[c] for c in ROT_TRAIN],
-            heldout=[ROT_FILES[c] for c in ROT_HELDOUT],
+            ct=lambda wc: ROT_FILES[wc.ct],
             cfg=RESOLVED_CONFIG,
         output:
-            train=expand(str(ROT_PAIRS / "train" / "{ct}.npz"), ct=ROT_TRAIN),
-            heldout=expand(str(ROT_PAIRS / "heldout" / "{ct}.npz"), ct=ROT_HELDOUT),
+            str(ROT_PAIRS / "{split}" / "{ct}.npz"),
+        wildcard_constraints:
+            split="train|heldout",
         params:
-            train=lambda wc, output: os.path.dirname(output.train[0]),
-            heldout=lambda wc, output: os.path.dirname(output.heldout[0]),
+            out=lambda wc, output: os.path.dirname(output[0]),
+            evaluation=lambda wc: "--evaluation" if wc.split == "heldout" else "",
+            index=lambda wc: list(ROT_FILES).index(wc.ct),
         log:
-            log_path("rotation", "pairs.log"),
+            log_path("rotation", "pairs", "{split}-{ct}.log"),
         threads: 1
         resources:
             mem_mb=3000,
@@ -68,14 +69,13 @@ if ROT_ENABLED:
         conda:
             ENV
         shell:
-            "(medsci preprocess rotation --config {input.cfg} --cts {input.train} --out {params.train} --threads 1 "
-            "&& medsci preprocess rotation --config {input.cfg} --cts {input.heldout} --out {params.heldout} "
-            "--evaluation --threads 1) > {log} 2>&1"
+            "medsci preprocess rotation --config {input.cfg} --cts {input.ct} --out {params.out} --index {params.index} "
+            "{params.evaluation} --threads 1 > {log} 2>&1"
 
     rule rotation_train:
         """2D conditional diffusion: source view as channels, rotation as a vector with a learned null (CFG)."""
         input:
-            pairs=rules.rotation_pairs.output.train,
+            pairs=expand(str(ROT_PAIRS / "train" / "{ct}.npz"), ct=ROT_TRAIN),
             cfg=RESOLVED_CONFIG,
         output:
             config=str(ROT_MODEL / "config.json"),
@@ -123,7 +123,7 @@ if ROT_ENABLED:
     rule rotation_evaluate:
         """SSIM / PSNR / MAE by axis and magnitude beside identity and warp; remaps; guidance; figures."""
         input:
-            pairs=rules.rotation_pairs.output.heldout,
+            pairs=expand(str(ROT_PAIRS / "heldout" / "{ct}.npz"), ct=ROT_HELDOUT),
             predictions=expand(str(ROT_PRED / "{ct}.npz"), ct=ROT_HELDOUT),
             cfg=RESOLVED_CONFIG,
         output:

@@ -9,6 +9,9 @@ from medsci.commands.args import add_common_args, add_sampler_args, sampler_over
 from medsci.errors import InputError
 
 
+EXTRAPOLATION_LIMIT = 2.0  # beyond this multiple of the trained range, `rotate` refuses unless told otherwise
+
+
 def parse_angles(text: str) -> tuple[float, float, float]:
     try:
         values = tuple(float(v) for v in str(text).split(","))
@@ -36,7 +39,8 @@ def register_commands(subparsers) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int)
     p.add_argument("--allow-extrapolation", action="store_true",
-                   help="rotate beyond the trained angle range (otherwise refused)")
+                   help="rotate beyond twice the trained angle range (otherwise refused; beyond the range "
+                        "itself, a warning in the output's metadata)")
     add_sampler_args(p)
     p.set_defaults(handler=run_rotate)
 
@@ -129,8 +133,10 @@ def run_rotate(args) -> int:
     beyond = [f"{axis} {a:g} deg > {m:g}" for axis, a, m in zip("xyz", angles, loaded.max_angle) if abs(a) > m + 1e-9]
     if beyond:
         message = f"rotation outside the trained range ({', '.join(beyond)})"
-        if not args.allow_extrapolation:
-            raise InputError(message + "; --allow-extrapolation to rotate anyway", args.input)
+        far = any(abs(a) > EXTRAPOLATION_LIMIT * m for a, m in zip(angles, loaded.max_angle))
+        if far and not args.allow_extrapolation:
+            raise InputError(f"{message}: more than {EXTRAPOLATION_LIMIT:g}x the trained range; "
+                             "--allow-extrapolation to rotate anyway", args.input)
         warnings.append(message + ": extrapolated, expect lower fidelity")
     radiograph = read_radiograph(args.input)
     h, w = radiograph.pixels.shape
@@ -202,6 +208,8 @@ def register_preprocess(tasks) -> None:
     p.add_argument("--cts", nargs="+", required=True, type=Path, help="CT files (HU)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--evaluation", action="store_true")
+    p.add_argument("--index", type=int, default=0,
+                   help="position of the first CT in the data set: CT i draws its angles from (seed, i)")
     p.set_defaults(handler=run_preprocess)
 
 
@@ -220,7 +228,7 @@ def run_preprocess(args) -> int:
     device = "cpu" if device == "auto" else device
     failed = 0
     args.out.mkdir(parents=True, exist_ok=True)
-    for i, path in enumerate(args.cts):
+    for i, path in enumerate(args.cts, start=args.index):
         name = _ct_id(path)
         try:
             hu, affine = load_ct(path)

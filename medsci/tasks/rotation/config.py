@@ -116,7 +116,7 @@ class RotationConfig(ConfigSection):
     pairs: PairsConfig = field(default_factory=PairsConfig)
     model: RotationModelConfig = field(default_factory=RotationModelConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=3000, batch_size=8, lr=1e-3, warmup_steps=50, ema_decay=0.995, checkpoint_every=250,
+        steps=2000, batch_size=8, lr=1e-3, warmup_steps=50, ema_decay=0.995, checkpoint_every=250,
         condition_dropout={"vector": 0.1}))
     # Classifier-free guidance over the rotation; adaptive guidance drops the unconditional call once the guided
     # and conditional estimates agree (cosine above the threshold).
