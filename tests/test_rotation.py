@@ -390,3 +390,41 @@ def test_drr_cli_renders_and_refuses_non_hu(tmp_path):
     write_nifti(tmp_path / "flat.nii.gz", hu[:, :, :1], aff)
     r = _medsci("drr", "--ct", tmp_path / "flat.nii.gz", "--output", tmp_path / "d3")
     assert r.returncode != 0 and "Traceback" not in r.stderr
+
+
+def test_bench_item_reports_drr_time_and_network_evaluations():
+    from medsci.tasks.rotation.bench import bench_rotation_item
+
+    out = bench_rotation_item("cpu", ct_shape=(32, 32, 32), detector_sizes=(32,))
+    assert out["drr_seconds_per_view"]["32x32"] > 0
+    # 10 DDIM steps: 20 evaluations with full guidance, 10 without, adaptive guidance in between.
+    assert out["full_guidance_network_evaluations"] == 20 and out["no_guidance_network_evaluations"] == 10
+    assert 10 < out["adaptive_guidance_network_evaluations"] <= 20
+
+
+def test_rotate_cli_dicom_and_nifti_round_trip(trained, tmp_path):
+    import nibabel as nib
+    import pydicom
+
+    from test_radiograph_io import _make_dicom  # tests/ is on sys.path (pytest rootdir-less imports)
+
+    cfg, out, _ = trained
+    src = _pairs(cfg, 5).source
+    stored = np.round(np.kron(src, np.ones((2, 2))) * 4095).astype(np.uint16)  # 32x32, 12 bits
+    _make_dicom(tmp_path / "cr.dcm", stored, photometric="MONOCHROME1")
+    r = _medsci("rotate", "--checkpoint", out, "--input", tmp_path / "cr.dcm", "--angles", "5,0,0",
+                "--output", tmp_path / "rot.dcm")
+    assert r.returncode == 0, r.stderr
+    ds = pydicom.dcmread(tmp_path / "rot.dcm")
+    src_ds = pydicom.dcmread(tmp_path / "cr.dcm")
+    assert ds.Rows == 32 and ds.Modality == "CR" and "SYNTHETIC" in ds.SeriesDescription
+    assert ds.SOPInstanceUID != src_ds.SOPInstanceUID and ds.StudyInstanceUID == src_ds.StudyInstanceUID
+    assert "DERIVED" in ds.ImageType and "rx,ry,rz=[5.0, 0.0, 0.0]" in ds.DerivationDescription
+    nii = tmp_path / "dx.nii.gz"
+    aff = np.diag([0.2, 0.2, 1.0, 1.0])
+    nib.save(nib.Nifti1Image(np.kron(src, np.ones((2, 2))).T.astype(np.float32)[:, :, None], aff), nii)
+    r = _medsci("rotate", "--checkpoint", out, "--input", nii, "--angles", "0,0,-5", "--output", tmp_path / "r.nii.gz")
+    assert r.returncode == 0, r.stderr
+    img = nib.load(tmp_path / "r.nii.gz")
+    assert img.shape == (32, 32, 1) and np.allclose(img.affine, aff)
+    assert b"SYNTHETIC" in img.header["descrip"].tobytes()
