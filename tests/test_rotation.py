@@ -52,16 +52,31 @@ def test_parallel_beam_limit_is_a_sum_along_the_beam_axis():
     assert out.mean() > 30  # not trivially zero
 
 
-def test_ninety_degree_rotation_equals_projecting_the_permuted_volume():
+@pytest.mark.parametrize("angles, axes", [((0, 0, 90), (0, 1)), ((90, 0, 0), (1, 2)), ((0, 90, 0), (2, 0))])
+def test_ninety_degree_rotation_equals_projecting_the_permuted_volume(angles, axes):
+    """Each axis on its own, sign included: R_z(90) takes x to y, R_x(90) y to z, R_y(90) z to x (right-handed)."""
     vol = _blob((24, 24, 24))
     aff = _centred_affine(vol.shape, (5.0, 5.0, 5.0))
     g = drr.DetectorGeometry(pixels=(40, 40), spacing=(5.0, 5.0))
-    turned = drr.render_drr(torch.from_numpy(vol), aff, g, [0, 0, 90])[0].numpy()
-    permuted = np.ascontiguousarray(np.rot90(vol, 1, axes=(0, 1)))  # x -> y: R_z(90) applied to the array
+    turned = drr.render_drr(torch.from_numpy(vol), aff, g, angles)[0].numpy()
+    permuted = np.ascontiguousarray(np.rot90(vol, 1, axes=axes))  # the array turned from axes[0] towards axes[1]
     direct = drr.render_drr(torch.from_numpy(permuted), aff, g, [0, 0, 0])[0].numpy()
     np.testing.assert_allclose(turned, direct, atol=1e-4 * direct.max())
-    wrong = np.ascontiguousarray(np.rot90(vol, -1, axes=(0, 1)))
+    wrong = np.ascontiguousarray(np.rot90(vol, -1, axes=axes))
     assert np.abs(drr.render_drr(torch.from_numpy(wrong), aff, g, [0, 0, 0])[0].numpy() - turned).max() > 0.01
+
+
+def test_world_geometry_not_array_order_decides_the_view():
+    """The same object stored with a flipped x axis (negative affine diagonal, LPS-like) renders the same."""
+    vol = _blob((20, 24, 28))
+    aff = _centred_affine(vol.shape, (5.0, 5.0, 5.0))
+    flipped_aff = aff.copy()
+    flipped_aff[0, 0] = -5.0
+    flipped_aff[0, 3] = -aff[0, 3]
+    g = drr.DetectorGeometry(pixels=(32, 32), spacing=(6.0, 6.0))
+    a = drr.render_drr(torch.from_numpy(vol), aff, g, [5, -7, 9])[0].numpy()
+    b = drr.render_drr(torch.from_numpy(np.ascontiguousarray(vol[::-1])), flipped_aff, g, [5, -7, 9])[0].numpy()
+    np.testing.assert_allclose(a, b, atol=1e-4 * a.max())
 
 
 @pytest.mark.parametrize("angles", [(0, 0, 0), (20, 0, 0), (0, 30, 0), (0, 0, -25), (10, -15, 12)])
@@ -260,6 +275,26 @@ def test_guidance_doubles_network_evaluations_and_is_reproducible(trained):
         rotate(loaded, np.zeros((1, 20, 20), np.float32), [[0, 0, 1]])
 
 
+def test_a_refused_ct_is_recorded_and_left_out_of_training(tmp_path, capsys):
+    from medsci.tasks.rotation.data import refusal_of, save_refusal
+    from medsci.tasks.rotation.pipeline import train_rotation
+
+    cfg = _small_cfg()
+    save_pairs(tmp_path / "ct_000.npz", _pairs(cfg, 0))
+    save_refusal(tmp_path / "ct_001.npz", "does not look like a CT in Hounsfield units")
+    assert refusal_of(tmp_path / "ct_001.npz").startswith("does not look") and refusal_of(tmp_path / "ct_000.npz") is None
+    with pytest.raises(InputError, match="refused"):
+        load_pairs(tmp_path / "ct_001.npz")
+    out = train_rotation(cfg, [tmp_path / "ct_000.npz", tmp_path / "ct_001.npz"], tmp_path / "m", "cpu", progress=False)
+    assert json.loads((out / "config.json").read_text(encoding="utf-8"))["training_cts"] == ["ct_000"]
+    assert "ct_001 left out of training" in capsys.readouterr().out
+
+
+def test_detector_size_must_fit_the_network():
+    with pytest.raises(ConfigError, match="divisible by 8"):
+        RotationConfig.from_dict({"drr": {"pixels": [60, 64]}}, "rotation")
+
+
 def test_guidance_needs_a_null_trained():
     with pytest.raises(ConfigError, match="condition_dropout"):
         RotationConfig.from_dict({"train": {"condition_dropout": {}}, "sample": {"guidance_scale": 2.0}}, "rotation")
@@ -334,20 +369,33 @@ def test_rotate_cli_refusals(trained, tmp_path):
                 "--output", tmp_path / "o.png")
     assert r.returncode != 0 and "alpha" in r.stderr and "Traceback" not in r.stderr
     _png(tmp_path / "ok.png", src)
-    r = _medsci("rotate", "--checkpoint", out, "--input", tmp_path / "ok.png", "--angles", "0,0,40",
+    # 40 deg = 2.7x the trained 15: the angle features repeat at 2x, so refused even with --allow-extrapolation.
+    for extra in ([], ["--allow-extrapolation"]):
+        r = _medsci("rotate", "--checkpoint", out, "--input", tmp_path / "ok.png", "--angles", "0,0,40",
+                    "--output", tmp_path / "o.png", *extra)
+        assert r.returncode != 0 and "trained range" in r.stderr and not (tmp_path / "o.png").exists()
+    # 25 deg = 1.7x: refused unless --allow-extrapolation, then a warning in the image's own metadata too.
+    r = _medsci("rotate", "--checkpoint", out, "--input", tmp_path / "ok.png", "--angles", "0,0,25",
                 "--output", tmp_path / "o.png")
-    assert r.returncode != 0 and "trained range" in r.stderr and not (tmp_path / "o.png").exists()
-    r = _medsci("rotate", "--checkpoint", out, "--input", tmp_path / "ok.png", "--angles", "0,0,40",
+    assert r.returncode != 0 and "--allow-extrapolation" in r.stderr
+    r = _medsci("rotate", "--checkpoint", out, "--input", tmp_path / "ok.png", "--angles", "0", "0", "-25",
                 "--output", tmp_path / "o.png", "--allow-extrapolation")
     assert r.returncode == 0, r.stderr
     rec = json.loads((tmp_path / "o.png.json").read_text(encoding="utf-8"))
     assert any("outside the trained range" in w for w in rec["warnings"])
-    # Up to twice the trained range: a warning on the terminal and in the metadata, no refusal.
-    r = _medsci("rotate", "--checkpoint", out, "--input", tmp_path / "ok.png", "--angles", "0,20,0",
+    from PIL import Image
+
+    assert "WARNING" in Image.open(tmp_path / "o.png").info["Description"]
+    # Up to 1.5x the trained range: a warning on the terminal and in the metadata, no refusal; a negative
+    # first angle with the = form.
+    r = _medsci("rotate", "--checkpoint", out, "--input", tmp_path / "ok.png", "--angles=-20,0,0",
                 "--output", tmp_path / "o3.png")
-    assert r.returncode == 0 and "warning" in r.stdout and "y 20 deg > 15" in r.stdout
+    assert r.returncode == 0 and "warning" in r.stdout and "x -20 deg > 15" in r.stdout, r.stderr
     rec = json.loads((tmp_path / "o3.png.json").read_text(encoding="utf-8"))
     assert rec["warnings"] and "outside the trained range" in rec["warnings"][0]
+    r = _medsci("rotate", "--checkpoint", out, "--input", tmp_path / "ok.png", "--angles", "0,0,5",
+                "--output", tmp_path / "o4.png", "--threads", "0")
+    assert r.returncode != 0 and "--threads" in r.stderr and "Traceback" not in r.stderr
     r = _medsci("rotate", "--checkpoint", out, "--input", tmp_path / "ok.png", "--angles", "1,2",
                 "--output", tmp_path / "o2.png")
     assert r.returncode != 0 and "RX,RY,RZ" in r.stderr
@@ -376,14 +424,26 @@ def test_drr_cli_renders_and_refuses_non_hu(tmp_path):
 
     hu, aff = chest_ct(0, (24, 24, 24), (13.0, 13.0, 13.0))
     write_nifti(tmp_path / "ct.nii.gz", hu, aff)
-    r = _medsci("drr", "--ct", tmp_path / "ct.nii.gz", "--angles", "0,0,0", "0,0,10", "--output", tmp_path / "d",
-                "--pixels", "32", "32", "--spacing", "14", "14")
+    r = _medsci("drr", "--ct", tmp_path / "ct.nii.gz", "--angles", "0,0,0", "--angles", "0,0,10", "--output",
+                tmp_path / "d", "--pixels", "32", "32", "--spacing", "14", "14")
     assert r.returncode == 0, r.stderr
     from PIL import Image
 
     a = np.asarray(Image.open(tmp_path / "d" / "drr_+0_+0_+0.png"))
     b = np.asarray(Image.open(tmp_path / "d" / "drr_+0_+0_+10.png"))
     assert a.dtype == np.uint16 and a.shape == (32, 32) and np.abs(a.astype(int) - b).mean() > 100
+    # NIfTI output reads back through medsci.io.radiograph as the same picture as the PNG.
+    r = _medsci("drr", "--ct", tmp_path / "ct.nii.gz", "--angles=-10,0,0", "--output", tmp_path / "dn",
+                "--pixels", "32", "24", "--spacing", "14", "14", "--format", "nifti")
+    assert r.returncode == 0, r.stderr
+    from medsci.io.radiograph import read_radiograph
+
+    back = read_radiograph(tmp_path / "dn" / "drr_-10_+0_+0.nii.gz")
+    assert back.pixels.shape == (32, 24)
+    r = _medsci("drr", "--ct", tmp_path / "ct.nii.gz", "--angles=-10,0,0", "--output", tmp_path / "dp",
+                "--pixels", "32", "24", "--spacing", "14", "14")
+    png = np.asarray(Image.open(tmp_path / "dp" / "drr_-10_+0_+0.png")).astype(np.float64) / 65535
+    np.testing.assert_allclose(back.pixels, (png - png.min()) / (png.max() - png.min()), atol=2e-3)
     write_nifti(tmp_path / "unit.nii.gz", (hu + 1000) / 3000, aff)
     r = _medsci("drr", "--ct", tmp_path / "unit.nii.gz", "--output", tmp_path / "d2")
     assert r.returncode != 0 and "Hounsfield" in r.stderr and "Traceback" not in r.stderr

@@ -70,7 +70,7 @@ if ROT_ENABLED:
             ENV
         shell:
             "medsci preprocess rotation --config {input.cfg} --cts {input.ct} --out {params.out} --index {params.index} "
-            "{params.evaluation} --threads 1 > {log} 2>&1"
+            "{params.evaluation} --record-refusals --threads 1 > {log} 2>&1"
 
     rule rotation_train:
         """2D conditional diffusion: source view as channels, rotation as a vector with a learned null (CFG)."""

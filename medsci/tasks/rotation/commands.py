@@ -9,19 +9,37 @@ from medsci.commands.args import add_common_args, add_sampler_args, sampler_over
 from medsci.errors import InputError
 
 
-EXTRAPOLATION_LIMIT = 2.0  # beyond this multiple of the trained range, `rotate` refuses unless told otherwise
+# Beyond the trained range `rotate` warns up to WARN_LIMIT x the range and refuses further out unless
+# --allow-extrapolation, which still stops short of HARD_LIMIT x: the angle features (sin, cos of
+# angle / max * 90 deg) repeat at 2 x the range (+30 and -30 deg look alike to a model trained on +-15).
+WARN_LIMIT = 1.5
+HARD_LIMIT = 1.9
 
 
-def parse_angles(text: str) -> tuple[float, float, float]:
-    try:
-        values = tuple(float(v) for v in str(text).split(","))
-    except ValueError:
-        values = ()
+def parse_angles(text) -> tuple[float, float, float]:
+    """``"RX,RY,RZ"`` or three numbers (``["-5", "0", "0"]``: argparse takes a leading minus sign there)."""
     import math
 
+    tokens = [text] if isinstance(text, str) else list(text)
+    joined = ",".join(str(t) for t in tokens)
+    try:
+        values = tuple(float(v) for v in joined.split(","))
+    except ValueError:
+        values = ()
     if len(values) != 3 or not all(math.isfinite(v) and abs(v) <= 180 for v in values):
-        raise InputError(f"--angles must be RX,RY,RZ in degrees within [-180, 180], got {text!r}")
+        raise InputError(f"--angles must be RX,RY,RZ in degrees within [-180, 180] (a negative first angle: "
+                         f"--angles=-5,0,0 or --angles -5 0 0), got {joined!r}")
     return values
+
+
+def _check_runtime(args) -> None:
+    """Arguments checked before any work: threads, device, output place."""
+    import torch
+
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be >= 1, got {args.threads}")
+    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {args.device}: CUDA is not available on this machine")
 
 
 def register_commands(subparsers) -> None:
@@ -34,13 +52,14 @@ def register_commands(subparsers) -> None:
                     "detector grid and back.")
     p.add_argument("--checkpoint", required=True, help="trained rotation model folder")
     p.add_argument("--input", required=True, type=Path, help="radiograph: .png, .dcm, .nii/.nii.gz")
-    p.add_argument("--angles", required=True, help="RX,RY,RZ in degrees, e.g. 0,0,10")
+    p.add_argument("--angles", required=True, nargs="+",
+                   help="RX,RY,RZ in degrees, e.g. 0,0,10 (negative first angle: --angles=-5,0,0 or --angles -5 0 0)")
     p.add_argument("--output", required=True, type=Path, help="output file (same format as the input)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int)
     p.add_argument("--allow-extrapolation", action="store_true",
-                   help="rotate beyond twice the trained angle range (otherwise refused; beyond the range "
-                        "itself, a warning in the output's metadata)")
+                   help="rotate up to 1.9x the trained angle range (otherwise refused beyond 1.5x; beyond the "
+                        "range itself, a warning in the output's metadata)")
     add_sampler_args(p)
     p.set_defaults(handler=run_rotate)
 
@@ -48,7 +67,8 @@ def register_commands(subparsers) -> None:
                               description="Cone-beam PA DRR of a CT volume (NIfTI/MHA/NRRD/DICOM folder, HU) turned "
                                           "by each rotation; one PNG (16-bit) or NIfTI per rotation.")
     d.add_argument("--ct", required=True, type=Path)
-    d.add_argument("--angles", nargs="+", default=["0,0,0"], help="one or more RX,RY,RZ (degrees)")
+    d.add_argument("--angles", action="append",
+                   help="RX,RY,RZ in degrees, repeatable (default 0,0,0); a negative first angle: --angles=-5,0,0")
     d.add_argument("--output", required=True, type=Path, help="output folder")
     d.add_argument("--config", help="medsci config (rotation.drr geometry); default: the built-in geometry")
     d.add_argument("--pixels", type=int, nargs=2, metavar=("ROWS", "COLS"))
@@ -56,6 +76,7 @@ def register_commands(subparsers) -> None:
     d.add_argument("--format", choices=["png", "nifti"], default="png")
     d.add_argument("--beer-lambert", action="store_true", help="write exp(-line integral) instead of the display")
     d.add_argument("--device", default="cpu")
+    d.add_argument("--threads", type=int)
     d.set_defaults(handler=run_drr)
 
 
@@ -81,7 +102,14 @@ def run_drr(args) -> int:
             raise InputError("--pixels must be within 8..4096 and --spacing within (0, 100] mm")
         drr_cfg = replace(drr_cfg, pixels=tuple(args.pixels or drr_cfg.pixels),
                           spacing=tuple(args.spacing or drr_cfg.spacing))
-    angles = np.array([parse_angles(a) for a in args.angles])
+    _check_runtime(args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.output.exists() and not args.output.is_dir():
+        raise InputError("output must be a folder, and this is a file", args.output)
+    angles = np.array([parse_angles(a) for a in (args.angles or ["0,0,0"])])
     hu, affine = load_ct(args.ct)
     views = render_ct(hu, affine, geometry_of(drr_cfg), angles, drr_cfg.mu_water,
                       output="beer_lambert" if args.beer_lambert else "line_integral", device=args.device)
@@ -94,8 +122,9 @@ def run_drr(args) -> int:
         else:
             from medsci.io.volume import write_nifti
 
-            sp = drr_cfg.spacing
-            write_nifti(safe_join(args.output, name + ".nii.gz"), img[:, :, None],
+            sp = drr_cfg.spacing[::-1]
+            # (columns, rows, 1): NIfTI i runs along image columns, as medsci.io.radiograph reads it back.
+            write_nifti(safe_join(args.output, name + ".nii.gz"), np.ascontiguousarray(img.T)[:, :, None],
                         np.diag([sp[0], sp[1], 1.0, 1.0]), description=f"DRR rx,ry,rz={a.tolist()} deg")
     print(f"wrote {len(images)} DRR(s) of {args.ct} to {args.output}")
     return 0
@@ -124,6 +153,7 @@ def run_rotate(args) -> int:
     from medsci.tasks.rotation.pipeline import load_model, rotate
 
     angles = parse_angles(args.angles)
+    _check_runtime(args)
     if args.output.resolve() == args.input.resolve():
         raise InputError("output would overwrite the input", args.output)
     if args.threads:
@@ -133,29 +163,42 @@ def run_rotate(args) -> int:
     beyond = [f"{axis} {a:g} deg > {m:g}" for axis, a, m in zip("xyz", angles, loaded.max_angle) if abs(a) > m + 1e-9]
     if beyond:
         message = f"rotation outside the trained range ({', '.join(beyond)})"
-        far = any(abs(a) > EXTRAPOLATION_LIMIT * m for a, m in zip(angles, loaded.max_angle))
-        if far and not args.allow_extrapolation:
-            raise InputError(f"{message}: more than {EXTRAPOLATION_LIMIT:g}x the trained range; "
-                             "--allow-extrapolation to rotate anyway", args.input)
+        ratio = max(abs(a) / max(m, 1e-9) for a, m in zip(angles, loaded.max_angle))
+        if ratio > HARD_LIMIT or (ratio > WARN_LIMIT and not args.allow_extrapolation):
+            hint = "" if ratio > HARD_LIMIT else "; --allow-extrapolation to rotate anyway"
+            raise InputError(f"{message}: {ratio:.2g}x the trained range is too far for this model{hint}",
+                             args.input)
         warnings.append(message + ": extrapolated, expect lower fidelity")
     radiograph = read_radiograph(args.input)
     h, w = radiograph.pixels.shape
     rows, cols = loaded.pixels
     if abs((h / w) / (rows / cols) - 1) > 0.05:
         warnings.append(f"aspect ratio {h}x{w} differs from the model's {rows}x{cols}: resampled anisotropically")
-    small = _resize(radiograph.pixels, (rows, cols))
+    # The display window of training: the source's window percentile -> 1 (DRR pairs, data.display).
+    divisor = float(np.percentile(radiograph.pixels, float(loaded.config.get("window_percentile", 99.5))))
+    divisor = divisor if divisor > 0 else 1.0
+    full = np.clip(radiograph.pixels / divisor, 0.0, 1.0)
+    small = _resize(full, (rows, cols))
     sampler = sampler_with(loaded.sample, loaded.schedule, **sampler_overrides(args))
     result = rotate(loaded, small[None], np.array([angles]), sampler)
-    # Back to the input's size: the model's change (prediction - input at model size) is upsampled and added to
-    # the full-resolution input, so detail the model never saw is kept where the rotation changes little.
-    change = _resize(result.image[0] - small, (h, w))
-    out = np.clip(radiograph.pixels + change, 0.0, 1.0).astype(np.float32)
+    # Back to the input's size: the model's prediction, upsampled, plus the input's fine detail (what the
+    # model-size image does not hold) moved by the projective warp of the rotation, so detail moves with the
+    # anatomy instead of staying where it was.
+    from medsci.tasks.rotation.baselines import homography_warp
+    from medsci.tasks.rotation.drr import DetectorGeometry
+
+    g = loaded.geometry
+    fine_geometry = DetectorGeometry(g.sdd, g.sid, (h, w), (g.spacing[0] * rows / h, g.spacing[1] * cols / w))
+    detail = homography_warp(full - _resize(small, (h, w)), angles, fine_geometry)
+    out = np.clip((_resize(result.image[0], (h, w)) + detail) * divisor, 0.0, 1.0).astype(np.float32)
     note = (f"SYNTHETIC: medsci radiograph rotation of {args.input.name} by rx,ry,rz={list(angles)} deg "
             f"(diffusion model, {result.network_evaluations} network evaluations); not an acquired image")
+    if warnings:
+        note += ". WARNING: " + "; ".join(warnings)
     written = write_radiograph(args.output, radiograph, out, note)
     record = {"input": str(args.input), "output": str(written), "angles_deg": list(angles),
               "trained_max_angle_deg": list(loaded.max_angle), "model_pixels": [rows, cols],
-              "input_pixels": [h, w], "sampler": sampler.to_dict(),
+              "input_pixels": [h, w], "display_divisor": divisor, "sampler": sampler.to_dict(),
               "network_evaluations": result.network_evaluations, "seconds": round(result.seconds, 3),
               "warnings": warnings, "synthetic": True, "checkpoint": str(args.checkpoint)}
     write_json_atomic(Path(str(written) + ".json"), record)
@@ -208,6 +251,8 @@ def register_preprocess(tasks) -> None:
     p.add_argument("--cts", nargs="+", required=True, type=Path, help="CT files (HU)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--evaluation", action="store_true")
+    p.add_argument("--record-refusals", action="store_true",
+                   help="a refused CT gets a <ct>.npz that records why (exit 0), so a workflow's other CTs go on")
     p.add_argument("--index", type=int, default=0,
                    help="position of the first CT in the data set: CT i draws its angles from (seed, i)")
     p.set_defaults(handler=run_preprocess)
@@ -242,8 +287,13 @@ def run_preprocess(args) -> int:
             save_pairs(safe_join(args.out, f"{name}.npz"), pairs)
             print(f"{name}: {len(angles)} views")
         except MedsciError as err:
-            failed += 1
             print(f"error: {err}")
+            if args.record_refusals:
+                from medsci.tasks.rotation.data import save_refusal
+
+                save_refusal(safe_join(args.out, f"{name}.npz"), err.reason)
+            else:
+                failed += 1
     return 1 if failed else 0
 
 
@@ -296,7 +346,14 @@ def run_sample(args) -> int:
     loaded = load_model(args.checkpoint, device, use_ema=cfg.sample.use_ema)
     loaded.sample = cfg.sample
     args.out.mkdir(parents=True, exist_ok=True)
+    from medsci.tasks.rotation.data import refusal_of, save_refusal
+
     for path in args.pairs:
+        reason = refusal_of(path)
+        if reason is not None:  # refused at the pairs step: recorded, and the other CTs go on
+            save_refusal(safe_join(args.out, path.name), reason)
+            print(f"{path.stem}: refused earlier ({reason})")
+            continue
         result = predict_heldout(loaded, load_pairs(path), cfg, geometry_of(cfg.drr))
         save_predictions(safe_join(args.out, path.name), result)
         print(f"{path.stem}: {result['nfe']} network evaluations")

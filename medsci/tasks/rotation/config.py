@@ -100,7 +100,6 @@ class RotationEvalConfig(ConfigSection):
     combined: int = 4  # and this many random rotations about all three axes per CT
     # Input histograms remapped at evaluation (input and truth alike): gamma, window, vendor-like LUT.
     remaps: tuple[str, ...] = ("gamma0.6", "gamma1.6", "window", "lut")
-    guidance_scales: tuple[float, ...] = (1.0,)  # extra rows of the guidance table (besides the sampler's)
     figures: int = 4  # prediction grids (input, truth, prediction, error) per held-out CT
 
     def __post_init__(self):
@@ -125,6 +124,10 @@ class RotationConfig(ConfigSection):
     evaluation: RotationEvalConfig = field(default_factory=RotationEvalConfig)
 
     def __post_init__(self):
+        factor = self.model.unet.downsampling_factor * (2 if self.model.domain == "haar" else 1)
+        if any(p % factor for p in self.drr.pixels):
+            raise ConfigError(f"rotation.drr.pixels {tuple(self.drr.pixels)} must be divisible by {factor} "
+                              f"(UNet levels{' x Haar level' if self.model.domain == 'haar' else ''})")
         if self.enabled and float(self.train.condition_dropout.get("vector", 0.0)) <= 0 \
                 and self.sample.guidance_scale != 1.0:
             raise ConfigError("rotation.sample.guidance_scale != 1 needs rotation.train.condition_dropout.vector > 0")

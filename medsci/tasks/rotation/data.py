@@ -81,9 +81,29 @@ def save_pairs(path: str | Path, pairs: Pairs) -> None:
                      divisor=np.float64(pairs.divisor))
 
 
+def save_refusal(path: str | Path, reason: str) -> None:
+    """A pair (or prediction) file that records why its CT was refused, so a workflow's other CTs go on."""
+    from medsci.io.atomic import atomic_path
+
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, refused=np.frombuffer(reason.encode("utf-8"), dtype=np.uint8))
+
+
+def refusal_of(path: str | Path) -> str | None:
+    """The recorded reason if ``path`` is a refusal marker, else None."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return bytes(z["refused"]).decode("utf-8") if "refused" in z.files else None
+    except (OSError, ValueError):
+        return None
+
+
 def load_pairs(path: str | Path) -> Pairs:
     try:
         with np.load(path, allow_pickle=False) as z:
+            if "refused" in z.files:
+                raise InputError(f"CT was refused: {bytes(z['refused']).decode('utf-8')}", path)
             return Pairs(z["source"], z["targets"], z["angles"], float(z["divisor"]))
     except (OSError, KeyError, ValueError) as err:
         raise InputError(f"not a rotation pair file ({str(err).splitlines()[0][:100]})", path) from None

@@ -93,13 +93,18 @@ def save_predictions(path: str | Path, result: dict) -> None:
 
 
 def load_predictions(path: str | Path) -> dict:
-    with np.load(path, allow_pickle=False) as z:
-        info = json.loads(bytes(z["info"]).decode("utf-8"))
-        preds: dict = {}
-        for key in z.files:
-            if key != "info":
-                remap, method = key.split("/")
-                preds.setdefault(remap, {})[method] = z[key]
+    from medsci.errors import InputError
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            info = json.loads(bytes(z["info"]).decode("utf-8"))
+            preds: dict = {}
+            for key in z.files:
+                if key != "info":
+                    remap, method = key.split("/")
+                    preds.setdefault(remap, {})[method] = z[key]
+    except (OSError, KeyError, ValueError) as err:
+        raise InputError(f"not a rotation prediction file ({str(err).splitlines()[0][:100]})", path) from None
     return {"predictions": preds, **info}
 
 

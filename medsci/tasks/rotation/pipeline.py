@@ -51,6 +51,15 @@ def checkpoint_config(cfg: RotationConfig) -> dict:
 
 def train_rotation(cfg: RotationConfig, pair_paths: list[Path], out_dir: str | Path, device: str | None = "auto",
                    progress: bool = True) -> Path:
+    from medsci.tasks.rotation.data import refusal_of
+
+    refused = {Path(p).stem: refusal_of(p) for p in pair_paths}
+    for name, reason in refused.items():
+        if reason is not None:
+            print(f"warning: {name} left out of training: {reason}")
+    pair_paths = [p for p in pair_paths if refused[Path(p).stem] is None]
+    if not pair_paths:
+        raise InputError("every training CT was refused")
     pairs = [load_pairs(p) for p in pair_paths]
     shapes = {p.source.shape for p in pairs}
     if shapes != {tuple(cfg.drr.pixels)}:

@@ -28,9 +28,14 @@ def _fmt(v, digits=3) -> str:
 def write_evaluation(cfg, pair_paths: list[Path], predictions_dir: Path, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(exist_ok=True)
-    rows, info, first = [], {}, None
+    from medsci.tasks.rotation.data import refusal_of
+
+    rows, info, first, refused = [], {}, None, {}
     for i, path in enumerate(sorted(pair_paths)):
         ct = path.name[:-4] if path.name.endswith(".npz") else path.stem
+        if refusal_of(path) is not None:
+            refused[ct] = refusal_of(path)
+            continue
         pairs = load_pairs(path)
         predicted = load_predictions(predictions_dir / path.name)
         axes, mags = angle_labels(pairs.angles)
@@ -43,6 +48,7 @@ def write_evaluation(cfg, pair_paths: list[Path], predictions_dir: Path, out: Pa
     write_rows_csv(out / "metrics.csv", rows)
     methods = list(dict.fromkeys(r["method"] for r in rows))
     summary = _summary(cfg, rows, methods, info)
+    summary["refused"] = refused
     write_json_atomic(out / "summary.json", summary)
     write_text_atomic(out / "summary.md", _markdown(cfg, summary, methods))
     if first is not None:
