@@ -24,9 +24,15 @@ SPEC_FORMAT = 2  # checkpoints of format 1 (medsci 0.1) stored a bare UNet
 
 def network_spec(unet: UNetConfig, spatial_dims: int, channels: int, *, condition_channels: int = 0,
                  num_classes: int | None = None, vector_dim: int | None = None, context_dim: int | None = None,
-                 haar: bool = False, dropout_kinds: tuple[str, ...] = ()) -> dict:
-    """Everything that defines the network, as plain JSON. ``dropout_kinds``: kinds trained with a null."""
-    return {
+                 haar: bool = False, dropout_kinds: tuple[str, ...] = (), context_encoder: dict | None = None) -> dict:
+    """Everything that defines the network, as plain JSON. ``dropout_kinds``: kinds trained with a null.
+
+    ``context_encoder``: keyword arguments of :class:`medsci.diffusion.context.FrameSequenceEncoder`; the raw
+    ``context`` is then a frame sequence, encoded into ``context_encoder["dim"]``-wide tokens.
+    """
+    if context_encoder is not None:
+        context_dim = int(context_encoder.get("dim", 64))
+    spec = {
         "format": SPEC_FORMAT,
         "unet": unet.to_dict(),
         "spatial_dims": spatial_dims,
@@ -38,6 +44,9 @@ def network_spec(unet: UNetConfig, spatial_dims: int, channels: int, *, conditio
         "haar": haar,
         "null_kinds": sorted(dropout_kinds),
     }
+    if context_encoder is not None:  # absent otherwise: checkpoints of other generators keep their spec
+        spec["context_encoder"] = dict(context_encoder)
+    return spec
 
 
 class _TimeEmbeddingExtras(torch.nn.Module):
@@ -105,6 +114,11 @@ class ConditionalUNet(torch.nn.Module):
             self.unet.class_embedding = _TimeEmbeddingExtras(labels, spec.get("vector_dim"), dim, null_label)
             self.unet.num_class_embeds = class_embeds or 0  # MONAI calls class_embedding when this is not None
         self.null_context = torch.nn.Parameter(torch.zeros(1, 1, context_dim)) if context_dim else None
+        self.context_encoder = None
+        if spec.get("context_encoder"):
+            from medsci.diffusion.context import FrameSequenceEncoder
+
+            self.context_encoder = FrameSequenceEncoder(**spec["context_encoder"])
         self._haar = None
         if self.bands > 1:
             from medsci.wavelets import haar_dwt2d, haar_dwt3d, haar_idwt2d, haar_idwt3d
@@ -122,6 +136,11 @@ class ConditionalUNet(torch.nn.Module):
                 c = c * (~cond.dropped["condition"]).to(c.dtype).view(-1, *([1] * (c.ndim - 1)))
             inp = torch.cat([x, c.to(x.dtype)], 1)
         context = cond.context
+        if self.context_encoder is not None and context is not None:
+            # Tokens of missing frames become the null token, so cross-attention only sees what was acquired.
+            tokens, present = self.context_encoder(context)
+            null = self.null_context.to(tokens.dtype).expand_as(tokens)
+            context = torch.where(present[..., None], tokens, null)
         if self.null_context is not None:
             if context is None:
                 context = self.null_context.expand(x.shape[0], 1, -1)

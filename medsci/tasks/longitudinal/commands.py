@@ -1,0 +1,225 @@
+"""CLI of the longitudinal generator: ``medsci demo-data|preprocess|train|sample|evaluate longitudinal`` and the
+user command ``medsci forecast`` (one subject's volume at a requested time, on its native grid)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from medsci.commands.args import add_common_args, add_sampler_args, sampler_overrides, setup_torch
+from medsci.errors import InputError, MedsciError
+
+
+def register_commands(subparsers) -> None:
+    p = subparsers.add_parser(
+        "forecast", help="a subject's volume at a requested time from its earlier sessions",
+        description="Reads SUBJECT (sessions.tsv + one volume per session, or BIDS sub-*/ses-*), registers every "
+                    "session to the first, predicts the volume at --time (days, on the sessions.tsv clock; between "
+                    "sessions: from the earlier ones; after the last: extrapolated) and writes it on the first "
+                    "session's native grid, with OUT_std.nii.gz (the voxelwise std over --n-samples) and OUT.json.")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--subject", required=True, type=Path)
+    p.add_argument("--time", required=True, type=float, nargs="+", help="days; several = autoregressive sequence")
+    p.add_argument("--output", required=True, type=Path, help="output .nii.gz (several times: _<time>d suffixes)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int)
+    add_sampler_args(p)
+    p.set_defaults(handler=run_forecast)
+
+
+def run_forecast(args) -> int:
+    import torch
+
+    from medsci.diffusion.inference import sampler_with
+    from medsci.io.atomic import write_json_atomic
+    from medsci.io.volume import write_nifti
+    from medsci.tasks.longitudinal.config import LongitudinalPreprocessConfig
+    from medsci.tasks.longitudinal.layout import read_subject
+    from medsci.tasks.longitudinal.pipeline import forecast, load_model, predict
+    from medsci.tasks.longitudinal.preprocess import preprocess_subject, to_native
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.output.name.endswith((".nii.gz", ".nii")):
+        raise InputError("output must end in .nii.gz or .nii", args.output)
+    loaded = load_model(args.checkpoint, args.device)
+    subject = read_subject(args.subject)
+    times = sorted(float(t) for t in args.time)
+    if times[0] <= subject.sessions[0].time:
+        raise InputError(f"requested time {times[0]:g} days is not after the first session "
+                         f"({subject.sessions[0].time:g} days)", args.subject)
+    prep = LongitudinalPreprocessConfig.from_dict(loaded.config["preprocess"], "preprocess")
+    record = preprocess_subject(subject, prep, threads=args.threads or 1)
+    sampler = sampler_with(loaded.sample, loaded.schedule, **sampler_overrides(args))
+    last = float(record["times"][-1])
+    if len(times) == 1 or times[0] <= last:
+        preds = [predict(loaded, record["frames"], record["times"], t, sampler) for t in times]
+    else:
+        preds = forecast(loaded, record["frames"], record["times"], times, sampler)
+    written = []
+    for t, p in zip(times, preds):
+        stem = args.output.name[: -len(".nii.gz")] if args.output.name.endswith(".nii.gz") else args.output.stem
+        name = stem if len(times) == 1 else f"{stem}_{t:g}d"
+        out = args.output.with_name(name + ".nii.gz")
+        vol, affine = to_native(p.mean, record)
+        write_nifti(out, vol, affine, description=f"SYNTHETIC medsci forecast t={t:g} d")
+        if p.std is not None:
+            std, _ = to_native(p.std, record)
+            write_nifti(out.with_name(name + "_std.nii.gz"), std, affine, description="std over samples")
+        written.append({"time_days": t, "file": str(out), "network_evaluations": p.network_evaluations,
+                        "horizon_days": t - max([x for x in record["times"] if x < t] or [record["times"][0]]),
+                        "extrapolated": t > last})
+    write_json_atomic(args.output.with_name(Path(written[0]["file"]).name + ".json"),
+                      {"subject": subject.id, "sessions": record["session_ids"], "times_days": record["times"].tolist(),
+                       "registration_similarity": record["similarity"], "outputs": written, "synthetic": True,
+                       "sampler": sampler.to_dict()})
+    print(f"wrote {len(written)} forecast volume(s) for {subject.id}")
+    return 0
+
+
+def register_demo_data(tasks) -> None:
+    p = tasks.add_parser("longitudinal", help="synthetic subjects with timestamped, gappy brain MRI sequences",
+                         description="sub-XXX/ses-YY.nii.gz + sessions.tsv; ventricles enlarge, cortex thins, a "
+                                     "lesion grows or shrinks at per-subject rates; the same seed gives the same bytes.")
+    p.add_argument("out", type=Path, metavar="OUT")
+    p.add_argument("--subjects", type=int, default=12)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shape", type=int, nargs=3, default=[48, 56, 48])
+    p.add_argument("--spacing", type=float, nargs=3, default=[4.0, 4.0, 4.0])
+    p.set_defaults(handler=run_demo_data)
+
+
+def run_demo_data(args) -> int:
+    from medsci.tasks.longitudinal.demo import write_demo_subjects
+
+    written = write_demo_subjects(args.out, n=args.subjects, seed=args.seed, shape=tuple(args.shape),
+                                  spacing=tuple(args.spacing))
+    print(f"wrote {len(written)} synthetic subjects to {args.out}")
+    return 0
+
+
+def register_preprocess(tasks) -> None:
+    p = tasks.add_parser("longitudinal", help="register a subject's sessions to its first, on the model grid")
+    add_common_args(p)
+    p.add_argument("--subjects", nargs="+", required=True, type=Path, help="subject folders")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(handler=run_preprocess)
+
+
+def run_preprocess(args) -> int:
+    from medsci.config import load_config
+    from medsci.io.atomic import safe_join
+    from medsci.tasks.longitudinal.layout import read_subject
+    from medsci.tasks.longitudinal.preprocess import preprocess_subject, save_subject
+
+    config = load_config(args.config)
+    setup_torch(args, config)
+    args.out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for folder in args.subjects:
+        try:
+            subject = read_subject(folder)
+            record = preprocess_subject(subject, config.longitudinal.preprocess, threads=args.threads or 1)
+            save_subject(safe_join(args.out, f"{subject.id}.npz"), record)
+            print(f"{subject.id}: {len(record['times'])} sessions, similarity "
+                  f"{min(record['similarity']):.3f}..{max(record['similarity'][1:] or [1.0]):.3f}")
+        except MedsciError as err:
+            failed += 1
+            print(f"error: {err}")
+    return 1 if failed else 0
+
+
+def register_train(tasks) -> None:
+    p = tasks.add_parser("longitudinal", help="train the longitudinal model")
+    add_common_args(p)
+    p.add_argument("--subjects", nargs="+", required=True, type=Path, help="preprocessed subject files (.npz)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=run_train)
+
+
+def run_train(args) -> int:
+    from medsci.config import load_config
+    from medsci.tasks.longitudinal.pipeline import train_longitudinal
+
+    config = load_config(args.config)
+    device = setup_torch(args, config)
+    out = train_longitudinal(config.longitudinal, args.subjects, args.out, device, progress=not args.no_progress)
+    print(f"checkpoint: {out}")
+    return 0
+
+
+def register_sample(tasks) -> None:
+    p = tasks.add_parser("longitudinal", help="predict held-out subjects' last session (model and baselines)")
+    add_common_args(p)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--subjects", nargs="+", required=True, type=Path, help="preprocessed subject files (.npz)")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(handler=run_sample)
+
+
+def run_sample(args) -> int:
+    import numpy as np
+
+    from medsci.config import load_config
+    from medsci.io.atomic import atomic_path, safe_join, write_json_atomic
+    from medsci.tasks.longitudinal.evaluation import predict_subject
+    from medsci.tasks.longitudinal.pipeline import load_model
+    from medsci.tasks.longitudinal.preprocess import load_subject
+
+    config = load_config(args.config)
+    cfg = config.longitudinal
+    device = setup_torch(args, config)
+    loaded = load_model(args.checkpoint, device, use_ema=cfg.sample.use_ema)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path in args.subjects:
+        record = load_subject(path)
+        pred = predict_subject(loaded, record, cfg.evaluation, cfg.sample)
+        arrays = {"truth": pred["truth"], **{f"method_{k}": v for k, v in pred["methods"].items()}}
+        if pred["std"] is not None:
+            arrays["std"] = pred["std"]
+        for i, fut in enumerate(pred.get("future", [])):
+            arrays[f"future_{i}"] = fut
+        with atomic_path(safe_join(args.out, path.name), suffix=".npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **arrays)
+        write_json_atomic(safe_join(args.out, path.with_suffix(".json").name),
+                          {k: pred[k] for k in ("horizon_days", "network_evaluations", "seconds", "forecast")})
+        print(f"{record['subject']}: horizon {pred['horizon_days']:.0f} d")
+    return 0
+
+
+def register_evaluate(tasks) -> None:
+    p = tasks.add_parser("longitudinal", help="score held-out predictions beside the baselines")
+    add_common_args(p)
+    p.add_argument("--subjects", nargs="+", required=True, type=Path, help="preprocessed subject files (.npz)")
+    p.add_argument("--predictions", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(handler=run_evaluate)
+
+
+def run_evaluate(args) -> int:
+    import numpy as np
+
+    from medsci.config import load_config
+    from medsci.tasks.longitudinal.evaluation import score_subject
+    from medsci.tasks.longitudinal.preprocess import load_subject
+    from medsci.tasks.longitudinal.report import sequence_figure, write_evaluation
+
+    config = load_config(args.config)
+    cfg = config.longitudinal
+    rows, forecasts, nfe = [], {}, {}
+    (args.out / "figures").mkdir(parents=True, exist_ok=True)
+    for path in sorted(args.subjects):
+        record = load_subject(path)
+        with np.load(args.predictions / path.name, allow_pickle=False) as z:
+            pred = {"truth": z["truth"], "std": z["std"] if "std" in z.files else None,
+                    "methods": {k[len("method_"):]: z[k] for k in z.files if k.startswith("method_")}}
+        info = json.loads((args.predictions / path.with_suffix(".json").name).read_text(encoding="utf-8"))
+        pred["horizon_days"] = info["horizon_days"]
+        rows += score_subject(record["subject"], pred, cfg.evaluation)
+        forecasts[record["subject"]] = info["forecast"]
+        nfe[record["subject"]] = info["network_evaluations"]
+        sequence_figure(args.out / "figures" / f"{record['subject']}.png", record, pred)
+    write_evaluation(args.out, rows, forecasts, nfe)
+    print(f"wrote {args.out / 'summary.md'}")
+    return 0

@@ -1,0 +1,126 @@
+"""Train the longitudinal model; predict a subject's volume at any time, and forecast sessions autoregressively.
+
+Model: the engine's 3D ``ConditionalUNet`` (Haar domain by default) with a ``FrameSequenceEncoder`` as its context
+encoder (a transformer over the earlier frames, each patch-embedded, with embeddings of its time relative to the
+target; missing frames masked out), the last frame as condition channels and the time gap as a vector.
+Classifier-free guidance drops the whole context (learned null token). The network predicts the change since
+the last frame (x0 prediction of ``2 * (target - last)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medsci.diffusion.checkpoint import load_for_inference
+from medsci.diffusion.config import InferenceConfig, SamplerConfig, ScheduleConfig
+from medsci.diffusion.device import default_device
+from medsci.diffusion.inference import generate
+from medsci.diffusion.networks import build_network, network_spec
+from medsci.diffusion.training import train
+from medsci.errors import InputError
+from medsci.tasks.longitudinal.config import LongitudinalConfig
+from medsci.tasks.longitudinal.data import MODEL_SCALE, VECTOR_DIM, LongitudinalTrainingTask, model_inputs
+from medsci.tasks.longitudinal.preprocess import load_subject
+
+TASK = "longitudinal"
+
+
+def checkpoint_config(cfg: LongitudinalConfig) -> dict:
+    m = cfg.model
+    encoder = {"frame_shape": list(cfg.preprocess.shape), "patch": m.frame_patch, "dim": m.context_dim,
+               "layers": m.context_layers, "heads": m.context_heads}
+    return {
+        "task": TASK,
+        "model": network_spec(m.unet, 3, 1, condition_channels=1, vector_dim=VECTOR_DIM, haar=m.domain == "haar",
+                              dropout_kinds=cfg.train.dropout_kinds, context_encoder=encoder),
+        "schedule": m.schedule.to_dict(),
+        "max_frames": m.max_frames,
+        "preprocess": cfg.preprocess.to_dict(),
+        "domain": "2 * (target - last frame), frames divided by the first session's percentile",
+        "sample": cfg.sample.to_dict(),
+    }
+
+
+def train_longitudinal(cfg: LongitudinalConfig, subject_paths: list[Path], out_dir: str | Path,
+                       device: str | None = "auto", progress: bool = True) -> Path:
+    subjects = [load_subject(p) for p in subject_paths]
+    shapes = {tuple(s["frames"].shape[1:]) for s in subjects}
+    if shapes != {tuple(cfg.preprocess.shape)}:
+        raise InputError(f"preprocessed frames {sorted(shapes)} do not match preprocess.shape "
+                         f"{tuple(cfg.preprocess.shape)}")
+    torch.manual_seed(cfg.train.seed)
+    ckcfg = checkpoint_config(cfg)
+    ckcfg["training_subjects"] = [s["subject"] for s in subjects]
+    model = build_network(ckcfg["model"])
+    task = LongitudinalTrainingTask(subjects, cfg.model)
+    return train(model, task, cfg.model.schedule, cfg.train, out_dir, ckcfg, default_device(device), progress)
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    config: dict
+    schedule: ScheduleConfig
+    max_frames: int
+    shape: tuple[int, int, int]
+    sample: SamplerConfig
+    device: torch.device
+
+
+def load_model(checkpoint: str | Path, device: str | None = "auto", use_ema: bool = True) -> LoadedModel:
+    def parse(ck: dict) -> tuple:
+        schedule = ScheduleConfig.from_dict(ck["schedule"], "schedule")
+        shape = tuple(int(s) for s in ck["preprocess"]["shape"])
+        return schedule, int(ck["max_frames"]), shape, SamplerConfig.from_dict(ck.get("sample"), "sample")
+
+    model, ck, parsed, dev = load_for_inference(checkpoint, TASK, build_network, parse, device, use_ema)
+    return LoadedModel(model, ck, *parsed, dev)
+
+
+@dataclass
+class Prediction:
+    mean: np.ndarray  # (X, Y, Z) normalised intensities
+    std: np.ndarray | None
+    network_evaluations: int
+    seconds: float
+
+
+def predict(loaded: LoadedModel, frames: np.ndarray, times_days, target_days: float,
+            sampler: SamplerConfig | None = None) -> Prediction:
+    """The volume at ``target_days`` from earlier (or surrounding) ``frames`` (S, X, Y, Z) at ``times_days``.
+
+    Frames after the target time are left out of the context (the model was trained on earlier frames only);
+    the requested time must come after the first frame.
+    """
+    frames = np.asarray(frames, np.float32)
+    times = np.asarray(times_days, np.float64)
+    if frames.shape[1:] != loaded.shape:
+        raise InputError(f"frames of shape {frames.shape[1:]} do not match the model grid {loaded.shape}")
+    earlier = times < target_days
+    if not earlier.any():
+        raise InputError(f"requested time {target_days:g} days is not after the first session ({times[0]:g} days)")
+    conditions, offset = model_inputs(frames[earlier], times[earlier], float(target_days), loaded.max_frames)
+    result = generate(loaded.model, loaded.schedule, sampler or loaded.sample, InferenceConfig(window=None),
+                      conditions, (1, 1, *loaded.shape), offset=offset, device=loaded.device)
+    mean = (result.mean[0, 0] / MODEL_SCALE).numpy()
+    std = None if result.std is None else (result.std[0, 0] / MODEL_SCALE).numpy()
+    return Prediction(mean, std, result.network_evaluations, result.seconds)
+
+
+def forecast(loaded: LoadedModel, frames: np.ndarray, times_days, future_days, sampler: SamplerConfig | None = None
+             ) -> list[Prediction]:
+    """Sessions at each of ``future_days`` (increasing, after the last frame), each predicted from the frames
+    and the predictions before it (autoregressive)."""
+    frames = list(np.asarray(frames, np.float32))
+    times = list(np.asarray(times_days, np.float64))
+    out = []
+    for t in future_days:
+        p = predict(loaded, np.stack(frames), np.array(times), float(t), sampler)
+        out.append(p)
+        frames.append(p.mean)
+        times.append(float(t))
+    return out

@@ -1,0 +1,118 @@
+"""Tables and figures of the longitudinal evaluation: metrics.csv, summary.json, summary.md, sequence figures."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from medsci.evaluation.tables import metric_stats, write_rows_csv
+from medsci.io.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
+
+METHODS = ("model", "copy_last", "linear", "deformation")
+COLUMNS = ("brain_ssim", "brain_psnr", "brain_mae", "changed_ssim", "changed_psnr", "changed_mae")
+
+
+def summarise(rows: list[dict], forecasts: dict, nfe: dict) -> dict:
+    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    table = {m: metric_stats([r for r in rows if r["method"] == m], COLUMNS) for m in methods}
+    horizons = sorted({r["horizon_days"] for r in rows})
+    bins = [(0, 365), (365, 730), (730, 10 ** 6)]
+    by_horizon = {}
+    for lo, hi in bins:
+        sel = [r for r in rows if lo <= r["horizon_days"] < hi]
+        if sel:
+            by_horizon[f"{lo}-{hi if hi < 10 ** 6 else 'inf'} d"] = {
+                m: metric_stats([r for r in sel if r["method"] == m], ("changed_ssim", "brain_ssim"))
+                for m in methods}
+    model = table.get("model", {})
+    base_changed = {m: table[m]["changed_ssim"]["mean"] for m in methods if m != "model"}
+    return {
+        "subjects": sorted({r["subject"] for r in rows}), "horizons_days": horizons, "metrics": table,
+        "by_horizon": by_horizon, "forecast_uncertainty": forecasts, "network_evaluations": nfe,
+        "quality_bar": {
+            "model_changed_ssim": model.get("changed_ssim", {}).get("mean"),
+            "baselines_changed_ssim": base_changed,
+            "beats_all_baselines_in_changed_region": None if not model else bool(
+                model["changed_ssim"]["mean"] > max(v for v in base_changed.values() if v is not None)),
+            "beats_copy_last_over_brain": None if not model or "copy_last" not in table else bool(
+                model["brain_ssim"]["mean"] > table["copy_last"]["brain_ssim"]["mean"]),
+        },
+    }
+
+
+def markdown(s: dict) -> str:
+    def f(v, d=3):
+        return "—" if v is None else f"{v:.{d}f}"
+
+    lines = ["# Longitudinal: held-out subjects' last session", "",
+             f"Subjects: {', '.join(s['subjects'])}. Each subject's last session predicted from its earlier ones "
+             "(registered to the first session, normalised by its 99th percentile). Changed region: where the "
+             "truth differs from the last earlier session by more than the threshold.", "",
+             "| method | SSIM brain | PSNR brain | MAE brain | SSIM changed | PSNR changed | MAE changed |",
+             "|---|---|---|---|---|---|---|"]
+    for m, v in s["metrics"].items():
+        lines.append(f"| {m} | {f(v['brain_ssim']['mean'])} | {f(v['brain_psnr']['mean'], 2)} | "
+                     f"{f(v['brain_mae']['mean'], 4)} | {f(v['changed_ssim']['mean'])} | "
+                     f"{f(v['changed_psnr']['mean'], 2)} | {f(v['changed_mae']['mean'], 4)} |")
+    lines += ["", "## By horizon (SSIM in the changed region)", "", "| horizon | " + " | ".join(s["metrics"]) + " |",
+              "|---|" + "---|" * len(s["metrics"])]
+    for h, v in s["by_horizon"].items():
+        lines.append(f"| {h} | " + " | ".join(f(v[m]['changed_ssim']['mean']) for m in s["metrics"]) + " |")
+    lines += ["", "## Forecast uncertainty (mean voxelwise std over samples, brain)", "",
+              "| subject | " + " | ".join(f"session +{i}" for i in range(max((len(v) for v in
+                                                                                s['forecast_uncertainty'].values()),
+                                                                               default=0))) + " |"]
+    lines.append("|---|" + "---|" * max((len(v) for v in s["forecast_uncertainty"].values()), default=0))
+    for subj, v in s["forecast_uncertainty"].items():
+        lines.append(f"| {subj} | " + " | ".join(f"{f(e['mean_std'], 4)} ({e['horizon_days']:.0f} d)" for e in v)
+                     + " |")
+    q = s["quality_bar"]
+    lines += ["", "## Quality bar", "",
+              f"- SSIM in the changed region: model {f(q['model_changed_ssim'])}; " +
+              ", ".join(f"{k} {f(v)}" for k, v in q["baselines_changed_ssim"].items()) +
+              f" -> beats all baselines: {q['beats_all_baselines_in_changed_region']}",
+              f"- over the brain, beats copy-last: {q['beats_copy_last_over_brain']}", ""]
+    return "\n".join(lines)
+
+
+def sequence_figure(path: Path, record: dict, predicted: dict) -> None:
+    """Middle axial slice of every session, the truth, each method and the model's error and std."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frames = np.asarray(record["frames"])
+    z = frames.shape[3] // 2
+    panels = [(f"{t:.0f} d", fr[:, :, z]) for t, fr in zip(record["times"][:-1], frames[:-1])]
+    panels.append((f"truth {record['times'][-1]:.0f} d", predicted["truth"][:, :, z]))
+    panels += [(m, predicted["methods"][m][:, :, z]) for m in METHODS if m in predicted["methods"]]
+    err = np.abs(predicted["methods"]["model"] - predicted["truth"])[:, :, z]
+    vmax = float(np.percentile(frames, 99.5))
+    fig, ax = plt.subplots(1, len(panels) + 2, figsize=(1.8 * (len(panels) + 2), 2.2))
+    for a, (title, img) in zip(ax, panels):
+        a.imshow(np.rot90(img), cmap="gray", vmin=0, vmax=vmax)
+        a.set_title(title, fontsize=7)
+    ax[-2].imshow(np.rot90(err), cmap="magma", vmin=0, vmax=0.2 * vmax)
+    ax[-2].set_title("|model - truth|", fontsize=7)
+    if predicted.get("std") is not None:
+        ax[-1].imshow(np.rot90(predicted["std"][:, :, z]), cmap="viridis")
+    ax[-1].set_title("model std", fontsize=7)
+    for a in ax:
+        a.set_xticks([])
+        a.set_yticks([])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def write_evaluation(out: Path, rows: list[dict], forecasts: dict, nfe: dict) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    write_rows_csv(out / "metrics.csv", rows)
+    summary = summarise(rows, forecasts, nfe)
+    write_json_atomic(out / "summary.json", summary)
+    write_text_atomic(out / "summary.md", markdown(summary))
+    return summary

@@ -1,0 +1,182 @@
+"""Longitudinal generator: context encoder, preprocessing, training task, prediction, forecast CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medsci.diffusion.context import FrameSequenceEncoder
+from medsci.errors import InputError
+from medsci.tasks.longitudinal.config import LongitudinalConfig
+from medsci.tasks.longitudinal.data import LongitudinalTrainingTask, context_tensor
+from medsci.tasks.longitudinal.demo import write_demo_subjects
+from medsci.tasks.longitudinal.layout import read_subject
+
+SHAPE, SPACING = (16, 24, 16), (12.0, 12.0, 12.0)
+
+
+def _cfg(**train):
+    return LongitudinalConfig.from_dict({
+        "preprocess": {"shape": list(SHAPE), "spacing": list(SPACING)},
+        "model": {"unet": {"channels": [8, 16], "attention_levels": [False, True], "norm_num_groups": 8,
+                           "num_head_channels": 8}, "schedule": {"num_train_timesteps": 20}, "frame_patch": 8,
+                  "context_dim": 16, "context_layers": 1, "context_heads": 2, "max_frames": 4},
+        "train": {"steps": 3, "batch_size": 2, "lr": 1e-3, "warmup_steps": 1, "checkpoint_every": 3,
+                  "condition_dropout": {"context": 0.1}, **train},
+        "sample": {"steps": 2},
+    }, "longitudinal")
+
+
+def test_encoder_ignores_missing_frames_whatever_they_hold():
+    torch.manual_seed(0)
+    enc = FrameSequenceEncoder((8, 8, 8), patch=4, dim=16, layers=1, heads=2).eval()
+    frames = np.random.default_rng(0).random((2, 8, 8, 8)).astype(np.float32)
+    ctx = context_tensor(frames, np.array([0.0, 100.0]), 300.0, max_frames=3)
+    garbage = ctx.clone()
+    garbage[2, :-2] = 5.0  # a padding slot full of values, still flagged absent
+    garbage[2, -2] = -3.0
+    a, mask_a = enc(ctx[None])
+    b, mask_b = enc(garbage[None])
+    present = mask_a[0]
+    assert present.sum() == 2 * 8 and torch.equal(mask_a, mask_b)
+    torch.testing.assert_close(a[0][present], b[0][present])
+    # Times matter: the same frames at other times give other tokens.
+    shifted = ctx.clone()
+    shifted[:2, -2] -= 1.0
+    assert not torch.allclose(enc(shifted[None])[0][0][present], a[0][present])
+
+
+def test_context_tensor_keeps_the_latest_frames_with_relative_times():
+    frames = np.stack([np.full((2, 2, 2), i, np.float32) for i in range(5)])
+    ctx = context_tensor(frames, np.array([0, 100, 200, 365.25, 730.5]), 1095.75, max_frames=3)
+    assert ctx.shape == (3, 8 + 2)
+    np.testing.assert_allclose(ctx[:, 0].numpy(), [4.0, 6.0, 8.0])  # frames 2, 3, 4 (x 2, model scale)
+    np.testing.assert_allclose(ctx[:, -2].numpy(), [(200 - 1095.75) / 365.25, -2.0, -1.0], rtol=1e-6)
+    assert ctx[:, -1].tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.fixture(scope="module")
+def subjects(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lon")
+    write_demo_subjects(root / "raw", n=3, seed=1, shape=SHAPE, spacing=SPACING)
+    return root
+
+
+@pytest.fixture(scope="module")
+def prepared(subjects):
+    from medsci.tasks.longitudinal.preprocess import preprocess_subject, save_subject
+
+    cfg = _cfg()
+    paths = []
+    for i in range(3):
+        record = preprocess_subject(read_subject(subjects / "raw" / f"sub-{i:03d}"), cfg.preprocess)
+        save_subject(subjects / f"sub-{i:03d}.npz", record)
+        paths.append(subjects / f"sub-{i:03d}.npz")
+    return cfg, paths
+
+
+def test_preprocessing_registers_sessions_and_keeps_intensity_changes(prepared):
+    from medsci.tasks.longitudinal.preprocess import load_subject
+
+    _, paths = prepared
+    record = load_subject(paths[0])
+    assert record["frames"].shape[1:] == SHAPE and record["similarity"][0] == 1.0
+    assert min(record["similarity"]) > 0.9  # the demo's small misalignments are undone
+    assert record["times"][0] == 0 and np.all(np.diff(record["times"]) > 0)
+    brain = record["frames"][0] > 0.3
+    assert 0.6 < float(np.percentile(record["frames"][0][brain], 99)) < 1.2  # one divisor for all sessions
+
+
+def test_a_session_of_another_contrast_is_refused(subjects, tmp_path):
+    import shutil
+
+    from medsci.io.volume import read_volume, write_nifti
+    from medsci.tasks.longitudinal.preprocess import preprocess_subject
+
+    folder = tmp_path / "sub-x"
+    shutil.copytree(subjects / "raw" / "sub-000", folder)
+    last = sorted(folder.glob("ses-*.nii.gz"))[-1]
+    vol = read_volume(last)
+    write_nifti(last, vol.array.max() - vol.array, vol.affine)  # inverted contrast
+    with pytest.raises(InputError, match="does not align"):
+        preprocess_subject(read_subject(folder), _cfg().preprocess)
+
+
+def test_training_batches_are_reproducible_and_predict_the_change(prepared):
+    from medsci.tasks.longitudinal.preprocess import load_subject
+
+    cfg, paths = prepared
+    task = LongitudinalTrainingTask([load_subject(p) for p in paths], cfg.model)
+    a = task.batch(torch.Generator().manual_seed(5), 3)
+    b = task.batch(torch.Generator().manual_seed(5), 3)
+    torch.testing.assert_close(a.x0, b.x0)
+    assert a.conditions.context.shape == (3, 4, int(np.prod(SHAPE)) + 2)
+    assert a.conditions.vector.shape == (3, 9) and (a.conditions.vector[:, -1] > 0).all()  # gap in years
+    # The last present frame in the context is the condition channel (the residual's base).
+    v = int(np.prod(SHAPE))
+    for i in range(3):
+        present = a.conditions.context[i, :, -1] > 0.5
+        last = a.conditions.context[i, present][-1, :v].reshape(SHAPE)
+        torch.testing.assert_close(last, a.conditions.condition[i, 0])
+    assert a.x0.abs().mean() < a.conditions.condition.abs().mean()  # a change, not the anatomy
+
+
+@pytest.fixture(scope="module")
+def trained(prepared, subjects):
+    from medsci.tasks.longitudinal.pipeline import train_longitudinal
+
+    cfg, paths = prepared
+    return cfg, paths, train_longitudinal(cfg, paths[:2], subjects / "model", "cpu", progress=False)
+
+
+def test_prediction_forecast_and_guidance(trained):
+    from dataclasses import replace
+
+    from medsci.tasks.longitudinal.pipeline import forecast, load_model, predict
+    from medsci.tasks.longitudinal.preprocess import load_subject
+
+    cfg, paths, out = trained
+    loaded = load_model(out, "cpu")
+    assert loaded.model.null_kinds == ("context",)
+    record = load_subject(paths[2])
+    frames, times = record["frames"], record["times"]
+    p = predict(loaded, frames[:-1], times[:-1], times[-1], replace(loaded.sample, n_samples=2))
+    again = predict(loaded, frames[:-1], times[:-1], times[-1], replace(loaded.sample, n_samples=2))
+    np.testing.assert_array_equal(p.mean, again.mean)
+    assert p.mean.shape == SHAPE and p.std is not None and p.network_evaluations == 2 * 2
+    guided = predict(loaded, frames[:-1], times[:-1], times[-1], replace(loaded.sample, guidance_scale=2.0))
+    assert guided.network_evaluations == 4
+    seq = forecast(loaded, frames, times, [times[-1] + 100, times[-1] + 300])
+    assert len(seq) == 2 and all(s.mean.shape == SHAPE for s in seq)
+    with pytest.raises(InputError, match="not after the first session"):
+        predict(loaded, frames, times, times[0] - 1)
+
+
+def test_forecast_cli_writes_the_native_grid(trained, subjects, tmp_path):
+    import nibabel as nib
+
+    _, _, out = trained
+    folder = subjects / "raw" / "sub-002"
+    subject = read_subject(folder)
+    last = subject.sessions[-1].time
+    r = subprocess.run([sys.executable, "-m", "medsci", "forecast", "--checkpoint", str(out), "--subject",
+                        str(folder), "--time", str(last + 200), "--output", str(tmp_path / "f.nii.gz"),
+                        "--n-samples", "2"], capture_output=True, text=True, encoding="utf-8")
+    assert r.returncode == 0, r.stderr
+    img = nib.load(tmp_path / "f.nii.gz")
+    first = nib.load(subject.sessions[0].path)
+    assert img.shape == first.shape and np.allclose(img.affine, first.affine)
+    assert (tmp_path / "f_std.nii.gz").is_file()
+    rec = json.loads((tmp_path / "f.nii.gz.json").read_text(encoding="utf-8"))
+    assert rec["outputs"][0]["extrapolated"] and rec["synthetic"]
+    r = subprocess.run([sys.executable, "-m", "medsci", "forecast", "--checkpoint", str(out), "--subject",
+                        str(folder), "--time", "-5", "--output", str(tmp_path / "g.nii.gz")],
+                       capture_output=True, text=True, encoding="utf-8")
+    assert r.returncode != 0 and "not after the first session" in r.stderr and "Traceback" not in r.stderr
+    assert not Path(tmp_path / "g.nii.gz").exists()
