@@ -14,7 +14,7 @@ import torch
 from medsci.diffusion.context import FrameSequenceEncoder
 from medsci.errors import InputError
 from medsci.tasks.longitudinal.config import LongitudinalConfig
-from medsci.tasks.longitudinal.data import LongitudinalTrainingTask, context_tensor
+from medsci.tasks.longitudinal.data import CHANGE_SCALE, MODEL_SCALE, LongitudinalTrainingTask, context_tensor
 from medsci.tasks.longitudinal.demo import write_demo_subjects
 from medsci.tasks.longitudinal.layout import read_subject
 
@@ -118,13 +118,23 @@ def test_training_batches_are_reproducible_and_predict_the_change(prepared):
     torch.testing.assert_close(a.x0, b.x0)
     assert a.conditions.context.shape == (3, 4, int(np.prod(SHAPE)) + 2)
     assert a.conditions.vector.shape == (3, 9) and (a.conditions.vector[:, -1] > 0).all()  # gap in years
-    # The last present frame in the context is the condition channel (the residual's base).
+    # The last present frame in the context is the first condition channel (the residual's base); the second is
+    # the change between the two latest present frames, scaled to the target's gap.
     v = int(np.prod(SHAPE))
+    gaps = a.conditions.vector[:, -1]
     for i in range(3):
         present = a.conditions.context[i, :, -1] > 0.5
-        last = a.conditions.context[i, present][-1, :v].reshape(SHAPE)
+        frames = a.conditions.context[i, present]
+        last = frames[-1, :v].reshape(SHAPE)
         torch.testing.assert_close(last, a.conditions.condition[i, 0])
-    assert a.x0.abs().mean() < a.conditions.condition.abs().mean()  # a change, not the anatomy
+        if len(frames) >= 2:
+            previous, previous_gap = frames[-2, :v].reshape(SHAPE), float(frames[-1, v] - frames[-2, v])
+            trend = (last - previous) / MODEL_SCALE * CHANGE_SCALE * float(gaps[i]) / previous_gap
+            torch.testing.assert_close(trend, a.conditions.condition[i, 1], rtol=1e-4, atol=1e-4)
+        else:
+            assert not a.conditions.condition[i, 1].any()
+    # a change, not the anatomy: in intensity units a small fraction of the frames
+    assert (a.x0 / CHANGE_SCALE).abs().mean() < 0.2 * (a.conditions.condition[:, 0] / MODEL_SCALE).abs().mean()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ TASK = register(Task(
     config=LongitudinalConfig,
     commands="medsci.tasks.longitudinal.commands",
     rules="longitudinal.smk",
-    schema=None,
+    schema="schema.yaml",
     bench_items={"longitudinal": "medsci.tasks.longitudinal.bench:bench_longitudinal_item"},
     default_bench=("longitudinal",),
 ))

@@ -174,17 +174,23 @@ def run_sample(args) -> int:
     for path in args.subjects:
         record = load_subject(path)
         pred = predict_subject(loaded, record, cfg.evaluation, cfg.sample)
-        arrays = {"truth": pred["truth"], **{f"method_{k}": v for k, v in pred["methods"].items()}}
-        if pred["std"] is not None:
-            arrays["std"] = pred["std"]
+        arrays, targets = {}, []
+        for target in pred["targets"]:
+            key = f"s{target['session']}_"
+            arrays[key + "truth"] = target["truth"]
+            arrays.update({f"{key}method_{k}": v for k, v in target["methods"].items()})
+            if target["std"] is not None:
+                arrays[key + "std"] = target["std"]
+            targets.append({k: target[k] for k in ("session", "horizon_days", "network_evaluations", "seconds")})
         for i, fut in enumerate(pred.get("future", [])):
             arrays[f"future_{i}"] = fut
         with atomic_path(safe_join(args.out, path.name), suffix=".npz") as tmp:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, **arrays)
         write_json_atomic(safe_join(args.out, path.with_suffix(".json").name),
-                          {k: pred[k] for k in ("horizon_days", "network_evaluations", "seconds", "forecast")})
-        print(f"{record['subject']}: horizon {pred['horizon_days']:.0f} d")
+                          {"targets": targets, "forecast": pred["forecast"]})
+        print(f"{record['subject']}: sessions " + ", ".join(
+            f"{t['session']} ({t['horizon_days']:.0f} d)" for t in targets))
     return 0
 
 
@@ -211,15 +217,20 @@ def run_evaluate(args) -> int:
     (args.out / "figures").mkdir(parents=True, exist_ok=True)
     for path in sorted(args.subjects):
         record = load_subject(path)
-        with np.load(args.predictions / path.name, allow_pickle=False) as z:
-            pred = {"truth": z["truth"], "std": z["std"] if "std" in z.files else None,
-                    "methods": {k[len("method_"):]: z[k] for k in z.files if k.startswith("method_")}}
         info = json.loads((args.predictions / path.with_suffix(".json").name).read_text(encoding="utf-8"))
-        pred["horizon_days"] = info["horizon_days"]
+        targets = []
+        with np.load(args.predictions / path.name, allow_pickle=False) as z:
+            for t in info["targets"]:
+                key = f"s{t['session']}_"
+                targets.append({**t, "truth": z[key + "truth"],
+                                "std": z[key + "std"] if key + "std" in z.files else None,
+                                "methods": {k[len(key + "method_"):]: z[k] for k in z.files
+                                            if k.startswith(key + "method_")}})
+        pred = {"targets": targets}
         rows += score_subject(record["subject"], pred, cfg.evaluation)
         forecasts[record["subject"]] = info["forecast"]
-        nfe[record["subject"]] = info["network_evaluations"]
-        sequence_figure(args.out / "figures" / f"{record['subject']}.png", record, pred)
+        nfe[record["subject"]] = targets[-1]["network_evaluations"]
+        sequence_figure(args.out / "figures" / f"{record['subject']}.png", record, targets[-1])
     write_evaluation(args.out, rows, forecasts, nfe)
     print(f"wrote {args.out / 'summary.md'}")
     return 0

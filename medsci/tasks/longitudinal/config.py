@@ -46,7 +46,7 @@ class LongitudinalModelConfig(ConfigSection):
                                                                 norm_num_groups=8, num_head_channels=16))
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     domain: str = "haar"
-    max_frames: int = 6  # context frames the transformer sees (the latest ones; older frames are left out)
+    max_frames: int = 4  # context frames the transformer sees (the latest ones; older frames are left out)
     frame_patch: int = 8  # 3D patch of the frame embedding
     context_dim: int = 64
     context_layers: int = 2
@@ -62,7 +62,10 @@ class LongitudinalModelConfig(ConfigSection):
 
 @dataclass
 class LongitudinalEvalConfig(ConfigSection):
-    change_threshold: float = 0.05  # "changed region": |last - previous frame| above this (normalised units)
+    # "changed region": |truth - last frame| above this (normalised units), both smoothed first so that scan
+    # noise (about 0.02 per voxel) does not count as change
+    change_threshold: float = 0.03
+    change_smoothing: float = 1.0  # Gaussian sigma, voxels
     forecast_sessions: int = 2  # autoregressive sessions generated after the last one (figures, uncertainty)
     n_samples: int = 4  # samples averaged per prediction (mean and std)
 
@@ -74,7 +77,7 @@ class LongitudinalConfig(ConfigSection):
     preprocess: LongitudinalPreprocessConfig = field(default_factory=LongitudinalPreprocessConfig)
     model: LongitudinalModelConfig = field(default_factory=LongitudinalModelConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=1500, batch_size=2, lr=1e-3, warmup_steps=50, ema_decay=0.995, checkpoint_every=250,
+        steps=1300, batch_size=2, lr=1e-3, warmup_steps=50, ema_decay=0.995, checkpoint_every=250,
         condition_dropout={"context": 0.1}))
     sample: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=10, n_samples=1))
     evaluation: LongitudinalEvalConfig = field(default_factory=LongitudinalEvalConfig)

@@ -6,9 +6,13 @@ For a target session at time ``t`` and the earlier sessions available:
   flattened, each followed by its time relative to the target in years (negative) and a presence flag; slots
   beyond the available frames are padding (flag 0);
 - ``condition`` channels: the last available frame (model space = normalised intensity x 2), so the network
-  learns the change, not the anatomy;
+  learns the change, not the anatomy; and the change between the two latest frames scaled to the target's gap
+  (``CHANGE_SCALE * (last - previous) * gap / previous gap``, zero with one frame): the voxel-level trend that
+  the transformer's coarse patch tokens cannot carry;
 - ``vector``: sinusoidal features of the gap between the last frame and the target (years), plus the gap itself;
-- the diffused quantity: ``2 * (target - last frame)``, the change since the last session.
+- the diffused quantity: ``CHANGE_SCALE * (target - last frame)``, the change since the last session. Changes
+  between sessions are a few hundredths of the normalised range; scaled up they span about the unit range the
+  noise schedule is made for, instead of being drowned at every step but the last few.
 
 Training draws a subject, a target session ``k >= 1``, keeps session ``k - 1`` and drops each earlier session
 with probability ``context_dropout`` (missing sessions), with a random left-right mirror of every frame.
@@ -23,7 +27,9 @@ from medsci.diffusion.conditioning import Conditions
 from medsci.diffusion.context import time_features
 from medsci.diffusion.training import TrainingBatch
 
-MODEL_SCALE = 2.0
+MODEL_SCALE = 2.0  # frames as conditions and context
+CHANGE_SCALE = 10.0  # the diffused change (and the trend channel)
+CONDITION_CHANNELS = 2
 YEAR = 365.25
 VECTOR_DIM = 9  # 8 sinusoidal features of the gap + the gap in years
 
@@ -48,11 +54,17 @@ def context_tensor(frames: np.ndarray, times_days: np.ndarray, target_days: floa
 
 def model_inputs(frames: np.ndarray, times_days: np.ndarray, target_days: float, max_frames: int
                  ) -> tuple[Conditions, torch.Tensor]:
-    """Conditions and offset (the last frame, model space) for one prediction; batch of one."""
-    last = torch.from_numpy(np.asarray(frames[-1], np.float32))[None, None] * MODEL_SCALE
+    """Conditions and offset (the last frame in the diffused quantity's space) for one prediction; batch of one."""
+    last = torch.from_numpy(np.asarray(frames[-1], np.float32))[None, None]
     gap = (target_days - float(times_days[-1])) / YEAR
+    trend = torch.zeros_like(last)
+    if len(frames) >= 2:
+        previous_gap = (float(times_days[-1]) - float(times_days[-2])) / YEAR
+        previous = torch.from_numpy(np.asarray(frames[-2], np.float32))[None, None]
+        trend = (last - previous) * (CHANGE_SCALE * gap / previous_gap)
     ctx = context_tensor(frames, times_days, target_days, max_frames)[None]
-    return Conditions(condition=last, vector=gap_features([gap]), context=ctx), last
+    condition = torch.cat([last * MODEL_SCALE, trend], 1)
+    return Conditions(condition=condition, vector=gap_features([gap]), context=ctx), last * CHANGE_SCALE
 
 
 class LongitudinalTrainingTask:
@@ -78,7 +90,7 @@ class LongitudinalTrainingTask:
             c, off = model_inputs(np.ascontiguousarray(context), ctx_times, float(times[k]), self.cfg.max_frames)
             conds.append(c)
             offsets.append(off)
-            targets.append(torch.from_numpy(np.ascontiguousarray(target))[None, None] * MODEL_SCALE)
+            targets.append(torch.from_numpy(np.ascontiguousarray(target))[None, None] * CHANGE_SCALE)
         offset = torch.cat(offsets)
         conditions = Conditions(condition=torch.cat([c.condition for c in conds]),
                                 vector=torch.cat([c.vector for c in conds]),

@@ -22,10 +22,10 @@ Change with time ``t`` (days since the first session; ``ty = t / 365.25`` years)
 Per-subject rates (``rates``) are drawn from the seed and are deliberately faster than real ageing so
 that the change is visible at 4 mm:
 
-* ``ventricle_growth``: 3 to 10 % per year; the ventricles' semi-axes scale by ``1 + rate * ty``;
-* ``cortical_thinning``: 1 to 4 % per year; the ribbon's thickness scales by ``1 - rate * ty`` (the
+* ``ventricle_growth``: 6 to 15 % per year; the ventricles' semi-axes scale by ``1 + rate * ty``;
+* ``cortical_thinning``: 2 to 6 % per year; the ribbon's thickness scales by ``1 - rate * ty`` (the
   white-matter surface stays, the pial surface recedes and the CSF over it widens);
-* ``lesion_growth``: -20 to -8 % or +8 to +40 % volume per year, compounding: the lesion's volume is
+* ``lesion_growth``: -30 to -12 % or +20 to +50 % volume per year, compounding: the lesion's volume is
   ``V0 * (1 + rate) ** ty``.
 
 Everything else is identical across the sessions of one subject, except that every session after the
@@ -242,10 +242,10 @@ def draw_anatomy(seed: int) -> Anatomy:
     vent_c = (u(9.0, 12.0), u(-4.0, 6.0), u(4.0, 12.0))
     vent_r = (u(5.0, 7.5), u(20.0, 26.0), u(8.0, 11.0))
     vent_yaw = np.deg2rad(u(4.0, 10.0))
-    ventricle_growth = u(0.03, 0.10)
-    cortical_thinning = u(0.01, 0.04)
+    ventricle_growth = u(0.06, 0.15)
+    cortical_thinning = u(0.02, 0.06)
     shrinking = rng.random() < 1.0 / 3.0
-    lesion_growth = -u(0.08, 0.20) if shrinking else u(0.08, 0.40)
+    lesion_growth = -u(0.12, 0.30) if shrinking else u(0.20, 0.50)
     lesion_bright = bool(rng.random() < 0.5)
     age = u(55.0, 85.0)
     texture_waves = _waves(rng, N_TEXTURE_WAVES, (12.0, 30.0))
@@ -266,7 +266,7 @@ def _place_lesion(a: Anatomy, rng: np.random.Generator):
     grow = max(1.0, (1.0 + a.lesion_growth) ** (MAX_SPAN_YEARS / 3.0))
     v_scale = 1.0 + a.ventricle_growth * MAX_SPAN_YEARS
     extent = np.subtract(a.head_r, a.depth_wm)
-    for attempt in range(400):
+    for attempt in range(1200):
         r0 = rng.uniform(4.0, 6.5) * 0.97 ** (attempt // 40)
         radii = (r0, r0 * rng.uniform(0.7, 1.0), r0 * rng.uniform(0.7, 1.0))
         c = rng.uniform(-extent, extent)

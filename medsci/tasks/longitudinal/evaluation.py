@@ -1,11 +1,12 @@
-"""Held-out evaluation: each held-out subject's last session predicted from the earlier ones, beside copy-last,
-linear extrapolation and deformation extrapolation; metrics over the brain and inside the region that changed.
+"""Held-out evaluation: every session of a held-out subject that has at least two earlier sessions is predicted
+from the sessions before it, beside copy-last, linear extrapolation and deformation extrapolation; metrics over
+the brain and inside the region that changed, by horizon (days from the last earlier session to the target).
 
-The changed region is where the truth differs from the last context frame by more than ``change_threshold``
-(normalised intensity) inside the brain. Horizon = days from the last context frame to the target. Forecast
-uncertainty: the model's voxelwise std over ``n_samples`` samples, for the target and for
-``forecast_sessions`` autoregressive sessions after it, against the horizon.
-"""
+The changed region is where the truth differs from the last earlier session by more than ``change_threshold``
+(normalised intensity) inside the brain, both smoothed by a Gaussian of ``change_smoothing`` voxels first: scan
+noise alone differs by more than the threshold in a fifth of the voxels. Forecast uncertainty: the model's
+voxelwise std over ``n_samples`` samples, for the last session and for ``forecast_sessions`` autoregressive
+sessions after it, against the horizon."""
 
 from __future__ import annotations
 
@@ -22,49 +23,79 @@ def brain_mask(frame: np.ndarray) -> np.ndarray:
     return foreground_mask(frame)
 
 
+def changed_region(truth: np.ndarray, last: np.ndarray, eval_cfg) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    sigma = eval_cfg.change_smoothing
+    difference = gaussian_filter(truth - last, sigma) if sigma > 0 else truth - last
+    return np.abs(difference) > eval_cfg.change_threshold
+
+
+def target_sessions(n_sessions: int) -> list[int]:
+    """Sessions scored in a held-out subject: every one with at least two earlier sessions (so that every baseline
+    applies and horizons vary), or the last one of a two-session subject."""
+    return list(range(2, n_sessions)) if n_sessions >= 3 else [n_sessions - 1]
+
+
 def predict_subject(loaded, record: dict, eval_cfg, sampler) -> dict:
-    """{"truth", "methods": {name: volume}, "std", "horizon_days", "forecast": [{horizon_days, mean_std}]}."""
+    """{"targets": [{"session", "truth", "methods": {name: volume}, "std", "horizon_days", ...}],
+    "forecast": [{horizon_days, mean_std}], "future": [volumes]} for one held-out subject.
+
+    Each target session is predicted from the sessions before it only. The forecast continues autoregressively
+    after the subject's last session (``forecast_sessions`` sessions at its median interval)."""
     from dataclasses import replace
 
     from medsci.tasks.longitudinal.pipeline import forecast, predict
 
     frames, times = np.asarray(record["frames"], np.float32), np.asarray(record["times"], np.float64)
-    context, ctx_times, truth, t = frames[:-1], times[:-1], frames[-1], float(times[-1])
     spacing = tuple(float(s) for s in np.abs(np.diag(record["grid_affine"])[:3]))
     sampler = replace(sampler, n_samples=max(sampler.n_samples, eval_cfg.n_samples))
-    pred = predict(loaded, context, ctx_times, t, sampler)
-    methods = {"model": pred.mean}
-    for name, fn in BASELINES.items():
-        kwargs = {"spacing": spacing} if name == "deformation" else {}
-        methods[name] = fn(list(context), list(ctx_times), t, **kwargs)
-    mask = brain_mask(context[0])
-    out = {"truth": truth, "methods": methods, "std": pred.std, "horizon_days": t - float(ctx_times[-1]),
-           "network_evaluations": pred.network_evaluations, "seconds": pred.seconds,
-           "forecast": [{"horizon_days": t - float(ctx_times[-1]),
-                         "mean_std": float(pred.std[mask].mean()) if pred.std is not None else None}]}
+    mask = brain_mask(frames[0])
+    targets = []
+    for k in target_sessions(len(times)):
+        context, ctx_times, t = frames[:k], times[:k], float(times[k])
+        pred = predict(loaded, context, ctx_times, t, sampler)
+        methods = {"model": pred.mean}
+        for name, fn in BASELINES.items():
+            kwargs = {"spacing": spacing} if name == "deformation" else {}
+            methods[name] = fn(list(context), list(ctx_times), t, **kwargs)
+        targets.append({"session": k, "truth": frames[k], "methods": methods, "std": pred.std,
+                        "horizon_days": t - float(ctx_times[-1]), "network_evaluations": pred.network_evaluations,
+                        "seconds": pred.seconds,
+                        "mean_std": float(pred.std[mask].mean()) if pred.std is not None else None})
+    last = targets[-1]
+    out = {"targets": targets, "forecast": [{"horizon_days": last["horizon_days"], "mean_std": last["mean_std"]}]}
     if eval_cfg.forecast_sessions:
         step = float(np.median(np.diff(times))) if len(times) > 1 else 365.0
-        future = [t + step * (i + 1) for i in range(eval_cfg.forecast_sessions)]
+        t_last = float(times[-1])
+        future = [t_last + step * (i + 1) for i in range(eval_cfg.forecast_sessions)]
         sessions = forecast(loaded, frames, times, future, sampler)
         for ft, p in zip(future, sessions):
-            out["forecast"].append({"horizon_days": ft - float(ctx_times[-1]),
+            # horizon from the last acquired session before the target (the last context frame of the target)
+            out["forecast"].append({"horizon_days": ft - float(times[-2]),
                                     "mean_std": float(p.std[mask].mean()) if p.std is not None else None})
         out["future"] = [p.mean for p in sessions]
     return out
 
 
 def score_subject(subject: str, predicted: dict, eval_cfg) -> list[dict]:
+    """Metric rows of every target session of one subject (``predicted["targets"]``)."""
+    return [row for target in predicted["targets"] for row in score_target(subject, target, eval_cfg)]
+
+
+def score_target(subject: str, predicted: dict, eval_cfg) -> list[dict]:
     from medsci.evaluation.metrics import image_metrics
 
     truth = predicted["truth"]
     last = predicted["methods"]["copy_last"]
     brain = brain_mask(last)
-    changed = brain & (np.abs(truth - last) > eval_cfg.change_threshold)
+    changed = brain & changed_region(truth, last, eval_cfg)
     data_range = float(np.percentile(truth[brain], 99.5)) if brain.any() else 1.0
     rows = []
     for method, volume in predicted["methods"].items():
         m = image_metrics(volume, truth, data_range=data_range, masks={"brain": brain, "changed": changed})
-        rows.append({"subject": subject, "method": method, "horizon_days": round(predicted["horizon_days"], 1),
+        rows.append({"subject": subject, "session": int(predicted["session"]), "method": method,
+                     "horizon_days": round(predicted["horizon_days"], 1),
                      "changed_voxels": int(changed.sum()),
                      **{f"{region}_{x}": float(m[f"{region}_{x}"]) for region in ("brain", "changed") for x in METRICS},
                      "ssim": float(m["ssim"])})

@@ -4,7 +4,7 @@ Model: the engine's 3D ``ConditionalUNet`` (Haar domain by default) with a ``Fra
 encoder (a transformer over the earlier frames, each patch-embedded, with embeddings of its time relative to the
 target; missing frames masked out), the last frame as condition channels and the time gap as a vector.
 Classifier-free guidance drops the whole context (learned null token). The network predicts the change since
-the last frame (x0 prediction of ``2 * (target - last)``).
+the last frame (x0 prediction of ``CHANGE_SCALE * (target - last)``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from medsci.diffusion.networks import build_network, network_spec
 from medsci.diffusion.training import train
 from medsci.errors import InputError
 from medsci.tasks.longitudinal.config import LongitudinalConfig
-from medsci.tasks.longitudinal.data import MODEL_SCALE, VECTOR_DIM, LongitudinalTrainingTask, model_inputs
+from medsci.tasks.longitudinal.data import CHANGE_SCALE, CONDITION_CHANNELS, VECTOR_DIM, LongitudinalTrainingTask, model_inputs
 from medsci.tasks.longitudinal.preprocess import load_subject
 
 TASK = "longitudinal"
@@ -35,12 +35,12 @@ def checkpoint_config(cfg: LongitudinalConfig) -> dict:
                "layers": m.context_layers, "heads": m.context_heads}
     return {
         "task": TASK,
-        "model": network_spec(m.unet, 3, 1, condition_channels=1, vector_dim=VECTOR_DIM, haar=m.domain == "haar",
+        "model": network_spec(m.unet, 3, 1, condition_channels=CONDITION_CHANNELS, vector_dim=VECTOR_DIM, haar=m.domain == "haar",
                               dropout_kinds=cfg.train.dropout_kinds, context_encoder=encoder),
         "schedule": m.schedule.to_dict(),
         "max_frames": m.max_frames,
         "preprocess": cfg.preprocess.to_dict(),
-        "domain": "2 * (target - last frame), frames divided by the first session's percentile",
+        "domain": f"{CHANGE_SCALE:g} * (target - last frame), frames divided by the first session's percentile",
         "sample": cfg.sample.to_dict(),
     }
 
@@ -106,8 +106,8 @@ def predict(loaded: LoadedModel, frames: np.ndarray, times_days, target_days: fl
     conditions, offset = model_inputs(frames[earlier], times[earlier], float(target_days), loaded.max_frames)
     result = generate(loaded.model, loaded.schedule, sampler or loaded.sample, InferenceConfig(window=None),
                       conditions, (1, 1, *loaded.shape), offset=offset, device=loaded.device)
-    mean = (result.mean[0, 0] / MODEL_SCALE).numpy()
-    std = None if result.std is None else (result.std[0, 0] / MODEL_SCALE).numpy()
+    mean = (result.mean[0, 0] / CHANGE_SCALE).numpy()
+    std = None if result.std is None else (result.std[0, 0] / CHANGE_SCALE).numpy()
     return Prediction(mean, std, result.network_evaluations, result.seconds)
 
 

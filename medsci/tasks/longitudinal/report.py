@@ -18,7 +18,7 @@ def summarise(rows: list[dict], forecasts: dict, nfe: dict) -> dict:
     methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
     table = {m: metric_stats([r for r in rows if r["method"] == m], COLUMNS) for m in methods}
     horizons = sorted({r["horizon_days"] for r in rows})
-    bins = [(0, 365), (365, 730), (730, 10 ** 6)]
+    bins = [(0, 180), (180, 270), (270, 365), (365, 730), (730, 10 ** 6)]
     by_horizon = {}
     for lo, hi in bins:
         sel = [r for r in rows if lo <= r["horizon_days"] < hi]
@@ -30,6 +30,7 @@ def summarise(rows: list[dict], forecasts: dict, nfe: dict) -> dict:
     base_changed = {m: table[m]["changed_ssim"]["mean"] for m in methods if m != "model"}
     return {
         "subjects": sorted({r["subject"] for r in rows}), "horizons_days": horizons, "metrics": table,
+        "predictions": len({(r["subject"], r.get("session")) for r in rows}),
         "by_horizon": by_horizon, "forecast_uncertainty": forecasts, "network_evaluations": nfe,
         "quality_bar": {
             "model_changed_ssim": model.get("changed_ssim", {}).get("mean"),
@@ -46,10 +47,11 @@ def markdown(s: dict) -> str:
     def f(v, d=3):
         return "—" if v is None else f"{v:.{d}f}"
 
-    lines = ["# Longitudinal: held-out subjects' last session", "",
-             f"Subjects: {', '.join(s['subjects'])}. Each subject's last session predicted from its earlier ones "
-             "(registered to the first session, normalised by its 99th percentile). Changed region: where the "
-             "truth differs from the last earlier session by more than the threshold.", "",
+    lines = ["# Longitudinal: held-out subjects' sessions", "",
+             f"Subjects: {', '.join(s['subjects'])}; {s['predictions']} predicted sessions: every session with at "
+             "least two earlier ones, predicted from those only (registered to the first session, normalised by "
+             "its 99th percentile). Changed region: where the smoothed truth differs from the smoothed last earlier "
+             "session by more than the threshold. Means over the predicted sessions.", "",
              "| method | SSIM brain | PSNR brain | MAE brain | SSIM changed | PSNR changed | MAE changed |",
              "|---|---|---|---|---|---|---|"]
     for m, v in s["metrics"].items():
