@@ -41,7 +41,7 @@ from medsci.io.atomic import atomic_path, write_bytes_atomic
 from medsci.io.dicom import _ds, _has_magic, _sop_ref, _str
 from medsci.io.volume import _one_line
 
-__all__ = ["Radiograph", "read_radiograph", "write_radiograph", "RADIOGRAPH_SUFFIXES"]
+__all__ = ["Radiograph", "read_radiograph", "write_radiograph", "write_png", "RADIOGRAPH_SUFFIXES"]
 
 # Recognised names. A file whose suffix is none of these (or missing, or numeric as in UID-named
 # files "1.2.840.1234") is read as DICOM when it has the DICM marker at byte 128.
@@ -439,13 +439,20 @@ def _check_output(path: Path, like: Radiograph) -> None:
                          f"({like.format}); use {want}", path)
 
 
-def _write_png(path: Path, like: Radiograph, arr: np.ndarray, note: str) -> None:
-    bit_depth = 16 if like.bit_depth == 16 else 8
+def write_png(path: str | Path, image: np.ndarray, bit_depth: int = 16, note: str | None = None,
+              rgb: bool = False) -> None:
+    """(H, W) values in [0, 1] as an 8- or 16-bit PNG (grey, or RGB with equal channels), atomically, with
+    ``note`` in a ``Description`` text chunk."""
     maxval = 2 ** bit_depth - 1
-    q = np.rint(arr * maxval).astype(np.uint16 if bit_depth == 16 else np.uint8)
-    if like.rgb:
+    q = np.rint(np.clip(image, 0.0, 1.0) * maxval).astype(np.uint16 if bit_depth == 16 else np.uint8)
+    if rgb:
         q = np.repeat(q[:, :, None], 3, axis=2)
-    write_bytes_atomic(path, _png_bytes(q, bit_depth, {"Software": "medsci", "Description": note}))
+    texts = {"Software": "medsci", **({"Description": note} if note is not None else {})}
+    write_bytes_atomic(path, _png_bytes(q, bit_depth, texts))
+
+
+def _write_png(path: Path, like: Radiograph, arr: np.ndarray, note: str) -> None:
+    write_png(path, arr, 16 if like.bit_depth == 16 else 8, note, like.rgb)
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:

@@ -118,7 +118,9 @@ def run_drr(args) -> int:
     for a, img in zip(angles, images):
         name = "drr_" + "_".join(f"{v:+g}" for v in a)
         if args.format == "png":
-            _write_png16(safe_join(args.output, name + ".png"), img)
+            from medsci.io.radiograph import write_png
+
+            write_png(safe_join(args.output, name + ".png"), img, 16, note=f"DRR rx,ry,rz={a.tolist()} deg")
         else:
             from medsci.io.volume import write_nifti
 
@@ -128,19 +130,6 @@ def run_drr(args) -> int:
                         np.diag([sp[0], sp[1], 1.0, 1.0]), description=f"DRR rx,ry,rz={a.tolist()} deg")
     print(f"wrote {len(images)} DRR(s) of {args.ct} to {args.output}")
     return 0
-
-
-def _write_png16(path: Path, image) -> None:
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    from medsci.io.atomic import write_bytes_atomic
-
-    buf = io.BytesIO()
-    Image.fromarray((np.clip(image, 0, 1) * 65535 + 0.5).astype(np.uint16)).save(buf, format="PNG")
-    write_bytes_atomic(path, buf.getvalue())
 
 
 def run_rotate(args) -> int:
@@ -175,8 +164,9 @@ def run_rotate(args) -> int:
     if abs((h / w) / (rows / cols) - 1) > 0.05:
         warnings.append(f"aspect ratio {h}x{w} differs from the model's {rows}x{cols}: resampled anisotropically")
     # The display window of training: the source's window percentile -> 1 (DRR pairs, data.display).
-    divisor = float(np.percentile(radiograph.pixels, float(loaded.config.get("window_percentile", 99.5))))
-    divisor = divisor if divisor > 0 else 1.0
+    from medsci.tasks.rotation.data import window_divisor
+
+    divisor = window_divisor(radiograph.pixels, float(loaded.config.get("window_percentile", 99.5)))
     full = np.clip(radiograph.pixels / divisor, 0.0, 1.0)
     small = _resize(full, (rows, cols))
     sampler = sampler_with(loaded.sample, loaded.schedule, **sampler_overrides(args))

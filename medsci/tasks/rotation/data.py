@@ -161,13 +161,13 @@ class RotationTrainingTask:
         self.max_angle = tuple(float(a) for a in max_angle)
         self.cfg = model_cfg
         self.geometry = geometry
-
-    def _histogram_shift(self, stack: np.ndarray, seed: int) -> np.ndarray:
         from monai.transforms import RandHistogramShift
 
-        shift = RandHistogramShift(num_control_points=tuple(self.cfg.histogram_control_points), prob=1.0)
-        shift.set_random_state(seed=seed)
-        return np.asarray(shift(stack), dtype=np.float32)
+        self.shift = RandHistogramShift(num_control_points=tuple(model_cfg.histogram_control_points), prob=1.0)
+
+    def _histogram_shift(self, stack: np.ndarray, seed: int) -> np.ndarray:
+        self.shift.set_random_state(seed=seed)  # per item, from the step's generator: reproducible batches
+        return np.asarray(self.shift(stack), dtype=np.float32)
 
     def batch(self, generator: torch.Generator, batch_size: int) -> TrainingBatch:
         srcs, tgts, angles = [], [], []

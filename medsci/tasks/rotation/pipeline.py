@@ -24,8 +24,8 @@ from medsci.diffusion.inference import generate
 from medsci.diffusion.networks import build_network, network_spec
 from medsci.diffusion.training import train
 from medsci.errors import InputError
-from medsci.tasks.rotation.config import RotationConfig
-from medsci.tasks.rotation.data import MODEL_SCALE, RotationTrainingTask, load_pairs, model_inputs
+from medsci.tasks.rotation.config import DRRConfig, RotationConfig
+from medsci.tasks.rotation.data import MODEL_SCALE, RotationTrainingTask, geometry_of, load_pairs, model_inputs
 from medsci.tasks.rotation.drr import DetectorGeometry
 
 TASK = "radiograph-rotation"
@@ -69,8 +69,6 @@ def train_rotation(cfg: RotationConfig, pair_paths: list[Path], out_dir: str | P
     ckcfg = checkpoint_config(cfg)
     ckcfg["training_cts"] = [Path(p).stem for p in pair_paths]
     model = build_network(ckcfg["model"])
-    from medsci.tasks.rotation.data import geometry_of
-
     task = RotationTrainingTask(pairs, cfg.model, cfg.pairs.max_angle, geometry_of(cfg.drr))
     return train(model, task, cfg.model.schedule, cfg.train, out_dir, ckcfg, default_device(device), progress)
 
@@ -92,9 +90,7 @@ class LoadedModel:
 def load_model(checkpoint: str | Path, device: str | None = "auto", use_ema: bool = True) -> LoadedModel:
     def parse(ck: dict) -> tuple:
         schedule = ScheduleConfig.from_dict(ck["schedule"], "schedule")
-        drr = ck["drr"]
-        geometry = DetectorGeometry(float(drr["sdd"]), float(drr["sid"]), tuple(int(p) for p in drr["pixels"]),
-                                    tuple(float(s) for s in drr["spacing"]), drr.get("samples"))
+        geometry = geometry_of(DRRConfig.from_dict(ck["drr"], "drr"))
         max_angle = tuple(float(a) for a in ck["max_angle"])
         if len(max_angle) != 3:
             raise ValueError("max_angle")

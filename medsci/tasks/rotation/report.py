@@ -33,8 +33,9 @@ def write_evaluation(cfg, pair_paths: list[Path], predictions_dir: Path, out: Pa
     rows, info, first, refused = [], {}, None, {}
     for i, path in enumerate(sorted(pair_paths)):
         ct = path.name[:-4] if path.name.endswith(".npz") else path.stem
-        if refusal_of(path) is not None:
-            refused[ct] = refusal_of(path)
+        reason = refusal_of(path)
+        if reason is not None:
+            refused[ct] = reason
             continue
         pairs = load_pairs(path)
         predicted = load_predictions(predictions_dir / path.name)
