@@ -23,7 +23,8 @@ from medsci.diffusion.networks import build_network, network_spec
 from medsci.diffusion.training import train
 from medsci.errors import InputError
 from medsci.tasks.longitudinal.config import LongitudinalConfig
-from medsci.tasks.longitudinal.data import CHANGE_SCALE, CONDITION_CHANNELS, VECTOR_DIM, LongitudinalTrainingTask, model_inputs
+from medsci.tasks.longitudinal.data import (CHANGE_SCALE, CONDITION_CHANNELS, VECTOR_DIM, LongitudinalTrainingTask,
+                                           model_inputs)
 from medsci.tasks.longitudinal.preprocess import load_subject
 
 TASK = "longitudinal"
@@ -35,8 +36,9 @@ def checkpoint_config(cfg: LongitudinalConfig) -> dict:
                "layers": m.context_layers, "heads": m.context_heads}
     return {
         "task": TASK,
-        "model": network_spec(m.unet, 3, 1, condition_channels=CONDITION_CHANNELS, vector_dim=VECTOR_DIM, haar=m.domain == "haar",
-                              dropout_kinds=cfg.train.dropout_kinds, context_encoder=encoder),
+        "model": network_spec(m.unet, 3, 1, condition_channels=CONDITION_CHANNELS, vector_dim=VECTOR_DIM,
+                              haar=m.domain == "haar", dropout_kinds=cfg.train.dropout_kinds,
+                              context_encoder=encoder),
         "schedule": m.schedule.to_dict(),
         "max_frames": m.max_frames,
         "preprocess": cfg.preprocess.to_dict(),
