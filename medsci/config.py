@@ -30,6 +30,7 @@ class Config(ConfigSection):
     name: str = "demo"
     results: str = "results"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    train_gpus: int = 1  # GPUs per training job on CUDA; above 1 the train rules launch torchrun (DDP)
     sections: dict[str, Any] = field(default_factory=dict, metadata={"internal": True})
 
     @classmethod

@@ -190,3 +190,25 @@ def test_forecast_cli_writes_the_native_grid(trained, subjects, tmp_path):
                        capture_output=True, text=True, encoding="utf-8")
     assert r.returncode != 0 and "not after the first session" in r.stderr and "Traceback" not in r.stderr
     assert not Path(tmp_path / "g.nii.gz").exists()
+
+
+def test_changed_region_ignores_scan_noise_and_finds_a_moved_edge():
+    from medsci.tasks.longitudinal.config import LongitudinalEvalConfig
+    from medsci.tasks.longitudinal.evaluation import changed_region, target_sessions
+
+    rng = np.random.default_rng(0)
+    last = np.zeros((24, 24, 24), np.float32)
+    last[6:18, 6:18, 6:18] = 0.8
+    truth = last.copy()
+    truth[6:18, 6:18, 18:20] = 0.8  # the object grew by two voxels along z
+    noisy_last = last + rng.normal(0, 0.03, last.shape).astype(np.float32)
+    noisy_truth = truth + rng.normal(0, 0.03, last.shape).astype(np.float32)
+    cfg = LongitudinalEvalConfig()
+    region = changed_region(noisy_truth, noisy_last, cfg)
+    grown = np.zeros_like(region)
+    grown[6:18, 6:18, 18:20] = True
+    assert region[grown].mean() > 0.9  # the growth is found
+    assert region[:, :, :14].mean() < 0.001  # noise alone, far from it, is (almost never) change
+    unsmoothed = changed_region(noisy_truth, noisy_last, LongitudinalEvalConfig(change_smoothing=0.0))
+    assert unsmoothed[:, :, :14].mean() > 0.2  # why the frames are smoothed first
+    assert target_sessions(6) == [2, 3, 4, 5] and target_sessions(3) == [2] and target_sessions(2) == [1]

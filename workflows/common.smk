@@ -38,6 +38,17 @@ def uses_gpu():
     return 1 if CFG.device.startswith("cuda") else 0
 
 
+def train_gpus():
+    """GPUs a training job asks for: the top-level `train_gpus` when the device is CUDA, else none."""
+    return CFG.train_gpus if uses_gpu() else 0
+
+
+def train_launcher():
+    """`medsci`, or torchrun with one process per GPU (DistributedDataParallel) when a job has more than one."""
+    n = train_gpus()
+    return "medsci" if n <= 1 else f"torchrun --standalone --nproc_per_node {n} -m medsci"
+
+
 def heldout_split(ids, heldout):
     """The last `heldout` ids (sorted) are held out; returns (training ids, held-out ids)."""
     held = ids[len(ids) - heldout :] if heldout else []

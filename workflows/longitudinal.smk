@@ -86,11 +86,11 @@ if LON_ENABLED:
         resources:
             mem_mb=4000,
             runtime=24 * 60,
-            gpu=uses_gpu(),
+            gpu=train_gpus(),
         conda:
             ENV
         shell:
-            "medsci train longitudinal --config {input.cfg} --subjects {input.subjects} --out {params.model} "
+            train_launcher() + " train longitudinal --config {input.cfg} --subjects {input.subjects} --out {params.model} "
             "--threads {threads} --no-progress 2> {log}"
 
     rule longitudinal_sample:

@@ -89,11 +89,11 @@ if ROT_ENABLED:
         resources:
             mem_mb=4000,
             runtime=24 * 60,
-            gpu=uses_gpu(),
+            gpu=train_gpus(),
         conda:
             ENV
         shell:
-            "medsci train rotation --config {input.cfg} --pairs {input.pairs} --out {params.model} "
+            train_launcher() + " train rotation --config {input.cfg} --pairs {input.pairs} --out {params.model} "
             "--threads {threads} --no-progress 2> {log}"
 
     rule rotation_sample:

@@ -173,11 +173,11 @@ if SEIS_ENABLED:
         resources:
             mem_mb=4000,
             runtime=24 * 60,
-            gpu=uses_gpu(),
+            gpu=train_gpus(),
         conda:
             ENV
         shell:
-            "medsci train seismic --config {input.cfg} --data {params.data} --cubes {params.cubes} "
+            train_launcher() + " train seismic --config {input.cfg} --data {params.data} --cubes {params.cubes} "
             "--out {params.model} --threads {threads} --no-progress 2> {log}"
 
 

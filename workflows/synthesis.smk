@@ -117,11 +117,11 @@ if SYN.enabled:
         resources:
             mem_mb=8000,
             runtime=24 * 60,
-            gpu=uses_gpu(),
+            gpu=train_gpus(),
         conda:
             ENV
         shell:
-            "medsci train synthesis --config {input.cfg} --data {params.data} --cases {params.cases} "
+            train_launcher() + " train synthesis --config {input.cfg} --data {params.data} --cases {params.cases} "
             "--out {params.model} --threads {threads} --no-progress > {log} 2>&1"
 
 
@@ -201,7 +201,7 @@ if SYN.enabled:
             out=parent("curve"),
         log:
             log_path("synthesis", "steps_curve", "{case}.log"),
-        threads: 1
+        threads: 2  # the 1000-step reference sampler is the longest single job of the default run
         resources:
             mem_mb=4000,
             runtime=120,

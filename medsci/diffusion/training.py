@@ -4,6 +4,9 @@ A task supplies ``batch(generator, batch_size) -> TrainingBatch`` (target x0 and
 :class:`~medsci.diffusion.conditioning.Conditions`). Every random number of step ``s`` — the batch, the noise, the
 timesteps, the condition dropout — comes from a generator seeded with ``(seed, s)``, so a run resumed from a
 checkpoint at step ``s`` continues exactly as an uninterrupted one would.
+
+Under ``torchrun`` (see :mod:`medsci.diffusion.distributed`) every process draws the same global batch and trains
+on its share; rank 0 alone writes the checkpoint and the loss log.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from medsci.diffusion.checkpoint import (
     read_checkpoint_config,
     save_checkpoint,
 )
+from medsci.diffusion import distributed
 from medsci.diffusion.conditioning import Conditions, drop_masks
 from medsci.diffusion.config import ScheduleConfig, TrainConfig
 from medsci.diffusion.model import build_scheduler
@@ -69,7 +73,10 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: 
 
 
 def diffusion_loss(model, scheduler, schedule: ScheduleConfig, batch: TrainingBatch, generator: torch.Generator,
-                   condition_dropout: dict[str, float], device: torch.device) -> torch.Tensor:
+                   condition_dropout: dict[str, float], device: torch.device, share: slice | None = None
+                   ) -> torch.Tensor:
+    """The loss of one batch; ``share``: the items this process trains on (data-parallel), after every random
+    number of the whole batch was drawn, so the shares together are exactly the single-process batch."""
     x0 = batch.x0
     b = x0.shape[0]
     noise = torch.randn(x0.shape, generator=generator)
@@ -78,6 +85,11 @@ def diffusion_loss(model, scheduler, schedule: ScheduleConfig, batch: TrainingBa
     masks = drop_masks(condition_dropout, cond.present(), b, generator)
     for kind, mask in masks.items():
         cond = cond.drop((kind,), mask)
+    loss_weight = batch.loss_weight
+    if share is not None:
+        x0, noise, t, cond = x0[share], noise[share], t[share], cond.index(share)
+        if loss_weight is not None and loss_weight.shape[0] == b:
+            loss_weight = loss_weight[share]
     x0, noise, t = x0.to(device), noise.to(device), t.to(device)
     x_t = scheduler.add_noise(x0, noise, t)
     out = model(x_t, t, cond.to(device)).float()
@@ -88,8 +100,8 @@ def diffusion_loss(model, scheduler, schedule: ScheduleConfig, batch: TrainingBa
     else:
         target = scheduler.get_velocity(x0, noise, t)
     err = (out - target) ** 2
-    if batch.loss_weight is not None:
-        w = batch.loss_weight.to(device).expand_as(err)
+    if loss_weight is not None:
+        w = loss_weight.to(device).expand_as(err)
         return (err * w).sum() / w.sum().clamp_min(1.0)
     return err.mean()
 
@@ -120,8 +132,11 @@ def train(
                          progress, on_step)
         finally:
             torch.set_num_threads(previous_threads)
+    ranks, device = distributed.setup(device)
+    share = ranks.share(cfg.batch_size) if ranks.active else None
     model.to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
+    net = distributed.wrap(model, ranks, device)
     scheduler = build_scheduler(schedule, "train")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
@@ -147,10 +162,14 @@ def train(
 
     autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.bf16)
     started = time.monotonic()
-    bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=not progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=not (progress and ranks.main), unit="step",
+               dynamic_ncols=True)
     step = start
 
     def checkpoint(step: int) -> None:
+        if not ranks.main:  # the other ranks hold the same weights; they wait for rank 0's files
+            distributed.barrier(ranks)
+            return
         state = {"optimizer": optimizer.state_dict(), "lr_scheduler": lr_sched.state_dict(), "step": step,
                  "torch_rng": torch.get_rng_state()}
         save_checkpoint(out_dir, {**checkpoint_config, "step": step, "total_steps": cfg.steps}, model, ema, state)
@@ -158,6 +177,7 @@ def train(
         buf.write("step,loss,lr,seconds\n")
         buf.write("".join(r + "\n" for r in log_rows))
         write_text_atomic(out_dir / LOSS_LOG, buf.getvalue())
+        distributed.barrier(ranks)
 
     log_every = max(1, cfg.steps // 20)
     model.train()
@@ -165,7 +185,7 @@ def train(
         gen = step_generator(cfg.seed, step)
         batch = task.batch(gen, cfg.batch_size)
         with autocast:
-            loss = diffusion_loss(model, scheduler, schedule, batch, gen, cfg.condition_dropout, device)
+            loss = diffusion_loss(net, scheduler, schedule, batch, gen, cfg.condition_dropout, device, share)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -174,19 +194,20 @@ def train(
         lr_sched.step()
         _ema_update(ema, model, step, cfg.ema_decay)
         step += 1
-        value = float(loss.detach())
+        value = float(distributed.mean(loss.detach(), ranks))
         log_rows.append(f"{step},{value:.6g},{optimizer.param_groups[0]['lr']:.6g},{time.monotonic() - started:.2f}")
         bar.update(1)
         bar.set_postfix(loss=f"{value:.4f}")
-        if on_step is not None:
+        if on_step is not None and ranks.main:
             on_step(step, value)
-        if not progress and (step % log_every == 0 or step == cfg.steps):
+        if not progress and ranks.main and (step % log_every == 0 or step == cfg.steps):
             # Without a progress bar (batch jobs, SLURM logs) say where training is, 20 times per run.
             elapsed = time.monotonic() - started
             eta = elapsed / max(1, step - start) * (cfg.steps - step)
             print(f"train: step {step}/{cfg.steps} loss {value:.4f} lr {optimizer.param_groups[0]['lr']:.2e} "
                   f"elapsed {elapsed:.0f}s eta {eta:.0f}s", file=sys.stderr, flush=True)
-        out_of_time = cfg.max_minutes is not None and (time.monotonic() - started) > 60 * cfg.max_minutes
+        out_of_time = distributed.any_rank(
+            cfg.max_minutes is not None and (time.monotonic() - started) > 60 * cfg.max_minutes, ranks, device)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
             checkpoint(step)
         if out_of_time:
@@ -195,4 +216,5 @@ def train(
     bar.close()
     if not (out_dir / "config.json").is_file():
         checkpoint(step)
+    distributed.barrier(ranks)
     return out_dir
