@@ -158,10 +158,10 @@ def register_sample(tasks) -> None:
 
 
 def run_sample(args) -> int:
-    import numpy as np
 
     from medsci.config import load_config
-    from medsci.io.atomic import atomic_path, safe_join, write_json_atomic
+    from medsci.io.atomic import safe_join, write_json_atomic
+    from medsci.preprocessing.store import write_npz
     from medsci.tasks.longitudinal.evaluation import predict_subject
     from medsci.tasks.longitudinal.pipeline import load_model
     from medsci.tasks.longitudinal.preprocess import load_subject
@@ -184,9 +184,7 @@ def run_sample(args) -> int:
             targets.append({k: target[k] for k in ("session", "horizon_days", "network_evaluations", "seconds")})
         for i, fut in enumerate(pred.get("future", [])):
             arrays[f"future_{i}"] = fut
-        with atomic_path(safe_join(args.out, path.name), suffix=".npz") as tmp:
-            with open(tmp, "wb") as f:
-                np.savez_compressed(f, **arrays)
+        write_npz(safe_join(args.out, path.name), arrays)
         write_json_atomic(safe_join(args.out, path.with_suffix(".json").name),
                           {"targets": targets, "forecast": pred["forecast"]})
         print(f"{record['subject']}: sessions " + ", ".join(

@@ -56,12 +56,12 @@ from typing import Sequence
 
 import numpy as np
 
+from medsci.demo_args import check_grid, check_seed
 from medsci.errors import InputError
 from medsci.io.atomic import write_text_atomic
 from medsci.io.volume import write_nifti
 
 DESCRIP = "medsci synthetic T1-like brain MRI - not patient data"
-MIN_SIDE, MAX_SIDE = 16, 512
 MIN_SESSIONS, MAX_SESSIONS = 2, 7  # accepted for ``n_sessions``; drawn sequences have 3..7
 GAP_MIN_DAYS, GAP_MAX_DAYS = 90.0, 540.0
 DAYS_PER_YEAR = 365.25
@@ -231,7 +231,7 @@ def _subject_coordinates(shape, spacing, pose: np.ndarray | None):
 
 def draw_anatomy(seed: int) -> Anatomy:
     """The anatomy and rates of the subject drawn with ``seed`` (independent of grid and schedule)."""
-    seed = _check_seed(seed, None)
+    seed = check_seed(seed, None)
     rng = _stream(seed, 0)
     u = rng.uniform
     head_r = (u(70.0, 77.0), u(88.0, 97.0), u(74.0, 82.0))
@@ -333,7 +333,7 @@ def render(anatomy: Anatomy, t_days: float, shape=(48, 56, 48), spacing=(4.0, 4.
     ``pose`` (4x4, subject frame -> scanner world) moves the head; ``noise_seed`` adds Rician noise drawn
     from it. Without either this is the clean, aligned anatomy that the tests measure.
     """
-    _, shape, spacing = _check_common(0, shape, spacing, None)
+    _, shape, spacing = check_grid(0, shape, spacing, None)
     h = float(np.prod(spacing) ** (1.0 / 3.0))  # partial-volume ramp width
     x, y, z = _subject_coordinates(shape, spacing, pose)
     a = anatomy
@@ -371,14 +371,14 @@ def deep_brain_mask(anatomy: Anatomy, shape=(48, 56, 48), spacing=(4.0, 4.0, 4.0
 
     Only white matter, the ventricles and the lesion are there: no cortex and no extra-axial CSF.
     """
-    _, shape, spacing = _check_common(0, shape, spacing, None)
+    _, shape, spacing = check_grid(0, shape, spacing, None)
     h = float(np.prod(spacing) ** (1.0 / 3.0))
     return _wm_distance(anatomy, shape, spacing) < -h
 
 
 def brain_mask(anatomy: Anatomy, t_days: float, shape=(48, 56, 48), spacing=(4.0, 4.0, 4.0)) -> np.ndarray:
     """Voxels (subject frame) inside the pial surface at ``t_days``: cortex, white matter, ventricles, lesion."""
-    _, shape, spacing = _check_common(0, shape, spacing, None)
+    _, shape, spacing = check_grid(0, shape, spacing, None)
     return _wm_distance(anatomy, shape, spacing) < anatomy.cortex_thickness(t_days)
 
 
@@ -408,7 +408,7 @@ def subject_sequence(seed: int, shape=(48, 56, 48), spacing=(4.0, 4.0, 4.0),
     The anatomy depends only on ``seed``; ``n_sessions`` (2..7, default: drawn 3..7) fixes the sequence
     length. Same arguments, same bytes.
     """
-    seed, shape, spacing = _check_common(seed, shape, spacing, None)
+    seed, shape, spacing = check_grid(seed, shape, spacing, None)
     if n_sessions is not None and (isinstance(n_sessions, bool) or not isinstance(n_sessions, (int, np.integer))
                                    or not MIN_SESSIONS <= n_sessions <= MAX_SESSIONS):
         raise InputError(f"n_sessions must be an integer in [{MIN_SESSIONS}, {MAX_SESSIONS}] or None, "
@@ -463,7 +463,7 @@ def write_demo_subjects(out_dir, n: int = 12, seed: int = 0, shape=(48, 56, 48),
     out = Path(out_dir)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 1000:
         raise InputError(f"number of subjects must be an integer in [1, 1000], got {n!r}", out)
-    seed, shape_t, spacing_t = _check_common(seed, shape, spacing, out)
+    seed, shape_t, spacing_t = check_grid(seed, shape, spacing, out)
     if out.exists() and not out.is_dir():
         raise InputError("output path exists and is not a folder", out)
     folders: list[Path] = []
@@ -477,30 +477,3 @@ def write_demo_subjects(out_dir, n: int = 12, seed: int = 0, shape=(48, 56, 48),
         write_text_atomic(folder / "sessions.tsv", sessions_tsv(seq["times"], seq["session_ids"], seq["age"]))
         folders.append(folder)
     return folders
-
-
-# --------------------------------------------------------------------------------------------------
-# Argument checks
-
-
-def _check_seed(seed, path) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"seed must be a non-negative integer, got {seed!r}", path)
-    return int(seed)
-
-
-def _check_common(seed, shape, spacing, path) -> tuple[int, tuple[int, int, int], tuple[float, float, float]]:
-    seed = _check_seed(seed, path)
-    try:
-        shape_t = tuple(shape)
-        spacing_t = tuple(spacing)
-    except TypeError:
-        raise InputError("shape and spacing must be sequences of three numbers", path) from None
-    if len(shape_t) != 3 or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool)
-                                    and MIN_SIDE <= n <= MAX_SIDE for n in shape_t):
-        raise InputError(f"shape must be three integers in [{MIN_SIDE}, {MAX_SIDE}], got {shape_t!r}", path)
-    if len(spacing_t) != 3 or not all(isinstance(v, (int, float, np.integer, np.floating))
-                                      and not isinstance(v, bool) and np.isfinite(v) and v > 0
-                                      for v in spacing_t):
-        raise InputError(f"spacing must be three positive numbers (mm), got {spacing_t!r}", path)
-    return seed, tuple(int(n) for n in shape_t), tuple(float(v) for v in spacing_t)  # type: ignore[return-value]

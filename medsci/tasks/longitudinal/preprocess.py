@@ -63,12 +63,11 @@ def preprocess_subject(subject, cfg, threads: int = 1) -> dict:
 
 
 def save_subject(path: str | Path, record: dict) -> None:
-    from medsci.io.atomic import atomic_path, write_json_atomic
+    from medsci.io.atomic import write_json_atomic
+    from medsci.preprocessing.store import write_npz
 
     path = Path(path)
-    with atomic_path(path, suffix=".npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, frames=record["frames"].astype(np.float32), times=record["times"])
+    write_npz(path, {"frames": record["frames"].astype(np.float32), "times": record["times"]})
     meta = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in record.items()
             if k not in ("frames", "times")}
     write_json_atomic(path.with_suffix(".json"), meta)

@@ -43,11 +43,11 @@ from typing import Sequence
 
 import numpy as np
 
+from medsci.demo_args import check_grid
 from medsci.errors import InputError
 from medsci.io.volume import write_nifti
 
 DESCRIP = "medsci synthetic chest CT (HU) - not patient data"
-MIN_SIDE, MAX_SIDE = 16, 512
 NOISE_HU = 10.0
 
 # Hounsfield units of each tissue.
@@ -205,24 +205,6 @@ def _lung_texture(s: _Subject, x, y, z, hila: list[tuple[float, float, float]]):
     return LUNG + (250.0 + 100.0 * near) * vessels + 60.0 * near + dependent
 
 
-def _check_common(seed, shape, spacing, path) -> tuple[int, tuple[int, int, int], tuple[float, float, float]]:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"seed must be a non-negative integer, got {seed!r}", path)
-    try:
-        shape_t = tuple(shape)
-        spacing_t = tuple(spacing)
-    except TypeError:
-        raise InputError("shape and spacing must be sequences of three numbers", path) from None
-    if len(shape_t) != 3 or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool)
-                                    and MIN_SIDE <= n <= MAX_SIDE for n in shape_t):
-        raise InputError(f"shape must be three integers in [{MIN_SIDE}, {MAX_SIDE}], got {shape_t!r}", path)
-    if len(spacing_t) != 3 or not all(isinstance(v, (int, float, np.integer, np.floating))
-                                      and not isinstance(v, bool) and np.isfinite(v) and v > 0
-                                      for v in spacing_t):
-        raise InputError(f"spacing must be three positive numbers (mm), got {spacing_t!r}", path)
-    return int(seed), tuple(int(n) for n in shape_t), tuple(float(v) for v in spacing_t)  # type: ignore[return-value]
-
-
 def _chest_affine(shape: Sequence[int], spacing: Sequence[float]) -> np.ndarray:
     """``diag(spacing)`` with the grid centre, index ``(shape - 1) / 2``, at world (0, 0, 0)."""
     sp = np.asarray(spacing, dtype=np.float64)
@@ -238,7 +220,7 @@ def chest_ct(seed: int, shape: tuple[int, int, int] = (64, 64, 64),
     The subject depends only on ``seed``; ``shape`` and ``spacing`` (mm) choose how it is sampled (see
     the module docstring for the RAS+ convention). Same arguments, same bytes.
     """
-    seed, shape, spacing = _check_common(seed, shape, spacing, None)
+    seed, shape, spacing = check_grid(seed, shape, spacing, None)
     rng = np.random.default_rng(seed)
     s = _draw_subject(rng)
     g = _Grid(shape, spacing)
@@ -455,7 +437,7 @@ def write_demo_cts(out_dir, n: int = 8, seed: int = 0, shape=(64, 64, 64), spaci
     out = Path(out_dir)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise InputError(f"number of CTs must be a positive integer, got {n!r}", out)
-    seed, shape_t, spacing_t = _check_common(seed, shape, spacing, out)
+    seed, shape_t, spacing_t = check_grid(seed, shape, spacing, out)
     if out.exists() and not out.is_dir():
         raise InputError("output path exists and is not a folder", out)
     out.mkdir(parents=True, exist_ok=True)
