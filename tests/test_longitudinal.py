@@ -190,6 +190,18 @@ def test_forecast_cli_writes_the_native_grid(trained, subjects, tmp_path):
                        capture_output=True, text=True, encoding="utf-8")
     assert r.returncode != 0 and "not after the first session" in r.stderr and "Traceback" not in r.stderr
     assert not Path(tmp_path / "g.nii.gz").exists()
+    # Another voxel size (10 mm against the model's 12 mm): refused before anything is written, unless allowed.
+    write_demo_subjects(tmp_path / "other", n=1, seed=3, shape=(20, 28, 20), spacing=(10.0, 10.0, 10.0))
+    other = tmp_path / "other" / "sub-000"
+    run = [sys.executable, "-m", "medsci", "forecast", "--checkpoint", str(out), "--subject", str(other),
+           "--time", str(read_subject(other).sessions[-1].time + 100), "--n-samples", "1", "--output"]
+    r = subprocess.run(run + [str(tmp_path / "h.nii.gz")], capture_output=True, text=True, encoding="utf-8")
+    assert r.returncode != 0 and "voxel size" in r.stderr and "--allow-other-spacing" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "h.nii.gz").exists()
+    r = subprocess.run(run + [str(tmp_path / "h.nii.gz"), "--allow-other-spacing"], capture_output=True, text=True,
+                       encoding="utf-8")
+    assert r.returncode == 0, r.stderr
+    assert nib.load(tmp_path / "h.nii.gz").shape == (20, 28, 20)
 
 
 def test_changed_region_ignores_scan_noise_and_finds_a_moved_edge():

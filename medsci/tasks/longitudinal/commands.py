@@ -23,11 +23,18 @@ def register_commands(subparsers) -> None:
     p.add_argument("--output", required=True, type=Path, help="output .nii.gz (several times: _<time>d suffixes)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int)
+    p.add_argument("--allow-other-spacing", action="store_true",
+                   help="forecast a subject scanned at a voxel size more than 10 %% away from the model's")
     add_sampler_args(p)
     p.set_defaults(handler=run_forecast)
 
+# Measured on demo subjects scanned at 3 mm and resampled to a 4 mm model's grid: the model scored below copying the
+# last session (SSIM in the changed region 0.965 vs 0.969); the same subjects at 4 mm: 0.981 vs 0.967.
+SPACING_TOLERANCE = 0.10
+
 
 def run_forecast(args) -> int:
+    import numpy as np
     import torch
 
     from medsci.diffusion.inference import sampler_with
@@ -50,6 +57,13 @@ def run_forecast(args) -> int:
                          f"({subject.sessions[0].time:g} days)", args.subject)
     prep = LongitudinalPreprocessConfig.from_dict(loaded.config["preprocess"], "preprocess")
     record = preprocess_subject(subject, prep, threads=args.threads or 1)
+    spacing = np.linalg.norm(np.asarray(record["first_affine"])[:3, :3], axis=0)
+    trained = np.asarray(prep.spacing, float)
+    if not args.allow_other_spacing and np.any(np.abs(spacing / trained - 1) > SPACING_TOLERANCE):
+        shown, model = tuple(round(float(v), 2) for v in spacing), tuple(float(v) for v in trained)
+        raise InputError(f"voxel size {shown} mm is more than 10 % away from the model's {model} mm; resampled, "
+                         "this model forecast worse than copying the last session in tests; resample the scans to "
+                         "the model's voxel size, or pass --allow-other-spacing", args.subject)
     sampler = sampler_with(loaded.sample, loaded.schedule, **sampler_overrides(args))
     last = float(record["times"][-1])
     if len(times) == 1 or times[0] <= last:
