@@ -31,6 +31,7 @@ class Config(ConfigSection):
     results: str = "results"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     train_gpus: int = 1  # GPUs per training job on CUDA; above 1 the train rules launch torchrun (DDP)
+    sample_jobs: int = 0  # held-out sampling of each generator split into this many jobs; 0: one job per case
     sections: dict[str, Any] = field(default_factory=dict, metadata={"internal": True})
 
     @classmethod

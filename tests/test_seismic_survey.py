@@ -84,7 +84,7 @@ def test_the_real_survey_preset_plans_split_training_evaluation_and_fill(tmp_pat
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-3000:]
-    for rule in ("seismic_split_survey", "seismic_train", "seismic_reconstruct", "seismic_evaluate",
+    for rule in ("seismic_split_survey", "seismic_train", "seismic_reconstruct_1", "seismic_evaluate",
                  "seismic_fill_survey"):
         assert f"rule {rule}:" in out
     assert "synthesis_train" not in out

@@ -78,7 +78,9 @@ def test_tiny_workflow_on_slurm_equals_a_local_run(slurm, tmp_path):
     local_s, _ = _snakemake(["--cores", "2", *common, f"results={tmp_path / 'local'}"], env, ROOT)
     # --cores 2: the one node has 2 CPUs; group jobs stack their parallel layers in series to fit it
     slurm_s, res = _snakemake(["--workflow-profile", "configs/profiles/slurm", "--slurm-status-command", "squeue",
-                               "--cores", "2", "--jobs", "4", *common, f"results={tmp_path / 'slurm'}"], env, ROOT)
+                               "--cores", "2", "--jobs", "4", *common, f"results={tmp_path / 'slurm'}",
+                               # scattered sampling (one job for all held-out cases) must gather the same files
+                               "sample_jobs=1"], env, ROOT)
     assert "sbatch" in (res.stdout + res.stderr).lower() or "slurm" in (res.stdout + res.stderr).lower()
     compared = 0
     for path in sorted((tmp_path / "local").rglob("*")):
@@ -89,4 +91,5 @@ def test_tiny_workflow_on_slurm_equals_a_local_run(slurm, tmp_path):
         assert _equal(_content(path), _content(twin)), f"{path.relative_to(tmp_path / 'local')} differs"
         compared += 1
     assert compared >= 30
+    assert (tmp_path / "slurm" / "test" / "logs" / "synthesis" / "sample" / "part-1-of-1.log").is_file()
     print(f"local {local_s:.0f} s, slurm {slurm_s:.0f} s ({slurm_s / local_s:.2f}x), {compared} files equal")

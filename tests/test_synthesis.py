@@ -175,6 +175,20 @@ def test_sample_and_evaluate_heldout_case(trained, capsys):
     assert (ev / "montages" / f"{held}-t2f.png").stat().st_size > 1000
 
 
+def test_several_cases_in_one_job_give_the_bytes_of_one_job_per_case(trained):
+    """Scattered sampling (workflow `sample_jobs`): one model load for several cases, outputs as if run one by one."""
+    ids = trained["ids"][2:]
+    common = ["sample", "synthesis", "--config", str(TEST_CONFIG), "--checkpoint", str(trained["model"]),
+              "--data", str(trained["prep"]), "--targets", "t2f", "--no-progress"]
+    assert main([*common, "--case", *ids, "--out", str(trained["root"] / "together")]) == 0
+    for case in ids:
+        assert main([*common, "--case", case, "--out", str(trained["root"] / "alone")]) == 0
+        together = trained["root"] / "together" / case / f"{case}-t2f.npz"
+        assert _digest(together) == _digest(trained["root"] / "alone" / case / f"{case}-t2f.npz")
+    assert _digest(trained["root"] / "together" / ids[0] / f"{ids[0]}-t2f.npz") != _digest(
+        trained["root"] / "together" / ids[1] / f"{ids[1]}-t2f.npz")
+
+
 def test_overlapping_train_and_heldout_cases_are_refused(trained, capsys):
     code = main(["evaluate", "synthesis", "--data", str(trained["prep"]), "--train-cases", *trained["ids"][:3],
                  "--cases", trained["ids"][0], "--samples", "x", "--out", str(trained["root"] / "e2")])

@@ -49,6 +49,25 @@ def train_launcher():
     return "medsci" if n <= 1 else f"torchrun --standalone --nproc_per_node {n} -m medsci"
 
 
+def sample_parts(ids):
+    """Held-out items (cases, cubes, subjects, CTs) scattered over sampling jobs: (part name, ids) pairs.
+
+    `sample_jobs: 0` gives one job per item, named after it; N > 0 gives N jobs of consecutive items
+    ("part-1-of-N", ...), each loading the model once. Outputs are per item either way, so the evaluation
+    gathers the same files and the tables do not depend on N.
+    """
+    n = CFG.sample_jobs
+    if n <= 0 or n >= len(ids):
+        return [(i, [i]) for i in ids]
+    bounds = [round(k * len(ids) / n) for k in range(n + 1)]
+    return [(f"part-{k + 1}-of-{n}", ids[bounds[k] : bounds[k + 1]]) for k in range(n)]
+
+
+def part_rule_name(prefix, index):
+    """Rule names must be identifiers; item ids need not be."""
+    return f"{prefix}_{index + 1}"
+
+
 def heldout_split(ids, heldout):
     """The last `heldout` ids (sorted) are held out; returns (training ids, held-out ids)."""
     held = ids[len(ids) - heldout :] if heldout else []

@@ -93,30 +93,33 @@ if LON_ENABLED:
             train_launcher() + " train longitudinal --config {input.cfg} --subjects {input.subjects} --out {params.model} "
             "--threads {threads} --no-progress 2> {log}"
 
-    rule longitudinal_sample:
-        """One held-out subject's last session: model (mean and std of samples), baselines, forecasts."""
-        input:
-            model=rules.longitudinal_train.output.config,
-            subject=str(LON_PREP / "{subject}.npz"),
-            cfg=RESOLVED_CONFIG,
-        output:
-            str(LON_PRED / "{subject}.npz"),
-            str(LON_PRED / "{subject}.json"),
-        params:
-            model=lambda wc, input: os.path.dirname(input.model),
-            out=lambda wc, output: os.path.dirname(output[0]),
-        log:
-            log_path("longitudinal", "sample", "{subject}.log"),
-        threads: 1
-        resources:
-            mem_mb=3000,
-            runtime=60,
-            gpu=uses_gpu(),
-        conda:
-            ENV
-        shell:
-            "medsci sample longitudinal --config {input.cfg} --checkpoint {params.model} --subjects {input.subject} "
-            "--out {params.out} --threads {threads} > {log} 2>&1"
+    for _i, (_part, _subjects) in enumerate(sample_parts(LON_HELDOUT)):
+
+        rule:
+            """Held-out subjects' last sessions: model (mean and std of samples), baselines, forecasts."""
+            name:
+                part_rule_name("longitudinal_sample", _i)
+            input:
+                model=rules.longitudinal_train.output.config,
+                subjects=expand(str(LON_PREP / "{subject}.npz"), subject=_subjects),
+                cfg=RESOLVED_CONFIG,
+            output:
+                expand(str(LON_PRED / "{subject}.{ext}"), subject=_subjects, ext=("npz", "json")),
+            params:
+                model=lambda wc, input: os.path.dirname(input.model),
+                out=lambda wc, output: os.path.dirname(output[0]),
+            log:
+                log_path("longitudinal", "sample", f"{_part}.log"),
+            threads: 1
+            resources:
+                mem_mb=3000,
+                runtime=60 * len(_subjects),
+                gpu=uses_gpu(),
+            conda:
+                ENV
+            shell:
+                "medsci sample longitudinal --config {input.cfg} --checkpoint {params.model} "
+                "--subjects {input.subjects} --out {params.out} --threads {threads} > {log} 2>&1"
 
     rule longitudinal_evaluate:
         """SSIM / PSNR / MAE over the brain and in the changed region, by horizon; forecast uncertainty; figures."""

@@ -96,29 +96,33 @@ if ROT_ENABLED:
             train_launcher() + " train rotation --config {input.cfg} --pairs {input.pairs} --out {params.model} "
             "--threads {threads} --no-progress 2> {log}"
 
-    rule rotation_sample:
-        """One held-out CT's views rotated by the model (guidance variants, remapped inputs) and the baselines."""
-        input:
-            model=rules.rotation_train.output.config,
-            pairs=str(ROT_PAIRS / "heldout" / "{ct}.npz"),
-            cfg=RESOLVED_CONFIG,
-        output:
-            str(ROT_PRED / "{ct}.npz"),
-        params:
-            model=lambda wc, input: os.path.dirname(input.model),
-            out=lambda wc, output: os.path.dirname(output[0]),
-        log:
-            log_path("rotation", "sample", "{ct}.log"),
-        threads: 1
-        resources:
-            mem_mb=3000,
-            runtime=60,
-            gpu=uses_gpu(),
-        conda:
-            ENV
-        shell:
-            "medsci sample rotation --config {input.cfg} --checkpoint {params.model} --pairs {input.pairs} "
-            "--out {params.out} --threads {threads} > {log} 2>&1"
+    for _i, (_part, _cts) in enumerate(sample_parts(ROT_HELDOUT)):
+
+        rule:
+            """Held-out CTs' views rotated by the model (guidance variants, remapped inputs) and the baselines."""
+            name:
+                part_rule_name("rotation_sample", _i)
+            input:
+                model=rules.rotation_train.output.config,
+                pairs=expand(str(ROT_PAIRS / "heldout" / "{ct}.npz"), ct=_cts),
+                cfg=RESOLVED_CONFIG,
+            output:
+                expand(str(ROT_PRED / "{ct}.npz"), ct=_cts),
+            params:
+                model=lambda wc, input: os.path.dirname(input.model),
+                out=lambda wc, output: os.path.dirname(output[0]),
+            log:
+                log_path("rotation", "sample", f"{_part}.log"),
+            threads: 1
+            resources:
+                mem_mb=3000,
+                runtime=60 * len(_cts),
+                gpu=uses_gpu(),
+            conda:
+                ENV
+            shell:
+                "medsci sample rotation --config {input.cfg} --checkpoint {params.model} --pairs {input.pairs} "
+                "--out {params.out} --threads {threads} > {log} 2>&1"
 
     rule rotation_evaluate:
         """SSIM / PSNR / MAE by axis and magnitude beside identity and warp; remaps; guidance; figures."""

@@ -181,40 +181,50 @@ if SEIS_ENABLED:
             "--out {params.model} --threads {threads} --no-progress 2> {log}"
 
 
-    rule seismic_reconstruct:
-        """Every mask pattern of one held-out cube, with and without input guidance (sliding-window sampling)."""
-        input:
-            model=rules.seismic_train.output.config,
-            cube=lambda wc: SEIS_FILES[wc.cube],
-            masks=expand(str(SEIS_MASKS / "{{cube}}-{pattern}.npy"), pattern=SEIS_PATTERNS),
-            cfg=RESOLVED_CONFIG,
-        output:
-            timing=str(SEIS_RECON / "{cube}" / "{cube}-timing.json"),
-            cubes=expand(
-                str(SEIS_RECON / "{{cube}}" / "{{cube}}-{pattern}-{method}.npy"), pattern=SEIS_PATTERNS, method=SEIS_METHODS
-            ),
-            # SEG-Y cubes also get the guided reconstruction as SEG-Y (the input's headers, filled samples).
-            segy=expand(str(SEIS_RECON / "{{cube}}" / "{{cube}}-{pattern}-model.segy"), pattern=SEIS_PATTERNS)
-            if SEIS_ALL_SEGY
-            else [],
-        params:
-            data=lambda wc, input: os.path.dirname(input.cube),
-            masks=lambda wc, input: os.path.dirname(input.masks[0]),
-            model=lambda wc, input: os.path.dirname(input.model),
-            out=lambda wc, output: os.path.dirname(os.path.dirname(output.timing)),
-        log:
-            log_path("seismic", "reconstruct", "{cube}.log"),
-        threads: 1
-        resources:
-            mem_mb=3000,
-            runtime=60,
-            gpu=uses_gpu(),
-        conda:
-            ENV
-        shell:
-            "medsci sample seismic --config {input.cfg} --checkpoint {params.model} --data {params.data} "
-            "--cubes {wildcards.cube} --masks {params.masks} --out {params.out} --threads {threads} "
-            "> {log} 2>&1"
+    for _i, (_part, _cubes) in enumerate(sample_parts(SEIS_HELDOUT)):
+
+        rule:
+            """Every mask pattern of held-out cubes, with and without input guidance (sliding-window sampling)."""
+            name:
+                part_rule_name("seismic_reconstruct", _i)
+            input:
+                model=rules.seismic_train.output.config,
+                cubes=[SEIS_FILES[c] for c in _cubes],
+                masks=expand(str(SEIS_MASKS / "{cube}-{pattern}.npy"), cube=_cubes, pattern=SEIS_PATTERNS),
+                cfg=RESOLVED_CONFIG,
+            output:
+                timing=expand(str(SEIS_RECON / "{cube}" / "{cube}-timing.json"), cube=_cubes),
+                cubes=expand(
+                    str(SEIS_RECON / "{cube}" / "{cube}-{pattern}-{method}.npy"),
+                    cube=_cubes,
+                    pattern=SEIS_PATTERNS,
+                    method=SEIS_METHODS,
+                ),
+                # SEG-Y cubes also get the guided reconstruction as SEG-Y (the input's headers, filled samples).
+                segy=expand(
+                    str(SEIS_RECON / "{cube}" / "{cube}-{pattern}-model.segy"), cube=_cubes, pattern=SEIS_PATTERNS
+                )
+                if SEIS_ALL_SEGY
+                else [],
+            params:
+                cubes=" ".join(_cubes),
+                data=lambda wc, input: os.path.dirname(input.cubes[0]),
+                masks=lambda wc, input: os.path.dirname(input.masks[0]),
+                model=lambda wc, input: os.path.dirname(input.model),
+                out=lambda wc, output: os.path.dirname(os.path.dirname(output.timing[0])),
+            log:
+                log_path("seismic", "reconstruct", f"{_part}.log"),
+            threads: 1
+            resources:
+                mem_mb=3000,
+                runtime=60 * len(_cubes),
+                gpu=uses_gpu(),
+            conda:
+                ENV
+            shell:
+                "medsci sample seismic --config {input.cfg} --checkpoint {params.model} --data {params.data} "
+                "--cubes {params.cubes} --masks {params.masks} --out {params.out} --threads {threads} "
+                "> {log} 2>&1"
 
 
     rule seismic_benchmark:

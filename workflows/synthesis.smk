@@ -155,34 +155,41 @@ if SYN.enabled:
                 "--out {params.out} --threads {threads} --no-progress > {log} 2>&1"
 
 
-    rule synthesis_sample:
-        """Synthesise every target contrast of one held-out case from the other three."""
-        input:
-            model=rules.synthesis_train.output.config,
-            case=str(SYN_PREP / "{case}.npz"),
-            cfg=RESOLVED_CONFIG,
-        output:
-            timing=str(SYN_SAMPLES / "{case}" / "{case}-timing.json"),
-            npz=expand(str(SYN_SAMPLES / "{{case}}" / "{{case}}-{mod}.npz"), mod=SYN.evaluation.targets),
-            nifti=expand(str(SYN_SAMPLES / "{{case}}" / "{{case}}-{mod}.nii.gz"), mod=SYN.evaluation.targets),
-        params:
-            targets=" ".join(SYN.evaluation.targets),
-            data=lambda wc, input: os.path.dirname(input.case),
-            model=lambda wc, input: os.path.dirname(input.model),
-            out=lambda wc, output: os.path.dirname(os.path.dirname(output.timing)),
-        log:
-            log_path("synthesis", "sample", "{case}.log"),
-        threads: 1
-        resources:
-            mem_mb=4000,
-            runtime=60,
-            gpu=uses_gpu(),
-        conda:
-            ENV
-        shell:
-            "medsci sample synthesis --config {input.cfg} --checkpoint {params.model} --data {params.data} "
-            "--case {wildcards.case} --targets {params.targets} --out {params.out} --threads {threads} "
-            "--no-progress > {log} 2>&1"
+    for _i, (_part, _cases) in enumerate(sample_parts(SYN_HELDOUT)):
+
+        rule:
+            """Synthesise every target contrast of held-out cases from the other three (one model load per job)."""
+            name:
+                part_rule_name("synthesis_sample", _i)
+            input:
+                model=rules.synthesis_train.output.config,
+                cases=expand(str(SYN_PREP / "{case}.npz"), case=_cases),
+                cfg=RESOLVED_CONFIG,
+            output:
+                timing=expand(str(SYN_SAMPLES / "{case}" / "{case}-timing.json"), case=_cases),
+                npz=expand(str(SYN_SAMPLES / "{case}" / "{case}-{mod}.npz"), case=_cases, mod=SYN.evaluation.targets),
+                nifti=expand(
+                    str(SYN_SAMPLES / "{case}" / "{case}-{mod}.nii.gz"), case=_cases, mod=SYN.evaluation.targets
+                ),
+            params:
+                cases=" ".join(_cases),
+                targets=" ".join(SYN.evaluation.targets),
+                data=lambda wc, input: os.path.dirname(input.cases[0]),
+                model=lambda wc, input: os.path.dirname(input.model),
+                out=lambda wc, output: os.path.dirname(os.path.dirname(output.timing[0])),
+            log:
+                log_path("synthesis", "sample", f"{_part}.log"),
+            threads: 1
+            resources:
+                mem_mb=4000,
+                runtime=60 * len(_cases),
+                gpu=uses_gpu(),
+            conda:
+                ENV
+            shell:
+                "medsci sample synthesis --config {input.cfg} --checkpoint {params.model} --data {params.data} "
+                "--case {params.cases} --targets {params.targets} --out {params.out} --threads {threads} "
+                "--no-progress > {log} 2>&1"
 
 
     rule synthesis_steps_curve:

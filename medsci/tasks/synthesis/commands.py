@@ -84,7 +84,7 @@ def register_sample(tasks) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--input", help="folder of cases (or one case folder) with one missing contrast each")
     p.add_argument("--data", help="preprocessed folder (evaluation mode)")
-    p.add_argument("--case", help="preprocessed case id (evaluation mode)")
+    p.add_argument("--case", nargs="+", help="preprocessed case id(s) (evaluation mode; several share one model load)")
     p.add_argument("--targets", nargs="+", help="modalities to synthesise in evaluation mode")
     add_sampler_args(p)
     p.add_argument("--raw-weights", action="store_true", help="use raw instead of EMA weights")
@@ -126,6 +126,12 @@ def run_sample(args) -> int:
 
 
 def _sample_prepared(args, loaded, sampler) -> int:
+    for case_id in args.case:
+        _sample_prepared_case(args, case_id, loaded, sampler)
+    return 0
+
+
+def _sample_prepared_case(args, case_id, loaded, sampler) -> None:
     from medsci.io.atomic import atomic_path, safe_join, write_json_atomic
     from medsci.io.cases import MODALITIES
     from medsci.preprocessing.mri import save_native
@@ -134,7 +140,7 @@ def _sample_prepared(args, loaded, sampler) -> int:
 
     import numpy as np
 
-    case = load_case(args.data, args.case)
+    case = load_case(args.data, case_id)
     out = safe_join(args.out, case.case_id)
     targets = args.targets or list(MODALITIES)
     timings = {}
@@ -152,10 +158,15 @@ def _sample_prepared(args, loaded, sampler) -> int:
         print(f"{stem}: {result.network_evaluations} network evaluations, {result.seconds:.1f} s")
     write_json_atomic(out / f"{case.case_id}-timing.json",
                       {"sampler": sampler.to_dict(), "device": str(loaded.device), "targets": timings})
-    return 0
 
 
 def _steps_curve(args, loaded, sampler) -> int:
+    for case_id in args.case:
+        _steps_curve_case(args, case_id, loaded, sampler)
+    return 0
+
+
+def _steps_curve_case(args, case_id, loaded, sampler) -> None:
     from dataclasses import replace
 
     from medsci.evaluation.metrics import image_metrics
@@ -164,7 +175,7 @@ def _steps_curve(args, loaded, sampler) -> int:
     from medsci.tasks.synthesis.data import load_case
     from medsci.tasks.synthesis.pipeline import synthesize
 
-    case = load_case(args.data, args.case)
+    case = load_case(args.data, case_id)
     rows = []
     T = loaded.schedule.num_train_timesteps
     for target in args.targets or ["t2f"]:
@@ -184,7 +195,6 @@ def _steps_curve(args, loaded, sampler) -> int:
             print(f"{case.case_id} {target} {kind} {cfg.steps:5d} steps: brain SSIM {m['brain_ssim']:.4f} "
                   f"PSNR {m['brain_psnr']:.2f} dB ({result.seconds:.1f} s)")
     write_json_atomic(safe_join(args.out, f"{case.case_id}-curve.json"), rows)
-    return 0
 
 
 def _sample_new_cases(args, loaded, sampler) -> int:
