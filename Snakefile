@@ -12,6 +12,14 @@ configfile: "configs/demo.yaml"
 
 
 include: "workflows/common.smk"
+
+
+# Under --sdm apptainer every rule runs in this image (set before any rule is defined, so all get it).
+if CFG.container:
+
+    container: CFG.container
+
+
 include: "workflows/config.smk"
 
 
