@@ -93,3 +93,56 @@ def test_tiny_workflow_on_slurm_equals_a_local_run(slurm, tmp_path):
     assert compared >= 30
     assert (tmp_path / "slurm" / "test" / "logs" / "synthesis" / "sample" / "part-1-of-1.log").is_file()
     print(f"local {local_s:.0f} s, slurm {slurm_s:.0f} s ({slurm_s / local_s:.2f}x), {compared} files equal")
+
+
+def _profile_run(slurm, results, *extra, timeout=900):
+    env = {**os.environ, "SLURM_CONF": slurm,
+           "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+    return subprocess.run([sys.executable, "-m", "snakemake", "--workflow-profile", "configs/profiles/slurm",
+                           "--slurm-status-command", "squeue", "--cores", "2", "--jobs", "4", "--retries", "0",
+                           "--configfile", "configs/test.yaml", "--config", f"results={results}", *extra],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
+
+
+def test_a_partition_the_cluster_lacks_stops_the_run_with_slurms_reason(slurm, tmp_path):
+    target = tmp_path / "test" / "seismic" / "demo_data" / "dataset.json"
+    res = _profile_run(slurm, tmp_path, "--default-resources", "slurm_partition=nosuchpartition", "--", str(target))
+    out = res.stdout + res.stderr
+    assert res.returncode != 0 and "Traceback" not in out
+    # stopped before any submission, with the reason (sbatch's own message is lost for grouped jobs)
+    assert "SLURM partition 'nosuchpartition' does not exist on this cluster (sinfo lists: debug)" in out, out[-3000:]
+    assert "sbatch" not in out and not target.parent.exists()
+
+
+def test_more_gpus_than_the_node_has_stops_the_run_at_submission(slurm, tmp_path):
+    """train_gpus=2 on CUDA asks SLURM for 2 GPUs per training job; the test node has none."""
+    target = tmp_path / "test" / "seismic" / "model" / "config.json"
+    res = _profile_run(slurm, tmp_path, "device=cuda", "train_gpus=2", "--", str(target))
+    out = res.stdout + res.stderr
+    assert res.returncode != 0 and "Traceback" not in out
+    assert "asks for 2 GPU(s) (train_gpus) but no node of the default partition has more than 0" in out, out[-3000:]
+    assert "sbatch" not in out and not (tmp_path / "test").exists()  # stopped before the first job
+
+
+@pytest.mark.parametrize("sinfo, partitions, gpus, expected", [
+    ({"debug": 0, "*": 0}, {"debug"}, 0, []),
+    ({"debug": 0, "*": 0}, {"gpu"}, 0, ["SLURM partition 'gpu' does not exist on this cluster (sinfo lists: debug)"]),
+    ({"cpu": 0, "*": 0, "gpu": 4}, set(), 2, ["no node of the default partition has more than 0"]),
+    ({"cpu": 0, "*": 0, "gpu": 4}, {"gpu"}, 4, []),
+    ({"cpu": 0, "*": 0, "gpu": 4}, {"gpu"}, 8, ["asks for 8 GPU(s) (train_gpus) but no node of 'gpu' has more than 4"]),
+    (None, {"anything"}, 64, []),  # no sinfo: nothing to check here
+])
+def test_preflight_reasons(sinfo, partitions, gpus, expected):
+    from medsci.hpc import slurm_problems
+
+    problems = slurm_problems(partitions, gpus, sinfo=lambda: sinfo)
+    assert len(problems) == len(expected)
+    assert all(e in p for e, p in zip(expected, problems)), problems
+
+
+def test_sinfo_gres_parsing(monkeypatch):
+    from medsci import hpc
+
+    out = "debug* (null)\ngpu gpu:a100:4(S:0-1)\ngpu gpu:2\nmixed gpu:a100:2,gpu:v100:2\n"
+    monkeypatch.setattr(hpc.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, out, ""))
+    assert hpc._sinfo() == {"debug": 0, "*": 0, "gpu": 4, "mixed": 4}

@@ -3,6 +3,7 @@
 # (CFG.<name>), defines its rules only when the section is enabled, and adds its final outputs to TARGETS.
 
 import os
+import sys
 from pathlib import Path
 
 from medsci import registry
@@ -72,3 +73,27 @@ def heldout_split(ids, heldout):
     """The last `heldout` ids (sorted) are held out; returns (training ids, held-out ids)."""
     held = ids[len(ids) - heldout :] if heldout else []
     return [i for i in ids if i not in held], held
+
+
+def _resource_values(name):
+    """The raw values of one resource in --default-resources and every --set-resources rule."""
+    settings = workflow.resource_settings
+    found = set()
+    for mapping in [settings.default_resources or {}, *(settings.overwrite_resources or {}).values()]:
+        res = mapping.get(name) if hasattr(mapping, "get") else None
+        raw = getattr(res, "raw", res)
+        if raw not in (None, ""):
+            found.add(str(raw).strip("'\""))
+    return found
+
+
+onstart:
+    # Before the first submission: a missing partition or more GPUs than a node has stop the run with the reason.
+    if workflow.executor_plugin is not None and workflow.executor_plugin.name == "slurm":
+        from medsci.hpc import slurm_problems
+
+        problems = slurm_problems(_resource_values("slurm_partition"), train_gpus())
+        if problems:
+            for line in problems:
+                print(f"medsci: {line}", file=sys.stderr)
+            raise SystemExit(1)
