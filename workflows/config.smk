@@ -1,3 +1,8 @@
+# Writing one small file: never worth a cluster job.
+localrules:
+    resolved_config,
+
+
 rule resolved_config:
     """The validated configuration every job reads, so --config overrides reach the CLI too."""
     output:
