@@ -23,7 +23,7 @@ import numpy as np
 
 from medsci.errors import InputError
 from medsci.io.cases import MODALITIES
-from medsci.io.volume import _LPS_TO_RAS, Volume, _from_sitk, _one_line
+from medsci.io.volume import _LPS_TO_RAS, Volume, _from_sitk, _one_line, check_declared_size
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +282,11 @@ def read_series(series: DicomSeries) -> Volume:
     if np.linalg.norm(offsets - np.outer(offsets @ n, n), axis=1).max() > 0.01 * mean:
         raise InputError(f"series {label} has slices shifted within their plane (gantry tilt); "
                          "not supported", where)
+    # Rows/Columns are read from headers: refuse absurd sizes before ITK allocates them (4 bytes a voxel:
+    # ITK may hand rescaled pixels back as float32).
+    rows, cols = (int(v) for v in recs[0]["size"])
+    check_declared_size((cols, rows, len(recs)), 4, where, sum(r["path"].stat().st_size for r in recs),
+                        what=f"series {label}")
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(r["path"]) for r in recs])
     warn = sitk.ProcessObject.GetGlobalWarningDisplay()
