@@ -105,6 +105,10 @@ def _header(path: Path, keep_ds: bool = False) -> dict | None:
     """Header fields of one file, or None if it is not (readable) DICOM. Never raises."""
     import pydicom
 
+    def count(ds, kw):
+        val = ds.get(kw)
+        return 0 if val is None else int(val)  # multi-valued or non-numeric: TypeError, so "not readable"
+
     def floats(ds, kw, n):
         val = ds.get(kw)
         return np.array([float(v) for v in val]) if val is not None and len(val) == n else None
@@ -120,7 +124,7 @@ def _header(path: Path, keep_ds: bool = False) -> dict | None:
                     "sop": (_str(ds, "SOPClassUID"), _str(ds, "SOPInstanceUID")),
                     "iop": floats(ds, "ImageOrientationPatient", 6),
                     "ipp": floats(ds, "ImagePositionPatient", 3),
-                    "size": (ds.get("Rows"), ds.get("Columns")), "frames": int(ds.get("NumberOfFrames") or 1),
+                    "size": (count(ds, "Rows"), count(ds, "Columns")), "frames": int(ds.get("NumberOfFrames") or 1),
                     "number": int(ds.get("InstanceNumber") or 0)}
     except Exception:  # noqa: BLE001 - pydicom raises many types on garbage; the caller reports it
         return None
@@ -254,7 +258,7 @@ def read_series(series: DicomSeries) -> Volume:
 
     where, label = series.folder, repr(series.description or series.series_uid)
     recs = [_header(p) for p in series.files]
-    bad = [p for p, r in zip(series.files, recs) if r is None or not r["size"][0]]
+    bad = [p for p, r in zip(series.files, recs) if r is None or not all(r["size"])]
     if bad:
         raise InputError("not a readable DICOM image", bad[0])
     if len(recs) < 2:

@@ -8,6 +8,7 @@ care which format a file came from.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,8 @@ class Volume:
 
 def _one_line(err: BaseException) -> str:
     """Squeeze a library exception (ITK messages span many lines) into one readable line."""
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    # ITK names its objects by address ("GDCMImageIO(0x55c0...)"): noise for the user.
+    lines = [re.sub(r"\(0x[0-9a-fA-F]+\)", "", ln).strip() for ln in str(err).splitlines() if ln.strip()]
     # ITK messages look like "Exception thrown in SimpleITK ReadImage: /path...\nsitk::ERROR: reason";
     # the sitk::ERROR line is the informative one.
     for ln in lines:
