@@ -439,7 +439,7 @@ def _(tmp, a):
 
 # --- SEG-Y through `medsci interpolate` (the survey is read before the model) --------------------------
 def _interp(a, tmp: Path, survey: Path, reason: str, **kw) -> Row:
-    out = tmp / "out.segy"
+    out = tmp / ("out.npy" if survey.suffix == ".npy" else "out.segy")
     return Row(["interpolate", "--checkpoint", str(a["seis_ck"]), "--input", str(survey), "--output", str(out)],
                2, survey.name, reason, **kw)
 
@@ -502,6 +502,43 @@ def _(tmp, a):
     p = tmp / "empty.sgy"
     p.write_bytes(b"")
     return _interp(a, tmp, p, "file is too short for SEG-Y (0 bytes")
+
+
+def _npy_header(path: Path, shape, descr: str = "<f4") -> Path:
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": descr, "fortran_order": False, "shape": shape})
+        fh.write(b"\0" * 64)
+    return path
+
+
+@row("R83")
+def _(tmp, a):
+    p = _npy_header(tmp / "huge.npy", (100000, 100000, 100000))
+    return _interp(a, tmp, p, "more than the 8 GiB medsci reads")
+
+
+@row("R84")
+def _(tmp, a):
+    p = tmp / "complex.npy"
+    np.save(p, np.ones(SEIS_SHAPE, np.complex64))
+    return _interp(a, tmp, p, "is complex-valued (complex64)")
+
+
+@row("R85")
+def _(tmp, a):
+    p = tmp / "flat.npy"
+    np.save(p, np.ones(SEIS_SHAPE[:2], np.float32))
+    return _interp(a, tmp, p, "expected a numeric (inline, crossline, time) array, got shape (6, 5)")
+
+
+@row("R86")
+def _(tmp, a):
+    mask = tmp / "pickled_mask.npy"
+    np.save(mask, np.array([{"observed": 1}], dtype=object), allow_pickle=True)
+    spec = _interp(a, tmp, a["survey"], "holds Python objects (it would have to be unpickled)")
+    spec.argv += ["--mask", str(mask)]
+    spec.name = mask.name
+    return spec
 
 
 # --- radiographs through `medsci rotate` (the image is read before the model) ---------------------------

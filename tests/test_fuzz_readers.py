@@ -5,8 +5,10 @@ or an example running past the deadline, fails. Derandomized, so CI sees the sam
 from __future__ import annotations
 
 import gzip
+import importlib
 import io
 import itertools
+import os
 import shutil
 from pathlib import Path
 
@@ -19,7 +21,6 @@ from hypothesis import strategies as st
 
 from medsci.errors import MedsciError
 
-import os
 FUZZ = settings(max_examples=int(os.environ.get("FUZZ_N", 40)), deadline=10000, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 _counter = itertools.count()
@@ -28,14 +29,9 @@ _counter = itertools.count()
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     # Imports (torch above all) take seconds: done here, not inside an example's deadline.
-    import medsci.diffusion.checkpoint  # noqa: F401
-    import medsci.io.radiograph  # noqa: F401
-    import medsci.io.segy  # noqa: F401
-    import medsci.tasks.longitudinal.layout  # noqa: F401
-    import pydicom  # noqa: F401
-    import torch  # noqa: F401
-    from PIL import Image  # noqa: F401
-
+    for module in ("torch", "pydicom", "PIL.Image", "medsci.diffusion.checkpoint", "medsci.io.radiograph",
+                   "medsci.io.segy", "medsci.tasks.longitudinal.layout"):
+        importlib.import_module(module)
     return tmp_path_factory.mktemp("fuzz")
 
 
@@ -219,6 +215,19 @@ def test_segy_random_bytes(work, blob):
     path = _fresh(work, "r.segy")
     path.write_bytes(blob)
     _reads_or_refuses(_read_segy, path)
+
+
+@FUZZ
+@given(data=st.data())
+def test_npy_cube_mutated(work, data):
+    from medsci.io.segy import read_cube
+
+    buf = io.BytesIO()
+    np.save(buf, np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4))
+    seed = buf.getvalue()
+    path = _fresh(work, "c.npy")
+    path.write_bytes(_mutate(seed, data.draw(_header_heavy(seed, 128))))
+    _reads_or_refuses(read_cube, path)
 
 
 # --- radiographs: PNG, DICOM CR, NIfTI --------------------------------------------------------------

@@ -22,6 +22,7 @@ import segyio
 
 from medsci.errors import InputError
 from medsci.io.atomic import atomic_path
+from medsci.io.volume import load_npy
 
 SEGY_SUFFIXES = (".segy", ".sgy")
 # segyio and the OS report broken files with these; each becomes a one-line InputError.
@@ -314,10 +315,7 @@ def read_cube(path: str | Path, **kw) -> SeismicCube:
     if suffix == ".npy":
         if not path.is_file():
             raise InputError("cube file not found", path)
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as err:
-            raise InputError(f"not a readable .npy array ({_one_line(err)})", path) from err
+        arr = load_npy(path)
         if arr.ndim != 3 or min(arr.shape) < 1 or not np.issubdtype(arr.dtype, np.number):
             raise InputError(f"expected a numeric (inline, crossline, time) array, got shape {arr.shape} "
                              f"dtype {arr.dtype}", path)

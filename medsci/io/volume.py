@@ -109,6 +109,34 @@ def check_declared_size(shape, itemsize: int, path: Path, file_bytes: int | None
                          f"but the file holds {file_bytes} bytes", path)
 
 
+def load_npy(path: Path, what: str = ".npy array") -> np.ndarray:
+    """A ``.npy`` file read fully, never unpickled, its declared size checked before anything is allocated.
+
+    Refuses object (pickled) and complex arrays; the caller checks shape and meaning.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"unsupported .npy format version {version}")
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(fh)
+            data_bytes = path.stat().st_size - fh.tell()
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as err:
+        raise InputError(f"not a readable {what} ({_one_line(err)})", path) from None
+    if dtype.hasobject:
+        raise InputError(f"{what} holds Python objects (it would have to be unpickled); refused", path)
+    if np.issubdtype(dtype, np.complexfloating):
+        raise InputError(f"{what} is complex-valued ({dtype}); save the real-valued data", path)
+    check_declared_size(shape, dtype.itemsize, path, data_bytes, compressed=False, what=".npy header")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise InputError(f"not a readable {what} ({_one_line(err)})", path) from None
+
+
 def _check_scalar_dtype(dtype: np.dtype, path: Path, fmt: str) -> None:
     """Refuse colour and complex voxels: silently taking one channel or the real part would be wrong."""
     dtype = np.dtype(dtype)
