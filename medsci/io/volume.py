@@ -54,9 +54,11 @@ def _one_line(err: BaseException) -> str:
     lines = [re.sub(r"\(0x[0-9a-fA-F]+\)", "", ln).strip() for ln in str(err).splitlines() if ln.strip()]
     # ITK messages look like "Exception thrown in SimpleITK ReadImage: /path...\nsitk::ERROR: reason";
     # the sitk::ERROR line is the informative one.
-    for ln in lines:
+    for i, ln in enumerate(lines):
         if "ERROR:" in ln:
-            return ln.split("ERROR:", 1)[1].strip()
+            text = ln.split("ERROR:", 1)[1].strip()
+            # NRRD puts the reason on the last of several "[nrrd] ..." lines after "Error reading <file>:".
+            return f"{text} {lines[-1]}" if text.endswith(":") and i < len(lines) - 1 else text
     text = lines[-1] if lines else ""
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
@@ -228,7 +230,8 @@ def _read_itk(path: Path, fmt: str) -> Volume:
     try:
         reader.ReadImageInformation()  # the header only: sizes are checked before any allocation
         # Bytes per voxel: those of a one-voxel image of the declared pixel type (all channels).
-        one = sitk.GetArrayViewFromImage(sitk.Image([1] * reader.GetDimension(), reader.GetPixelID()))
+        one = sitk.GetArrayViewFromImage(sitk.Image([1] * reader.GetDimension(), reader.GetPixelID(),
+                                                    max(reader.GetNumberOfComponents(), 1)))
         detached = path.suffix.lower() in (".mhd", ".nhdr")  # the voxels live in another file
         check_declared_size(reader.GetSize(), one.nbytes, path, None if detached else path.stat().st_size)
         img = reader.Execute()
