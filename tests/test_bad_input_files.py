@@ -621,6 +621,12 @@ def _(tmp, a):
     return _rotate(tmp, p, "is a folder; expected a radiograph file")
 
 
+@row("R87")
+def _(tmp, a):
+    p = _huge_header(tmp / "huge2d.nii", nib.Nifti1Image, (30000, 30000, 1))
+    return _rotate(tmp, p, "file is truncated: the header declares shape (30000, 30000, 1)")
+
+
 # --- sessions.tsv through `medsci preprocess longitudinal` (a batch) and `medsci forecast` -----------
 def _lon_batch(tmp: Path, a, bad: Path, reason: str) -> Row:
     """The bad subject next to a good one: the good one must still be preprocessed."""
