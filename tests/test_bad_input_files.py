@@ -329,6 +329,13 @@ def _(tmp, a):
     return _info(_nii(tmp / "zerodim.nii.gz", np.zeros((4, 0, 4), np.float32)), "declares an empty image")
 
 
+@row("R88")
+def _(tmp, a):
+    p = tmp / "pipe.nii"
+    os.mkfifo(p)  # reading it would block forever
+    return _info(p, "not a regular file")
+
+
 # --- MetaImage / NRRD through `medsci info` ----------------------------------------------------------
 @row("R20")
 def _(tmp, a):
@@ -627,6 +634,13 @@ def _(tmp, a):
     return _rotate(tmp, p, "file is truncated: the header declares shape (30000, 30000, 1)")
 
 
+@row("R89")
+def _(tmp, a):
+    p = tmp / "pipe.png"
+    os.mkfifo(p)  # open() of a FIFO waits for a writer: it would hang
+    return _rotate(tmp, p, "not a regular file")
+
+
 # --- sessions.tsv through `medsci preprocess longitudinal` (a batch) and `medsci forecast` -----------
 def _lon_batch(tmp: Path, a, bad: Path, reason: str) -> Row:
     """The bad subject next to a good one: the good one must still be preprocessed."""
@@ -647,14 +661,14 @@ def _forecast(tmp: Path, bad: Path, reason: str) -> Row:
                 "--output", str(tmp / "f.nii.gz")], 2, bad.name, reason)
 
 
-def _table(a, rows: list[tuple[str, str]], header: str = "session_id\ttime_days") -> str:
+def _table(rows: list[tuple[str, str]], header: str = "session_id\ttime_days") -> str:
     return header + "\n" + "".join(f"{s}\t{t}\n" for s, t in rows)
 
 
 @row("R53")
 def _(tmp, a):
     s = _sessions(a["subject"])
-    bad = _subject(tmp, a["subject"], "dup-sub", _table(a, s + [s[0]]))
+    bad = _subject(tmp, a["subject"], "dup-sub", _table(s + [s[0]]))
     return _lon_batch(tmp, a, bad, "duplicate session_id")
 
 
@@ -668,7 +682,7 @@ def _(tmp, a):
 @row("R55")
 def _(tmp, a):
     s = _sessions(a["subject"])
-    bad = _subject(tmp, a["subject"], "text-sub", _table(a, [(s[0][0], "day one")] + s[1:]))
+    bad = _subject(tmp, a["subject"], "text-sub", _table([(s[0][0], "day one")] + s[1:]))
     return _forecast(tmp, bad, "non-numeric time_days 'day one'")
 
 
@@ -688,21 +702,21 @@ def _(tmp, a):
 @row("R58")
 def _(tmp, a):
     s = _sessions(a["subject"])
-    bad = _subject(tmp, a["subject"], "gone-sub", _table(a, s + [("ses-99", "9999")]))
+    bad = _subject(tmp, a["subject"], "gone-sub", _table(s + [("ses-99", "9999")]))
     return _forecast(tmp, bad, "no volume for session 'ses-99'")
 
 
 @row("R59")
 def _(tmp, a):
     s = _sessions(a["subject"])
-    bad = _subject(tmp, a["subject"], "inf-sub", _table(a, [(s[0][0], "inf")] + s[1:]))
+    bad = _subject(tmp, a["subject"], "inf-sub", _table([(s[0][0], "inf")] + s[1:]))
     return _forecast(tmp, bad, "non-finite time_days 'inf'")
 
 
 @row("R60")
 def _(tmp, a):
     s = _sessions(a["subject"])
-    bad = _subject(tmp, a["subject"], "one-sub", _table(a, s[:1]))
+    bad = _subject(tmp, a["subject"], "one-sub", _table(s[:1]))
     return _forecast(tmp, bad, "needs at least two sessions")
 
 
@@ -710,7 +724,7 @@ def _(tmp, a):
 def _(tmp, a):
     """Handled: a BOM and rows out of time order are read (sorted by time), not refused."""
     s = _sessions(a["subject"])
-    subj = _subject(tmp, a["subject"], "bom-sub", b"\xef\xbb\xbf" + _table(a, s[::-1]).encode())
+    subj = _subject(tmp, a["subject"], "bom-sub", b"\xef\xbb\xbf" + _table(s[::-1]).encode())
     out = tmp / "prep"
 
     def check():

@@ -136,6 +136,8 @@ def read_radiograph(path: str | Path) -> Radiograph:
         raise InputError("file not found", path)
     if path.is_dir():
         raise InputError("is a folder; expected a radiograph file", path)
+    if not path.is_file():  # a FIFO or device would block or never end
+        raise InputError("not a regular file", path)
     try:
         with open(path, "rb") as fh:
             fh.read(1)

@@ -265,6 +265,8 @@ def read_volume(path: str | Path) -> Volume:
         raise InputError("file not found", path)
     if path.is_dir() and _suffix(path) in NIFTI_SUFFIXES + ITK_SUFFIXES:
         raise InputError("is a folder; expected a volume file", path)
+    if not path.is_dir() and not path.is_file():  # a FIFO or device would block or never end
+        raise InputError("not a regular file", path)
     if path.is_dir():
         vol = _read_dicom_series(path)
     else:
