@@ -126,7 +126,7 @@ def load_npy(path: Path, what: str = ".npy array") -> np.ndarray:
                 np.lib.format.read_array_header_2_0
             shape, _, dtype = read_header(fh)
             data_bytes = path.stat().st_size - fh.tell()
-    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as err:
+    except Exception as err:  # noqa: BLE001 - numpy's header parser raises ValueError, SyntaxError, TokenError...
         raise InputError(f"not a readable {what} ({_one_line(err)})", path) from None
     if dtype.hasobject:
         raise InputError(f"{what} holds Python objects (it would have to be unpickled); refused", path)
