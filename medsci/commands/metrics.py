@@ -7,6 +7,10 @@ import json
 from pathlib import Path
 
 
+# Affine entries (mm) two volumes may differ by and still count as one grid (rounding in headers).
+GRID_TOLERANCE_MM = 1e-3
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "metrics",
@@ -35,18 +39,24 @@ def run(args: argparse.Namespace) -> int:
     from medsci.evaluation.metrics import image_metrics
     from medsci.io.volume import read_volume
 
-    target = read_volume(args.target).array
-    pred = read_volume(args.pred).array
-    if pred.shape != target.shape:
-        raise InputError(f"shape {pred.shape} does not match target {args.target} shape {target.shape}", args.pred)
+    target_vol = read_volume(args.target)
+    target = target_vol.array
+
+    def same_grid(vol, path):
+        # Voxel-by-voxel comparison only means something when both volumes sample the same points in space.
+        if vol.array.shape != target.shape:
+            raise InputError(f"shape {vol.array.shape} does not match target {args.target} shape {target.shape}",
+                             path)
+        shift = float(np.abs(vol.affine - target_vol.affine).max())
+        if shift > GRID_TOLERANCE_MM:
+            raise InputError(f"voxel grid differs from target {args.target} (affines differ by up to {shift:.4g} "
+                             "mm): not the same positions in space; resample it onto the target's grid first", path)
+        return vol.array
+
+    pred = same_grid(read_volume(args.pred), args.pred)
     masks = None
     if args.mask is not None:
-        mask = read_volume(args.mask).array
-        if mask.shape != target.shape:
-            raise InputError(
-                f"shape {mask.shape} does not match target {args.target} shape {target.shape}", args.mask
-            )
-        masks = {"mask": mask > 0}
+        masks = {"mask": same_grid(read_volume(args.mask), args.mask) > 0}
 
     if args.data_range is None:
         data_range = float(np.max(target)) - float(np.min(target))

@@ -60,6 +60,8 @@ def read_checkpoint_config(folder: str | Path, task: str | None = None) -> dict[
         config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"unreadable checkpoint config: {err.msg if hasattr(err, 'msg') else err}", path) from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"checkpoint config is not a JSON object (got {type(config).__name__})", path)
     if task is not None and config.get("task") != task:
         raise ConfigError(f"checkpoint is for task {config.get('task')!r}, not {task!r}", folder)
     return config
@@ -77,12 +79,30 @@ def load_weights(folder: str | Path, model: torch.nn.Module, use_ema: bool = Tru
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise ConfigError(f"not a valid safetensors file ({str(err).splitlines()[0][:120]})", path) from None
+    _check_fits(state, model, path)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
         raise ConfigError(f"weights do not fit the network in config.json ({first[:160]})", path) from None
     return model
+
+
+def _check_fits(state: dict[str, torch.Tensor], model: torch.nn.Module, path: Path) -> None:
+    """Name the first tensor that is missing, extra or of another shape than config.json's network has."""
+    want = model.state_dict()
+    missing = [k for k in want if k not in state]
+    extra = [k for k in state if k not in want]
+    shaped = [k for k in want if k in state and tuple(state[k].shape) != tuple(want[k].shape)]
+    if shaped:
+        k = shaped[0]
+        raise ConfigError(f"weights do not fit the network in config.json: {k} has shape {tuple(state[k].shape)} "
+                          f"in the file, {tuple(want[k].shape)} in the network ({len(shaped)} tensor(s) differ)",
+                          path)
+    if missing or extra:
+        names = ", ".join((missing + extra)[:3])
+        raise ConfigError(f"weights do not fit the network in config.json: {len(missing)} tensor(s) missing, "
+                          f"{len(extra)} unexpected (e.g. {names})", path)
 
 
 def load_training_state(folder: str | Path) -> dict | None:

@@ -67,14 +67,15 @@ def _scan_case(folder: Path, layout: str, modalities: Sequence[str], patterns: M
     seg: Path | None = None
     if layout == "brats":
         for mod in list(modalities) + ["seg"]:
-            for suffix in _BRATS_SUFFIXES:
-                candidate = folder / f"{case_id}-{mod}{suffix}"
-                if candidate.is_file():
-                    if mod == "seg":
-                        seg = candidate
-                    else:
-                        files[mod] = candidate
-                    break
+            found = [folder / f"{case_id}-{mod}{suffix}" for suffix in _BRATS_SUFFIXES]
+            found = [p for p in found if p.is_file()]
+            if len(found) > 1:  # which one is meant is a guess: the two may differ
+                raise InputError(f"both {found[0].name} and {found[1].name} exist for {mod}; keep one of them",
+                                 folder)
+            if found and mod == "seg":
+                seg = found[0]
+            elif found:
+                files[mod] = found[0]
     elif layout == "generic":
         if not patterns:
             raise InputError("the generic layout needs a file pattern per modality "
@@ -121,11 +122,13 @@ def load_case(folder: str | Path, layout: str = "brats", modalities: Sequence[st
 
 
 def discover_cases(root: str | Path, layout: str = "brats", modalities: Sequence[str] = MODALITIES,
-                   patterns: Mapping[str, str] | None = None, seg_pattern: str | None = None) -> list[Case]:
+                   patterns: Mapping[str, str] | None = None, seg_pattern: str | None = None,
+                   refused: list[InputError] | None = None) -> list[Case]:
     """All cases under ``root`` (one sub-folder each), sorted by case id.
 
     Sub-folders holding none of the modalities are skipped; InputError if ``root`` is missing or holds
-    no case at all.
+    no case at all. A case folder that cannot be scanned (e.g. two files for one modality) raises, or,
+    when a ``refused`` list is given, has its error appended there so a batch can go on with the others.
     """
     root = Path(root)
     if not root.is_dir():
@@ -137,10 +140,16 @@ def discover_cases(root: str | Path, layout: str = "brats", modalities: Sequence
                          "(e.g. --pattern t1n='{case}_T1.nii.gz')", root)
     cases = []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        case = _scan_case(sub, layout, modalities, patterns, seg_pattern, sub.name)
+        try:
+            case = _scan_case(sub, layout, modalities, patterns, seg_pattern, sub.name)
+        except InputError as err:
+            if refused is None:
+                raise
+            refused.append(err)
+            continue
         if case.files:  # folders holding no modality are unrelated, not cases
             cases.append(case)
-    if not cases:
+    if not cases and not refused:
         raise InputError(f"no cases found (layout {layout!r}, one sub-folder per case)", root)
     return sorted(cases, key=lambda c: c.case_id)
 

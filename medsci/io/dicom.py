@@ -23,7 +23,7 @@ import numpy as np
 
 from medsci.errors import InputError
 from medsci.io.cases import MODALITIES
-from medsci.io.volume import _LPS_TO_RAS, Volume, _from_sitk, _one_line
+from medsci.io.volume import _LPS_TO_RAS, Volume, _from_sitk, _one_line, check_declared_size
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,10 @@ def _header(path: Path, keep_ds: bool = False) -> dict | None:
     """Header fields of one file, or None if it is not (readable) DICOM. Never raises."""
     import pydicom
 
+    def count(ds, kw):
+        val = ds.get(kw)
+        return 0 if val is None else int(val)  # multi-valued or non-numeric: TypeError, so "not readable"
+
     def floats(ds, kw, n):
         val = ds.get(kw)
         return np.array([float(v) for v in val]) if val is not None and len(val) == n else None
@@ -120,7 +124,7 @@ def _header(path: Path, keep_ds: bool = False) -> dict | None:
                     "sop": (_str(ds, "SOPClassUID"), _str(ds, "SOPInstanceUID")),
                     "iop": floats(ds, "ImageOrientationPatient", 6),
                     "ipp": floats(ds, "ImagePositionPatient", 3),
-                    "size": (ds.get("Rows"), ds.get("Columns")), "frames": int(ds.get("NumberOfFrames") or 1),
+                    "size": (count(ds, "Rows"), count(ds, "Columns")), "frames": int(ds.get("NumberOfFrames") or 1),
                     "number": int(ds.get("InstanceNumber") or 0)}
     except Exception:  # noqa: BLE001 - pydicom raises many types on garbage; the caller reports it
         return None
@@ -254,7 +258,7 @@ def read_series(series: DicomSeries) -> Volume:
 
     where, label = series.folder, repr(series.description or series.series_uid)
     recs = [_header(p) for p in series.files]
-    bad = [p for p, r in zip(series.files, recs) if r is None or not r["size"][0]]
+    bad = [p for p, r in zip(series.files, recs) if r is None or not all(r["size"])]
     if bad:
         raise InputError("not a readable DICOM image", bad[0])
     if len(recs) < 2:
@@ -282,6 +286,11 @@ def read_series(series: DicomSeries) -> Volume:
     if np.linalg.norm(offsets - np.outer(offsets @ n, n), axis=1).max() > 0.01 * mean:
         raise InputError(f"series {label} has slices shifted within their plane (gantry tilt); "
                          "not supported", where)
+    # Rows/Columns are read from headers: refuse absurd sizes before ITK allocates them (4 bytes a voxel:
+    # ITK may hand rescaled pixels back as float32).
+    rows, cols = (int(v) for v in recs[0]["size"])
+    check_declared_size((cols, rows, len(recs)), 4, where, sum(r["path"].stat().st_size for r in recs),
+                        what=f"series {label}")
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(r["path"]) for r in recs])
     warn = sitk.ProcessObject.GetGlobalWarningDisplay()

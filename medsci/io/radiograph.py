@@ -39,7 +39,7 @@ import numpy as np
 from medsci.errors import InputError
 from medsci.io.atomic import atomic_path, write_bytes_atomic
 from medsci.io.dicom import _ds, _has_magic, _sop_ref, _str
-from medsci.io.volume import _one_line
+from medsci.io.volume import _one_line, check_declared_size
 
 __all__ = ["Radiograph", "read_radiograph", "write_radiograph", "write_png", "RADIOGRAPH_SUFFIXES"]
 
@@ -136,6 +136,8 @@ def read_radiograph(path: str | Path) -> Radiograph:
         raise InputError("file not found", path)
     if path.is_dir():
         raise InputError("is a folder; expected a radiograph file", path)
+    if not path.is_file():  # a FIFO or device would block or never end
+        raise InputError("not a regular file", path)
     try:
         with open(path, "rb") as fh:
             fh.read(1)
@@ -355,7 +357,12 @@ def _read_nifti(path: Path) -> Radiograph:
     try:
         # mmap=False + asanyarray read the whole payload now, so a truncated file fails here.
         img = nib.load(str(path), mmap=False)
+        shape, itemsize = img.header.get_data_shape(), img.header.get_data_dtype().itemsize
+        # Checked before allocating: a header may declare any size.
+        check_declared_size(shape, itemsize, path, path.stat().st_size, compressed=True)
         data = np.asanyarray(img.dataobj)
+    except InputError:
+        raise
     except Exception as err:  # noqa: BLE001 - ImageFileError, EOFError, OSError, zlib.error, ...
         raise InputError(f"cannot read NIfTI file ({_one_line(err)})", path) from None
     if data.dtype.fields is not None or not (np.issubdtype(data.dtype, np.integer)

@@ -12,6 +12,7 @@ only the trace samples, so every textual, binary and trace header stays byte-ide
 from __future__ import annotations
 
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -21,11 +22,14 @@ import segyio
 
 from medsci.errors import InputError
 from medsci.io.atomic import atomic_path
+from medsci.io.volume import load_npy
 
 SEGY_SUFFIXES = (".segy", ".sgy")
 # segyio and the OS report broken files with these; each becomes a one-line InputError.
 _READ_ERRORS = (RuntimeError, ValueError, OSError, IndexError, KeyError, TypeError)
 _SCALAR_BYTE = int(segyio.TraceField.SourceGroupScalar)
+_HEADER_BYTES = 3600  # 3200-byte textual + 400-byte binary file header
+_SAMPLE_FORMATS = {1, 2, 3, 5, 6, 8, 9, 10, 11, 12, 15, 16}  # SEG-Y rev 2 sample format codes
 
 
 @dataclass
@@ -65,7 +69,9 @@ def _one_line(err: BaseException) -> str:
 
 
 def _geometry_hint(reason: str) -> str:
-    return f"{reason}; pass geometry=(n_il, n_xl) to read the traces in file order"
+    # Names what a user of `medsci interpolate` / `split-survey` can do (no option takes a geometry).
+    return (f"{reason}; if the line numbers are at other trace header bytes pass --iline-byte/--xline-byte, "
+            "otherwise save the cube as an (inline, crossline, time) .npy array (an irregular geometry is not read)")
 
 
 def _layout(f: segyio.SegyFile, path: Path, iline_byte: int, xline_byte: int,
@@ -109,15 +115,38 @@ def _layout(f: segyio.SegyFile, path: Path, iline_byte: int, xline_byte: int,
 
 
 def _open(path: Path, mode: str, iline_byte: int, xline_byte: int, structured: bool) -> segyio.SegyFile:
-    if structured:
-        # strict=False: an irregular file opens as "unstructured" and _layout explains what to do.
-        return segyio.open(str(path), mode, iline=iline_byte, xline=xline_byte, strict=False)
-    return segyio.open(str(path), mode, iline=iline_byte, xline=xline_byte, ignore_geometry=True)
+    with warnings.catch_warnings():
+        # segyio warns about an unknown sample format and reads it as IBM float; _check_format refuses it.
+        warnings.simplefilter("ignore")
+        if structured:
+            # strict=False: an irregular file opens as "unstructured" and _layout explains what to do.
+            f = segyio.open(str(path), mode, iline=iline_byte, xline=xline_byte, strict=False)
+        else:
+            f = segyio.open(str(path), mode, iline=iline_byte, xline=xline_byte, ignore_geometry=True)
+    try:
+        _check_format(f, path)
+    except InputError:
+        f.close()
+        raise
+    return f
+
+
+def _check_format(f: segyio.SegyFile, path: Path) -> None:
+    code = int(f.bin[segyio.BinField.Format])
+    if code not in _SAMPLE_FORMATS:
+        raise InputError(f"unknown sample format code {code} in the binary header (bytes 3225-3226); expected one "
+                         f"of {sorted(_SAMPLE_FORMATS)}", path)
 
 
 def _check_file(path: Path) -> None:
     if not path.is_file():
-        raise InputError("SEG-Y file not found", path)
+        raise InputError("SEG-Y file not found" if not path.is_dir() else "is a folder; expected a SEG-Y file", path)
+    size = path.stat().st_size
+    if size < _HEADER_BYTES:
+        raise InputError(f"file is too short for SEG-Y ({size} bytes; the text and binary headers alone take "
+                         f"{_HEADER_BYTES})", path)
+    if size == _HEADER_BYTES:
+        raise InputError("SEG-Y file has no traces or no samples (only the 3600 header bytes)", path)
 
 
 def read_segy(path: str | Path, iline_byte: int = 189, xline_byte: int = 193,
@@ -286,10 +315,7 @@ def read_cube(path: str | Path, **kw) -> SeismicCube:
     if suffix == ".npy":
         if not path.is_file():
             raise InputError("cube file not found", path)
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as err:
-            raise InputError(f"not a readable .npy array ({_one_line(err)})", path) from err
+        arr = load_npy(path)
         if arr.ndim != 3 or min(arr.shape) < 1 or not np.issubdtype(arr.dtype, np.number):
             raise InputError(f"expected a numeric (inline, crossline, time) array, got shape {arr.shape} "
                              f"dtype {arr.dtype}", path)

@@ -8,6 +8,7 @@ care which format a file came from.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,12 +50,15 @@ class Volume:
 
 def _one_line(err: BaseException) -> str:
     """Squeeze a library exception (ITK messages span many lines) into one readable line."""
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    # ITK names its objects by address ("GDCMImageIO(0x55c0...)"): noise for the user.
+    lines = [re.sub(r"\(0x[0-9a-fA-F]+\)", "", ln).strip() for ln in str(err).splitlines() if ln.strip()]
     # ITK messages look like "Exception thrown in SimpleITK ReadImage: /path...\nsitk::ERROR: reason";
     # the sitk::ERROR line is the informative one.
-    for ln in lines:
+    for i, ln in enumerate(lines):
         if "ERROR:" in ln:
-            return ln.split("ERROR:", 1)[1].strip()
+            text = ln.split("ERROR:", 1)[1].strip()
+            # NRRD puts the reason on the last of several "[nrrd] ..." lines after "Error reading <file>:".
+            return f"{text} {lines[-1]}" if text.endswith(":") and i < len(lines) - 1 else text
     text = lines[-1] if lines else ""
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
@@ -77,32 +81,120 @@ def _squeeze_to_3d(array: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _check_finite(array: np.ndarray, path: Path) -> None:
-    if np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.complexfloating):
+    if np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
             n_bad = int(array.size - np.count_nonzero(np.isfinite(array)))
             raise InputError(f"volume contains {n_bad} NaN/Inf voxels", path)
+
+
+# Voxel data medsci agrees to hold in memory: a header may declare any size, and allocating first would
+# crash (or swap) the machine instead of refusing the file.
+MAX_VOLUME_BYTES = 8 * 1024**3
+# Deflate (gzip, zlib) expands data by at most ~1032:1, so a compressed file declaring more voxel bytes
+# than this many times its own size cannot hold them.
+_MAX_COMPRESSION = 1100
+
+
+def check_declared_size(shape, itemsize: int, path: Path, file_bytes: int | None = None,
+                        compressed: bool = True, what: str = "header") -> None:
+    """Refuse a declared array (from a header, before reading it) that is empty, larger than
+    :data:`MAX_VOLUME_BYTES` or larger than ``file_bytes`` can hold."""
+    dims = tuple(int(s) for s in shape)
+    if any(d < 1 for d in dims):
+        raise InputError(f"{what} declares an empty image (shape {dims})", path)
+    nbytes = int(np.prod(dims, dtype=object)) * int(itemsize)
+    if nbytes > MAX_VOLUME_BYTES:
+        raise InputError(f"{what} declares shape {dims} ({nbytes / 2**30:.3g} GiB of voxel data), more than the "
+                         f"{MAX_VOLUME_BYTES // 2**30} GiB medsci reads; crop or downsample it first", path)
+    if file_bytes is not None and nbytes > file_bytes * (_MAX_COMPRESSION if compressed else 1):
+        raise InputError(f"file is truncated: the {what} declares shape {dims} ({nbytes} bytes of voxel data) "
+                         f"but the file holds {file_bytes} bytes", path)
+
+
+def load_npy(path: Path, what: str = ".npy array") -> np.ndarray:
+    """A ``.npy`` file read fully, never unpickled, its declared size checked before anything is allocated.
+
+    Refuses object (pickled) and complex arrays; the caller checks shape and meaning.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"unsupported .npy format version {version}")
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(fh)
+            data_bytes = path.stat().st_size - fh.tell()
+    except Exception as err:  # noqa: BLE001 - numpy's header parser raises ValueError, SyntaxError, TokenError...
+        raise InputError(f"not a readable {what} ({_one_line(err)})", path) from None
+    if dtype.hasobject:
+        raise InputError(f"{what} holds Python objects (it would have to be unpickled); refused", path)
+    if np.issubdtype(dtype, np.complexfloating):
+        raise InputError(f"{what} is complex-valued ({dtype}); save the real-valued data", path)
+    check_declared_size(shape, dtype.itemsize, path, data_bytes, compressed=False, what=".npy header")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise InputError(f"not a readable {what} ({_one_line(err)})", path) from None
+
+
+def _check_scalar_dtype(dtype: np.dtype, path: Path, fmt: str) -> None:
+    """Refuse colour and complex voxels: silently taking one channel or the real part would be wrong."""
+    dtype = np.dtype(dtype)
+    if dtype.fields is not None:
+        names = "".join(dtype.names or ())
+        kind = "an RGB colour" if names.upper() in ("RGB", "RGBA") else f"a structured ({names})"
+        raise InputError(f"{kind} {fmt} image, not a scalar volume; convert it to greyscale first", path)
+    if np.issubdtype(dtype, np.complexfloating):
+        raise InputError(f"complex-valued {fmt} data ({dtype}): medsci reads real intensities only; save the "
+                         "magnitude (or the real part) as a real-valued image", path)
+    if not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
+        raise InputError(f"{fmt} data type {dtype} is not a scalar volume", path)
+
+
+def _check_3d_shape(shape, path: Path) -> None:
+    """The same rule as :func:`_squeeze_to_3d`, on a declared shape (before any voxel is read)."""
+    dims = tuple(int(s) for s in shape)
+    while len(dims) > 3 and dims[-1] == 1:
+        dims = dims[:-1]
+    if len(dims) != 3:
+        raise InputError(f"expected a 3D volume, got shape {tuple(int(s) for s in shape)}", path)
 
 
 def _read_nifti(path: Path) -> Volume:
     import nibabel as nib
 
     try:
+        img = nib.load(str(path), mmap=False)  # the header only; voxels are read below
+    except Exception as err:  # nibabel raises many types (ImageFileError, EOFError, OSError, zlib.error)
+        raise InputError(f"cannot read NIfTI file ({_one_line(err)})", path) from None
+    header = img.header
+    try:
+        dtype, shape = header.get_data_dtype(), header.get_data_shape()
+        offset = int(getattr(img.dataobj, "offset", None) or header.get_data_offset())
+    except Exception as err:  # noqa: BLE001 - a mangled header surfaces here as many types
+        raise InputError(f"cannot read NIfTI header ({_one_line(err)})", path) from None
+    _check_scalar_dtype(dtype, path, "NIfTI")
+    _check_3d_shape(shape, path)
+    compressed = path.name.lower().endswith(".gz")
+    size = path.stat().st_size
+    check_declared_size(shape, dtype.itemsize, path, size if compressed else max(size - offset, 0), compressed)
+    try:
         # mmap=False + asanyarray forces the whole payload to be read now, so a truncated .nii(.gz)
         # fails here instead of later in the middle of a pipeline.
-        img = nib.load(str(path), mmap=False)
         array = np.asanyarray(img.dataobj)
+        affine = np.asarray(img.affine, dtype=np.float64)
     except Exception as err:  # nibabel raises many types (ImageFileError, EOFError, OSError, zlib.error)
         raise InputError(f"cannot read NIfTI file ({_one_line(err)})", path) from None
     array = _squeeze_to_3d(array, path)
-    header = img.header
     meta = {
         "format": "nifti",
-        "dtype": str(header.get_data_dtype()),
+        "dtype": str(dtype),
         "qform_code": int(header["qform_code"]),
         "sform_code": int(header["sform_code"]),
     }
-    return Volume(array=array, affine=np.asarray(img.affine, dtype=np.float64), source=path,
-                  header=header, meta=meta)
+    return Volume(array=array, affine=affine, source=path, header=header, meta=meta)
 
 
 def _from_sitk(img, path: Path, fmt: str, extra: dict | None = None) -> Volume:
@@ -131,36 +223,36 @@ def _from_sitk(img, path: Path, fmt: str, extra: dict | None = None) -> Volume:
 def _read_itk(path: Path, fmt: str) -> Volume:
     import SimpleITK as sitk
 
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    warn = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's multi-line warnings; we report one line
     try:
-        img = sitk.ReadImage(str(path))
+        reader.ReadImageInformation()  # the header only: sizes are checked before any allocation
+        # Bytes per voxel: those of a one-voxel image of the declared pixel type (all channels).
+        one = sitk.GetArrayViewFromImage(sitk.Image([1] * reader.GetDimension(), reader.GetPixelID(),
+                                                    max(reader.GetNumberOfComponents(), 1)))
+        detached = path.suffix.lower() in (".mhd", ".nhdr")  # the voxels live in another file
+        check_declared_size(reader.GetSize(), one.nbytes, path, None if detached else path.stat().st_size)
+        img = reader.Execute()
     except RuntimeError as err:
         raise InputError(f"cannot read {fmt} file ({_one_line(err)})", path) from None
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warn)
     return _from_sitk(img, path, fmt)
 
 
 def _read_dicom_series(folder: Path) -> Volume:
-    import SimpleITK as sitk
+    # The same checks as DICOM case input (sizes, orientation, slice spacing, missing slices): a DICOM
+    # folder reads one way whatever the command.
+    from medsci.io.dicom import find_series, read_series
 
-    reader = sitk.ImageSeriesReader()
-    # ITK prints multi-line warnings to stderr for folders without series; we report our own one line.
-    warn = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
-    try:
-        series = reader.GetGDCMSeriesIDs(str(folder))
-    except RuntimeError as err:
-        raise InputError(f"cannot scan DICOM folder ({_one_line(err)})", folder) from None
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(warn)
-    if not series:
-        raise InputError("no DICOM series found in folder", folder)
-    files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
-    reader.SetFileNames(files)
-    try:
-        img = reader.Execute()
-    except RuntimeError as err:
-        raise InputError(f"cannot read DICOM series ({_one_line(err)})", folder) from None
-    return _from_sitk(img, folder, "dicom",
-                      {"series_id": series[0], "n_series": len(series), "n_files": len(files)})
+    series = find_series(folder)
+    if len(series) > 1:
+        names = ", ".join(repr(s.description or s.series_uid) for s in series[:4])
+        raise InputError(f"folder holds {len(series)} DICOM series ({names}); give the folder of one series",
+                         folder)
+    return read_series(series[0])
 
 
 def read_volume(path: str | Path) -> Volume:
@@ -171,6 +263,10 @@ def read_volume(path: str | Path) -> Volume:
     path = Path(path)
     if not path.exists():
         raise InputError("file not found", path)
+    if path.is_dir() and _suffix(path) in NIFTI_SUFFIXES + ITK_SUFFIXES:
+        raise InputError("is a folder; expected a volume file", path)
+    if not path.is_dir() and not path.is_file():  # a FIFO or device would block or never end
+        raise InputError("not a regular file", path)
     if path.is_dir():
         vol = _read_dicom_series(path)
     else:
@@ -184,6 +280,7 @@ def read_volume(path: str | Path) -> Volume:
         else:
             raise InputError(f"unsupported volume format {suffix or '(no extension)'!r}; expected one of "
                              f"{', '.join(NIFTI_SUFFIXES + ITK_SUFFIXES)} or a DICOM folder", path)
+    _check_scalar_dtype(vol.array.dtype, path, vol.meta.get("format", "volume"))
     _check_finite(vol.array, path)
     if not np.isfinite(vol.affine).all() or abs(np.linalg.det(vol.affine[:3, :3])) < 1e-12:
         raise InputError("voxel-to-world affine is singular or not finite", path)

@@ -4,6 +4,7 @@ user command ``medsci forecast`` (one subject's volume at a requested time, on i
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from medsci.commands.args import add_common_args, add_sampler_args, sampler_overrides, setup_torch
@@ -49,8 +50,8 @@ def run_forecast(args) -> int:
         torch.set_num_threads(args.threads)
     if not args.output.name.endswith((".nii.gz", ".nii")):
         raise InputError("output must end in .nii.gz or .nii", args.output)
+    subject = read_subject(args.subject)  # a bad subject is refused before the model is loaded
     loaded = load_model(args.checkpoint, args.device)
-    subject = read_subject(args.subject)
     times = sorted(float(t) for t in args.time)
     if times[0] <= subject.sessions[0].time:
         raise InputError(f"requested time {times[0]:g} days is not after the first session "
@@ -137,9 +138,11 @@ def run_preprocess(args) -> int:
             save_subject(safe_join(args.out, f"{subject.id}.npz"), record)
             print(f"{subject.id}: {len(record['times'])} sessions, similarity "
                   f"{min(record['similarity']):.3f}..{max(record['similarity'][1:] or [1.0]):.3f}")
-        except MedsciError as err:
+        except MedsciError as err:  # one bad subject must not stop the others
             failed += 1
-            print(f"error: {err}")
+            print(f"medsci preprocess: error: {err}", file=sys.stderr)
+    if failed:
+        print(f"medsci preprocess: {failed} of {len(args.subjects)} subjects failed", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -147,6 +147,7 @@ def run_rotate(args) -> int:
         raise InputError("output would overwrite the input", args.output)
     if args.threads:
         torch.set_num_threads(args.threads)
+    radiograph = read_radiograph(args.input)  # a bad file is refused before the model is loaded
     loaded = load_model(args.checkpoint, args.device)
     warnings = []
     beyond = [f"{axis} {a:g} deg > {m:g}" for axis, a, m in zip("xyz", angles, loaded.max_angle) if abs(a) > m + 1e-9]
@@ -158,7 +159,6 @@ def run_rotate(args) -> int:
             raise InputError(f"{message}: {ratio:.2g}x the trained range is too far for this model{hint}",
                              args.input)
         warnings.append(message + ": extrapolated, expect lower fidelity")
-    radiograph = read_radiograph(args.input)
     h, w = radiograph.pixels.shape
     rows, cols = loaded.pixels
     if abs((h / w) / (rows / cols) - 1) > 0.05:

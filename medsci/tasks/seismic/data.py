@@ -208,11 +208,9 @@ def load_mask(path: str | Path, cube_shape) -> np.ndarray:
         raise InputError("mask file not found", path)
     if path.suffix.lower() != ".npy":
         raise InputError("mask must be a .npy array of shape (n_il, n_xl), 1 = observed trace", path)
-    try:
-        mask = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise InputError(f"not a readable .npy array ({str(err).splitlines()[0] if str(err) else err})",
-                         path) from None
+    from medsci.io.volume import load_npy
+
+    mask = load_npy(path, "mask .npy array")
     if not (mask.dtype == bool or np.issubdtype(mask.dtype, np.number)):
         raise InputError(f"mask dtype {mask.dtype} is not boolean or numeric", path)
     return check_mask(mask, cube_shape, path)

@@ -90,12 +90,16 @@ def run_preprocess(args: argparse.Namespace) -> int:
 
     cfg = build_config(args)
     patterns = parse_patterns(args.pattern) if args.pattern else None
+    refused: list[MedsciError] = []
     if args.all:
-        cases = discover_cases(args.case_dir, args.layout, patterns=patterns, seg_pattern=args.seg_pattern)
+        cases = discover_cases(args.case_dir, args.layout, patterns=patterns, seg_pattern=args.seg_pattern,
+                               refused=refused)
     else:
         cases = [load_case(args.case_dir, args.layout, patterns=patterns, seg_pattern=args.seg_pattern)]
 
-    failed = 0
+    failed = len(refused)
+    for err in refused:  # case folders that could not even be scanned; the others still run
+        print(f"medsci preprocess: error: {err}", file=sys.stderr)
     for case in cases:
         try:
             check_case(case, max_missing=args.max_missing)
@@ -112,7 +116,7 @@ def run_preprocess(args: argparse.Namespace) -> int:
         missing = f" (missing: {', '.join(sidecar['missing'])})" if sidecar["missing"] else ""
         print(f"{case.case_id}: {args.out / sidecar['npz']}{missing}")
     if failed:
-        print(f"medsci preprocess: {failed} of {len(cases)} cases failed", file=sys.stderr)
+        print(f"medsci preprocess: {failed} of {len(cases) + len(refused)} cases failed", file=sys.stderr)
         return 1
     return 0
 
