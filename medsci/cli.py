@@ -21,12 +21,19 @@ CORE_BEFORE = ["info", "metrics"]
 CORE_AFTER = ["bench"]
 
 
+class Parser(argparse.ArgumentParser):
+    """Argument errors on one line, like every other medsci error (argparse would print the usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from medsci.commands.verbs import register_verb
 
     tasks = registry.tasks()
     epilog = "generators: " + "; ".join(f"{t.name} ({t.title})" for t in tasks.values()) if tasks else None
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="medsci",
         description="Diffusion pipelines for medical and scientific volumes.",
         epilog=epilog,
@@ -58,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.handler(args)
     except MedsciError as err:
-        print(f"medsci {args.command}: error: {err}", file=sys.stderr)
+        command = " ".join(filter(None, (args.command, getattr(args, "task", None))))
+        print(f"medsci {command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"medsci {args.command}: interrupted", file=sys.stderr)

@@ -65,7 +65,9 @@ def _one_line(err: BaseException) -> str:
 
 
 def _geometry_hint(reason: str) -> str:
-    return f"{reason}; pass geometry=(n_il, n_xl) to read the traces in file order"
+    # Said to command-line users: name options they have (the Python API's geometry= is in the docstring).
+    return (f"{reason}; medsci reads regular 3D post-stack surveys: if the line numbers sit in other trace-header "
+            "bytes, give them with --iline-byte/--xline-byte (interpolate) or seismic.data.iline_byte/xline_byte")
 
 
 def _layout(f: segyio.SegyFile, path: Path, iline_byte: int, xline_byte: int,
