@@ -61,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     except MedsciError as err:  # e.g. MEDSCI_TASKS names a module that does not import
         print(f"medsci: error: {err}", file=sys.stderr)
         return 2
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version, or an argument error already printed on one line
+        return 0 if done.code is None else done.code if isinstance(done.code, int) else 2
     try:
         result = args.handler(args)
     except MedsciError as err:

@@ -141,7 +141,10 @@ def check_outputs(outputs, inputs=(), *, folder: bool = True) -> None:
         resolved = out.resolve()
         for given in (Path(i) for i in inputs if i is not None):
             source = given.resolve()
-            if inside(resolved, source) and (source.is_dir() or resolved == source):
+            if resolved == source:
+                raise InputError(f"the output is the input {given}; refusing to overwrite an input: choose another "
+                                 "output", out)
+            if inside(resolved, source) and source.is_dir():
                 raise InputError(f"the output lies inside the input {given}; inputs are never written to: choose "
                                  "an output outside it", out)
         for parent in [resolved, *resolved.parents]:
@@ -172,6 +175,19 @@ def add_sampler_args(parser) -> None:
     parser.add_argument("--seed", type=non_negative_int)
 
 
+def check_steps_fit(checkpoint, steps: int | None) -> None:
+    """``--steps`` against the checkpoint's training schedule, from its config.json alone: before the weights load."""
+    if steps is None:
+        return
+    from medsci.diffusion.checkpoint import read_checkpoint_config
+
+    schedule = read_checkpoint_config(checkpoint).get("schedule")
+    total = schedule.get("num_train_timesteps") if isinstance(schedule, dict) else None
+    if isinstance(total, int) and steps > total:
+        raise InputError(f"{steps} sampling steps exceed the {total} timesteps the model in {checkpoint} was trained "
+                         "with; give at most that many", "--steps")
+
+
 def sampler_overrides(args) -> dict:
     """The sampler settings given on the command line (flags left out are not in the dict)."""
     names = {"sampler": "sampler", "steps": "steps", "n_samples": "n_samples", "guidance_scale": "guidance_scale",
@@ -188,5 +204,5 @@ def setup_torch(args, config=None):
     if str(device).startswith("cuda"):  # a config's `device: cuda` on a machine without CUDA
         from medsci.diffusion.device import check_cuda
 
-        check_cuda(str(device))
+        check_cuda(str(device), "--device" if getattr(args, "device", None) else getattr(args, "config", "config"))
     return device

@@ -7,15 +7,15 @@ import torch
 from medsci.errors import InputError
 
 
-def check_cuda(requested: str) -> None:
+def check_cuda(requested: str, where: str = "--device") -> None:
     """Refuse ``cuda``/``cuda:N`` on a machine without CUDA (or without device N), with a one-line fix."""
     if not torch.cuda.is_available():
         raise InputError(f"device {requested!r} asked for, but this machine has no usable CUDA GPU (torch "
-                         f"{torch.__version__}); use --device cpu or auto", "--device")
+                         f"{torch.__version__}); use --device cpu or auto", where)
     index = requested.partition(":")[2]
     if index and int(index) >= torch.cuda.device_count():
         raise InputError(f"device {requested!r} asked for, but this machine has {torch.cuda.device_count()} CUDA "
-                         "device(s)", "--device")
+                         "device(s)", where)
 
 
 def default_device(requested: str | torch.device | None = "auto") -> torch.device:

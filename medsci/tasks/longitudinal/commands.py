@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from medsci.commands.args import (add_common_args, add_force_arg, add_sampler_args, add_shape_arg, check_demo_output,
-                                  check_outputs, count_of, device_name, finite_float, non_negative_int,
-                                  sampler_overrides, setup_torch, spacing_mm, thread_count)
+                                  check_outputs, check_steps_fit, count_of, device_name, finite_float,
+                                  non_negative_int, sampler_overrides, setup_torch, spacing_mm, thread_count)
 from medsci.errors import InputError, MedsciError
 
 
@@ -52,6 +52,7 @@ def run_forecast(args) -> int:
     if not args.output.name.endswith((".nii.gz", ".nii")):
         raise InputError("output must end in .nii.gz or .nii", args.output)
     check_outputs(args.output, [args.subject, args.checkpoint], folder=False)
+    check_steps_fit(args.checkpoint, args.steps)
     loaded = load_model(args.checkpoint, args.device)
     subject = read_subject(args.subject)
     times = sorted(float(t) for t in args.time)

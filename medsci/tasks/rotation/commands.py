@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from medsci.commands.args import (add_common_args, add_force_arg, add_sampler_args, add_shape_arg, bounded_float,
-                                  bounded_int, check_demo_output, check_outputs, count_of, device_name,
-                                  non_negative_int, sampler_overrides, setup_torch, spacing_mm, thread_count)
+                                  bounded_int, check_demo_output, check_outputs, check_steps_fit, count_of,
+                                  device_name, non_negative_int, sampler_overrides, setup_torch, spacing_mm,
+                                  thread_count)
 from medsci.errors import InputError
 
 
@@ -133,6 +134,7 @@ def run_rotate(args) -> int:
     check_outputs(args.output, [args.input, args.checkpoint], folder=False)
     if args.threads:
         torch.set_num_threads(args.threads)
+    check_steps_fit(args.checkpoint, args.steps)
     loaded = load_model(args.checkpoint, args.device)
     warnings = []
     beyond = [f"{axis} {a:g} deg > {m:g}" for axis, a, m in zip("xyz", angles, loaded.max_angle) if abs(a) > m + 1e-9]

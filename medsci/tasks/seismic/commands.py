@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 
 from medsci.commands.args import (add_common_args, add_force_arg, add_shape_arg, bounded_int, check_demo_output,
-                                  check_outputs, fraction,
-                                  non_negative_int, positive_int, setup_torch)
+                                  check_outputs, check_steps_fit, count_of, fraction, non_negative_int,
+                                  positive_int, setup_torch)
 
 from medsci.errors import InputError, MedsciError
 
@@ -66,7 +66,7 @@ def register_demo_data(tasks) -> None:
                          description="Synthetic seismic cubes for the trace-interpolation task; the same seed "
                                      "gives the same bytes.")
     p.add_argument("out", type=Path, metavar="OUT", help="output folder")
-    p.add_argument("--cubes", type=positive_int, default=8, help="number of cubes (default 8)")
+    p.add_argument("--cubes", type=count_of("cubes"), default=8, help="number of cubes (default 8)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
     add_shape_arg(p, "--shape", default=[32, 32, 128], metavar=("IL", "XL", "T"),
                   help="inlines, crosslines, time samples (default 32 32 128)")
@@ -183,6 +183,7 @@ def run_sample(args) -> int:
     from medsci.tasks.seismic.pipeline import load_model, sampler_for
 
     device = setup_torch(args, config)
+    check_steps_fit(args.checkpoint, args.steps)
     loaded = load_model(args.checkpoint, device, use_ema=cfg.sample.use_ema)
     sampler = sampler_for(loaded, cfg.sample, args.steps, args.seed)
     for cube_id, path in zip(args.cubes, paths):

@@ -71,6 +71,7 @@ def run(args) -> int:
     import numpy as np
     import torch
 
+    from medsci.commands.args import check_steps_fit
     from medsci.errors import ConfigError
     from medsci.io.atomic import write_json_atomic
     from medsci.io.segy import SEGY_SUFFIXES, read_cube, write_cube, write_segy_like
@@ -96,6 +97,7 @@ def run(args) -> int:
 
         config = load_config(args.config)
     device = args.device or (config.device if config is not None else "auto")
+    check_steps_fit(args.checkpoint, args.steps)
     loaded = load_model(args.checkpoint, device, use_ema=not args.raw_weights)
     base_sampler = config.seismic.sample if config is not None else loaded.sample
     sampler = sampler_for(loaded, base_sampler, args.steps, args.seed, n_samples=args.n_samples)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from medsci.commands.args import (add_sampler_args, check_outputs, device_name, sampler_overrides, setup_torch,
-                                  thread_count)
+from medsci.commands.args import (add_sampler_args, check_outputs, check_steps_fit, device_name, sampler_overrides,
+                                  setup_torch, thread_count)
 
 _DESCRIPTION = (
     "INPUT holds one folder per case with NIfTI files (contrast from the file name: t1n/t1/t1w, t1c/t1ce/"
@@ -75,6 +75,7 @@ def _prepare(args):
 
     config = load_config(args.config) if args.config else None
     device = setup_torch(args, config)
+    check_steps_fit(args.checkpoint, args.steps)
     loaded = load_model(args.checkpoint, device)
     sampler = sampler_for(config, loaded, sampler_overrides(args))
     enable_determinism(sampler.seed)
@@ -110,8 +111,8 @@ def run_synthesize(args) -> int:
     else:
         from medsci.io.dicom import load_mapping
 
-        loaded, sampler, patterns = _prepare(args)
         mapping = load_mapping(args.dicom_mapping) if args.dicom_mapping else None
+        loaded, sampler, patterns = _prepare(args)
         records = run_batch(loaded, sampler, Path(args.checkpoint), args.input, settings, patterns=patterns,
                             dicom_mapping=mapping, cases=args.cases, progress=not args.no_progress,
                             on_record=_print_record)

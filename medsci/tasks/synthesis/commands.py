@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 from medsci.commands.args import (add_common_args, add_force_arg, add_sampler_args, add_shape_arg, check_demo_output,
-                                  check_outputs, count_of, non_negative_int, sampler_overrides, setup_torch,
-                                  spacing_mm, thread_count)
+                                  check_outputs, check_steps_fit, count_of, non_negative_int, sampler_overrides,
+                                  setup_torch, spacing_mm, thread_count)
 from medsci.errors import MedsciError
 from medsci.tasks.synthesis.preprocess_cli import register_preprocess, register_summarize  # noqa: F401  (verb hooks)
 
@@ -125,6 +125,7 @@ def run_sample(args) -> int:
     config = load_config(args.config) if args.config else None
     device = setup_torch(args, config)
     use_ema = not args.raw_weights and (config is None or config.synthesis.sample.use_ema)
+    check_steps_fit(args.checkpoint, args.steps)
     loaded = load_model(args.checkpoint, device, use_ema=use_ema)
     sampler = sampler_for(config, loaded, {**sampler_overrides(args),
                                            **({"use_ema": False} if args.raw_weights else {})})
