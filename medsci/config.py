@@ -78,14 +78,25 @@ def schema() -> dict:
     return full
 
 
+@lru_cache(maxsize=4)
+def _validator(generators: tuple):
+    # Checking the schema itself took most of a config load (0.5 s); do it once per set of registered generators.
+    import jsonschema
+
+    full = schema()
+    cls = jsonschema.validators.validator_for(full)
+    cls.check_schema(full)
+    return cls(full)
+
+
 def validate_schema(data: dict, source: str | Path = "config") -> None:
     import jsonschema
 
-    try:
-        jsonschema.validate(data, schema())
-    except jsonschema.ValidationError as err:
+    validator = _validator(tuple((name, id(task)) for name, task in registry.tasks().items()))
+    err = jsonschema.exceptions.best_match(validator.iter_errors(data))  # what jsonschema.validate raises
+    if err is not None:
         where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-        raise ConfigError(f"{where}: {err.message}", source) from None
+        raise ConfigError(f"{where}: {err.message}", source)
 
 
 def config_from_dict(data: dict, source: str | Path = "config") -> Config:

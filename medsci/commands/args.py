@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from medsci.errors import InputError
+from medsci.io.paths import inside
 
 MAX_THREADS = 1024
 MAX_COUNT = 100_000  # cases, samples, cubes... per command
@@ -123,11 +124,6 @@ def check_demo_output(out: str | Path, force: bool, own: tuple[str, ...]) -> Non
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise InputError(f"OUT is not empty and holds files demo-data did not write ({shown}); choose an empty or "
                          "new folder, or pass --force to write into it", out)
-
-
-def inside(child: Path, parent: Path) -> bool:
-    """``child`` is ``parent`` or lies below it (both resolved)."""
-    return child == parent or parent in child.parents
 
 
 def check_outputs(outputs, inputs=(), *, folder: bool = True) -> None:

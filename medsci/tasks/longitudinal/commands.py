@@ -41,6 +41,7 @@ def run_forecast(args) -> int:
 
     from medsci.diffusion.inference import sampler_with
     from medsci.io.atomic import write_json_atomic
+    from medsci.io.paths import refuse_links_outside
     from medsci.io.volume import write_nifti
     from medsci.tasks.longitudinal.config import LongitudinalPreprocessConfig
     from medsci.tasks.longitudinal.layout import read_subject
@@ -52,13 +53,14 @@ def run_forecast(args) -> int:
     if not args.output.name.endswith((".nii.gz", ".nii")):
         raise InputError("output must end in .nii.gz or .nii", args.output)
     check_outputs(args.output, [args.subject, args.checkpoint], folder=False)
-    check_steps_fit(args.checkpoint, args.steps)
-    loaded = load_model(args.checkpoint, args.device)
-    subject = read_subject(args.subject)
+    subject = read_subject(args.subject)  # the table and file names only: cheap, so before the model loads
+    refuse_links_outside([s.path for s in subject.sessions], args.subject)
     times = sorted(float(t) for t in args.time)
     if times[0] <= subject.sessions[0].time:
         raise InputError(f"requested time {times[0]:g} days is not after the first session "
                          f"({subject.sessions[0].time:g} days)", args.subject)
+    check_steps_fit(args.checkpoint, args.steps)
+    loaded = load_model(args.checkpoint, args.device)
     prep = LongitudinalPreprocessConfig.from_dict(loaded.config["preprocess"], "preprocess")
     record = preprocess_subject(subject, prep, threads=args.threads or 1)
     spacing = np.linalg.norm(np.asarray(record["first_affine"])[:3, :3], axis=0)

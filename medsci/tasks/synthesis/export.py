@@ -25,10 +25,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from medsci.commands.args import inside
 from medsci.errors import ConfigError, InputError
 from medsci.io.atomic import _umask
 from medsci.io.cases import MODALITIES
+from medsci.io.paths import inside
 
 CARD_FORMAT = "medsci-model-card"
 CARD_VERSION = 1

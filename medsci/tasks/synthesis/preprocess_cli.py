@@ -89,6 +89,7 @@ def run_preprocess(args: argparse.Namespace) -> int:
     from medsci.commands.args import check_outputs
     from medsci.errors import InputError, MedsciError
     from medsci.io.cases import check_case, discover_cases, load_case
+    from medsci.io.paths import refuse_links_outside
     from medsci.preprocessing.mri import preprocess_case
 
     check_outputs(args.out, [args.case_dir, args.config])
@@ -104,6 +105,8 @@ def run_preprocess(args: argparse.Namespace) -> int:
     failed = 0
     for case in cases:
         try:
+            refuse_links_outside([case.folder, *case.files.values(), *([case.seg] if case.seg else [])],
+                                 args.case_dir)
             check_case(case, max_missing=args.max_missing)
             sidecar = preprocess_case(case, cfg, args.out)
         except MedsciError as err:
