@@ -139,7 +139,7 @@ def read_config_yaml(path: str | Path) -> dict:
     except UnicodeDecodeError:
         raise ConfigError("not UTF-8 text", path) from None
     try:
-        _check_yaml_structure(text, path)
+        check_yaml_structure(text, path)
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"not valid YAML ({str(err).splitlines()[0]})", path) from None
@@ -150,8 +150,10 @@ def read_config_yaml(path: str | Path) -> dict:
     return data
 
 
-def _check_yaml_structure(text: str, path: Path) -> None:
-    """Walk the parser's events (no objects built) counting nodes at their expanded size and nesting depth."""
+def check_yaml_structure(text: str, path: str | Path) -> None:
+    """Walk the parser's events (no objects built) counting nodes at their expanded size and nesting depth; every
+    YAML file medsci reads goes through this before ``yaml.safe_load`` (whose composer recurses: deep nesting
+    would be a RecursionError)."""
     anchored: dict[str, int] = {}  # anchor -> expanded node count
     open_nodes: list[list] = []  # [anchor, node count so far] of the collections being read
     total = 0
@@ -165,14 +167,14 @@ def _check_yaml_structure(text: str, path: Path) -> None:
             total += count
             count = total
         if count > MAX_CONFIG_NODES:
-            raise ConfigError(f"config expands to more than {MAX_CONFIG_NODES} values (nested aliases?); "
+            raise ConfigError(f"YAML expands to more than {MAX_CONFIG_NODES} values (nested aliases?); "
                               "refused", path)
 
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
         if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
             open_nodes.append([event.anchor, 1])
             if len(open_nodes) > MAX_CONFIG_DEPTH:
-                raise ConfigError(f"config is nested more than {MAX_CONFIG_DEPTH} levels deep; refused", path)
+                raise ConfigError(f"YAML is nested more than {MAX_CONFIG_DEPTH} levels deep; refused", path)
         elif isinstance(event, yaml.CollectionEndEvent):
             anchor, count = open_nodes.pop()
             if anchor is not None:

@@ -53,6 +53,7 @@ CONFIGS: dict[str, str | bytes] = {
     "A18": "1: one\n",
     "A21": "device: cuda\n",
     "A61": "rotation:\n  drr: {pixels: [16, 16], mu_water: .inf}\n",
+    "A71": "t1n: " + "[" * 5000 + "]" * 5000 + "\n",
 }
 
 
@@ -134,7 +135,7 @@ ROWS = [
     Row("A43", ("evaluate", "synthesis", "--data", "{w}/prep", "--train-cases", "c1", "--cases", "c2",
                 "--samples", "{w}/samples", "--out", "{w}/samples/eval"), "eval", "lies inside the input"),
     Row("A44", (*_train("{w}/configs/ok.yaml")[:-1], "{w}/prep/model"), "model", "lies inside the input"),
-    Row("A45", ("summarize", "{w}/prep", "--out", "{w}/prep/summary.json"), "summary.json", "lies inside the input"),
+    Row("A45", ("summarize", "{w}/prep", "--out", "{w}/samples"), "samples", "output file path is an existing folder"),
     Row("A46", ("bench", "--out", "{w}/afile/bench.json"), "bench.json", "afile is a file"),
     Row("A47", ("split-survey", "{w}/survey.segy", "--out", "{w}/survey.segy"), "survey.segy",
         "refusing to overwrite an input"),
@@ -173,6 +174,8 @@ ROWS = [
     Row("A69", ("synthesize", "--checkpoint", "{w}/ckpt", "--input", "{w}/cases", "--output", "{w}/new",
                 "--dicom-mapping", "{w}/configs/A12.yaml"), "A12.yaml", "modality mapping is not valid"),
     Row("A70", ("export", "{w}/ckpt", "{w}/ckpt/export"), "export", "OUT is inside the run folder"),
+    Row("A71", ("synthesize", "--checkpoint", "{w}/ckpt", "--input", "{w}/cases", "--output", "{w}/new",
+                "--dicom-mapping", "{w}/configs/A71.yaml"), "A71.yaml", "nested more than 32 levels deep"),
 ]
 
 
@@ -369,3 +372,33 @@ def test_failed_evaluate_leaves_no_partial_json(tmp_path, capsys):
     assert code == 2
     assert "missing synthesis" in capsys.readouterr().err
     assert calls == [] and not (tmp_path / "eval").exists()
+
+
+def _options(parser) -> set[str]:
+    import argparse
+
+    found = set()
+    for action in parser._actions:
+        found.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _options(sub)
+    return found
+
+
+def test_every_option_a_message_names_exists():
+    """Hints used to name options that do not exist (`--all` in `sample synthesis`, `geometry=` for SEG-Y):
+    every `--option` quoted in a string of medsci's sources outside add_argument must be a real option."""
+    from medsci.cli import build_parser
+
+    known = _options(build_parser())
+    named = set()
+    for path in (REPO / "medsci").rglob("*.py"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if "add_argument" in line or line.strip().startswith("#"):
+                continue
+            named |= {(m, path.name) for m in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]+", line)}
+    other_programs = {"--error-unmatch", "--porcelain", "--untracked-files", "--nproc"}  # git, torchrun
+    unknown = sorted(f"{option} ({where})" for option, where in named
+                     if option not in known and option not in other_programs)
+    assert unknown == []

@@ -28,6 +28,7 @@ _WEIRD_VALUES = ["-1", "0", ".nan", "-.inf", "1e999", "[]", "{}", "null", "''", 
 
 @pytest.fixture(scope="module")
 def folder():
+    load_config(TEST_YAML)  # imports and the schema validator, built once: not part of any example's deadline
     with tempfile.TemporaryDirectory() as name:
         yield Path(name)
 

@@ -119,6 +119,7 @@ def check_demo_output(out: str | Path, force: bool, own: tuple[str, ...]) -> Non
     check_outputs(out)
     if force or not out.is_dir():
         return
+    own = (*own, ".snakemake_timestamp")  # Snakemake's mark in a directory() output
     foreign = sorted(p.name for p in out.iterdir() if not any(p.match(pattern) for pattern in own))
     if foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")

@@ -181,9 +181,13 @@ def load_mapping(path: Path) -> dict[str, list[str]]:
     """A modality mapping ``{t1n: [regex, ...], ...}`` from a UTF-8 YAML file."""
     import yaml
 
+    from medsci.config import check_yaml_structure
+
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        check_yaml_structure(text, path)  # nesting and alias limits first
+        data = yaml.safe_load(text)
     except OSError as err:
         raise InputError(f"cannot read modality mapping ({err.strerror or err})", path) from None
     except (UnicodeDecodeError, yaml.YAMLError) as err:

@@ -21,7 +21,8 @@ def register_commands(subparsers) -> None:
                     "session's native grid, with OUT_std.nii.gz (the voxelwise std over --n-samples) and OUT.json.")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--subject", required=True, type=Path)
-    p.add_argument("--time", required=True, type=finite_float, nargs="+", help="days; several = autoregressive sequence")
+    p.add_argument("--time", required=True, type=finite_float, nargs="+",
+                   help="days; several = autoregressive sequence")
     p.add_argument("--output", required=True, type=Path, help="output .nii.gz (several times: _<time>d suffixes)")
     p.add_argument("--device", type=device_name, default="auto")
     p.add_argument("--threads", type=thread_count)

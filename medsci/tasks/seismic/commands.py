@@ -150,7 +150,7 @@ def register_sample(tasks) -> None:
         "seismic",
         help="held-out masks and reconstructions of seismic cubes",
         description="Three modes for the held-out evaluation: --make-masks writes <cube>-<pattern>.npy for "
-                    "every evaluation pattern of the config; with --checkpoint, each --cube is reconstructed "
+                    "every evaluation pattern of the config; with --checkpoint, each of --cubes is reconstructed "
                     "for every pattern, with and without input guidance; --benchmark instead runs the "
                     "config's [steps, jumps] list on the `random` pattern and writes <cube>-benchmark.json. "
                     "For a single survey use `medsci interpolate`.",

@@ -28,10 +28,12 @@ def register_preprocess(tasks) -> None:
                         "(repeatable), e.g. t1n='{case}_T1.nii.gz'")
     p.add_argument("--seg-pattern", metavar="GLOB", help="generic layout: glob of the segmentation file")
     add_shape_arg(p, "--shape", metavar=("X", "Y", "Z"), help="output shape")
-    p.add_argument("--spacing", type=spacing_mm, nargs="+", metavar="MM", help="resample to this spacing (1 or 3 values)")
+    p.add_argument("--spacing", type=spacing_mm, nargs="+", metavar="MM",
+                   help="resample to this spacing (1 or 3 values)")
     p.add_argument("--orientation", help="target axis codes, e.g. RAS")
     p.add_argument("--n4", action="store_true", default=None, help="N4 bias-field correction")
-    p.add_argument("--clip", type=bounded_float(0.0, 100.0, "a percentile"), nargs=2, metavar=("LO", "HI"), help="percentiles (inside the mask) to clip to")
+    p.add_argument("--clip", type=bounded_float(0.0, 100.0, "a percentile"), nargs=2, metavar=("LO", "HI"),
+                   help="percentiles (inside the mask) to clip to")
     p.add_argument("--mask-threshold", type=finite_float, help="brain mask = voxels above this in any modality")
     p.add_argument("--max-missing", type=bounded_int(0, 3, "a number of modalities"), default=3,
                    help="refuse cases missing more modalities than this (default 3: at least one present)")
@@ -131,7 +133,7 @@ def run_summarize(args: argparse.Namespace) -> int:
     from medsci.io.atomic import write_json_atomic
     from medsci.preprocessing.mri import summarize_preprocessed
 
-    check_outputs(args.out, [args.preprocessed_dir], folder=False)
+    check_outputs(args.out, folder=False)  # the workflow keeps summary.json beside the cases it summarises
     summary = summarize_preprocessed(args.preprocessed_dir)
     write_json_atomic(args.out, summary)
     print(f"{summary['n_cases']} cases -> {args.out}")
