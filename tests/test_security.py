@@ -220,9 +220,9 @@ def test_a_case_folder_linking_outside_the_input_is_refused_and_the_others_compl
     (inputs / "linked").symlink_to(outside, target_is_directory=True)
     out = tmp_path / "out"
     before = tree_state(tmp_path)
+    quick = ["--no-progress", "--steps", "2", "--n-samples", "1", *(["--no-qc"] if verb == "synthesize" else [])]
     with _Recording() as opened:
-        code = main([verb, "--checkpoint", str(checkpoint), "--input", str(inputs), "--output", str(out),
-                     "--no-progress", "--steps", "2", "--n-samples", "1", *(["--no-qc"] if verb == "synthesize" else [])])
+        code = main([verb, "--checkpoint", str(checkpoint), "--input", str(inputs), "--output", str(out), *quick])
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err
     assert re.search(r"linked: refused: .*linked: is a link to .*secret-case, outside the input folder", err), err
