@@ -174,6 +174,11 @@ ROWS = [
     Row("A69", ("synthesize", "--checkpoint", "{w}/ckpt", "--input", "{w}/cases", "--output", "{w}/new",
                 "--dicom-mapping", "{w}/configs/A12.yaml"), "A12.yaml", "modality mapping is not valid"),
     Row("A70", ("export", "{w}/ckpt", "{w}/ckpt/export"), "export", "OUT is inside the run folder"),
+    Row("A72", ("sample", "rotation", "--config", "{w}/configs/ok.yaml", "--checkpoint", "{w}/ckpt", "--pairs",
+                "{w}/prep/c1.npz", "--out", "{w}/prep"), "prep", "its output of the same name would overwrite it"),
+    Row("A73", ("sample", "longitudinal", "--config", "{w}/configs/ok.yaml", "--checkpoint", "{w}/ckpt",
+                "--subjects", "{w}/prep/c1.npz", "--out", "{w}/prep"), "prep",
+        "its output of the same name would overwrite it"),
     Row("A71", ("synthesize", "--checkpoint", "{w}/ckpt", "--input", "{w}/cases", "--output", "{w}/new",
                 "--dicom-mapping", "{w}/configs/A71.yaml"), "A71.yaml", "nested more than 32 levels deep"),
 ]

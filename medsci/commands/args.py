@@ -127,15 +127,20 @@ def check_demo_output(out: str | Path, force: bool, own: tuple[str, ...]) -> Non
                          "new folder, or pass --force to write into it", out)
 
 
-def check_outputs(outputs, inputs=(), *, folder: bool = True) -> None:
+def check_outputs(outputs, inputs=(), *, folder: bool = True, named_after=()) -> None:
     """Refuse, before any work, output paths that would write into an input or cannot be created.
 
     ``outputs``: paths (or one path) to be written; ``folder``: they are folders (else files). ``inputs``: files
     and folders that are read (None entries are skipped); an output equal to or inside one is refused.
+    ``named_after``: input files whose names the outputs take (``OUT/<input name>``): refused if they lie in OUT.
     """
     outputs = [outputs] if isinstance(outputs, (str, Path)) else list(outputs)
     for out in (Path(o) for o in outputs if o is not None):
         resolved = out.resolve()
+        for given in named_after:
+            if Path(given).resolve().parent == resolved:
+                raise InputError(f"the input {given} lies in the output folder, and its output of the same name "
+                                 "would overwrite it: choose another output folder", out)
         for given in (Path(i) for i in inputs if i is not None):
             source = given.resolve()
             if resolved == source:

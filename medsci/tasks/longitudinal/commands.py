@@ -191,7 +191,7 @@ def run_sample(args) -> int:
     from medsci.tasks.longitudinal.pipeline import load_model
     from medsci.tasks.longitudinal.preprocess import load_subject
 
-    check_outputs(args.out, [*args.subjects, args.checkpoint, args.config])
+    check_outputs(args.out, [*args.subjects, args.checkpoint, args.config], named_after=args.subjects)
     config = load_config(args.config)
     cfg = config.longitudinal
     device = setup_torch(args, config)

@@ -322,7 +322,7 @@ def run_sample(args) -> int:
     from medsci.tasks.rotation.evaluation import predict_heldout, save_predictions
     from medsci.tasks.rotation.pipeline import load_model
 
-    check_outputs(args.out, [*args.pairs, args.checkpoint, args.config])
+    check_outputs(args.out, [*args.pairs, args.checkpoint, args.config], named_after=args.pairs)
     config = load_config(args.config)
     cfg = config.rotation
     device = setup_torch(args, config)
