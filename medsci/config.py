@@ -143,6 +143,8 @@ def read_config_yaml(path: str | Path) -> dict:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"not valid YAML ({str(err).splitlines()[0]})", path) from None
+    except (ValueError, TypeError, OverflowError) as err:  # a tagged scalar that is not its type: !!float 'x'
+        raise ConfigError(f"not valid YAML (a tagged value: {err})", path) from None
     if data is None:
         raise ConfigError("config file is empty (no settings); start from configs/demo.yaml", path)
     if not isinstance(data, dict):

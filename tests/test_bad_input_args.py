@@ -53,6 +53,7 @@ CONFIGS: dict[str, str | bytes] = {
     "A18": "1: one\n",
     "A21": "device: cuda\n",
     "A61": "rotation:\n  drr: {pixels: [16, 16], mu_water: .inf}\n",
+    "A74": "synthesis:\n  train: {lr: !!float 'fast'}\n",
     "A71": "t1n: " + "[" * 5000 + "]" * 5000 + "\n",
 }
 
@@ -179,6 +180,7 @@ ROWS = [
     Row("A73", ("sample", "longitudinal", "--config", "{w}/configs/ok.yaml", "--checkpoint", "{w}/ckpt",
                 "--subjects", "{w}/prep/c1.npz", "--out", "{w}/prep"), "prep",
         "its output of the same name would overwrite it"),
+    Row("A74", _train("{w}/configs/A74.yaml"), "A74.yaml", "a tagged value: could not convert string to float"),
     Row("A71", ("synthesize", "--checkpoint", "{w}/ckpt", "--input", "{w}/cases", "--output", "{w}/new",
                 "--dicom-mapping", "{w}/configs/A71.yaml"), "A71.yaml", "nested more than 32 levels deep"),
 ]

@@ -190,7 +190,7 @@ def load_mapping(path: Path) -> dict[str, list[str]]:
         data = yaml.safe_load(text)
     except OSError as err:
         raise InputError(f"cannot read modality mapping ({err.strerror or err})", path) from None
-    except (UnicodeDecodeError, yaml.YAMLError) as err:
+    except (UnicodeDecodeError, yaml.YAMLError, ValueError, TypeError, OverflowError) as err:  # !!float 'x'
         raise InputError(f"modality mapping is not valid UTF-8 YAML ({_one_line(err)})", path) from None
     if not isinstance(data, dict) or not data:
         raise InputError("modality mapping must be a YAML mapping {modality: [regex, ...]}", path)
