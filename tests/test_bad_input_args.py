@@ -180,7 +180,7 @@ ROWS = [
     Row("A73", ("sample", "longitudinal", "--config", "{w}/configs/ok.yaml", "--checkpoint", "{w}/ckpt",
                 "--subjects", "{w}/prep/c1.npz", "--out", "{w}/prep"), "prep",
         "its output of the same name would overwrite it"),
-    Row("A74", _train("{w}/configs/A74.yaml"), "A74.yaml", "a tagged value: could not convert string to float"),
+    Row("A74", _train("{w}/configs/A74.yaml"), "A74.yaml", "cannot build a value: ValueError: could not convert string to float"),
     Row("A71", ("synthesize", "--checkpoint", "{w}/ckpt", "--input", "{w}/cases", "--output", "{w}/new",
                 "--dicom-mapping", "{w}/configs/A71.yaml"), "A71.yaml", "nested more than 32 levels deep"),
 ]

@@ -24,9 +24,10 @@ FUZZ = settings(derandomize=True, max_examples=60, deadline=None, database=None,
 _TOKENS = ["a", "name", "synthesis", "train", "steps", ":", ": ", "- ", "[", "]", "{", "}", ",", "&x ", "*x", "!!str ",
            "!!python/object:os.system ", "!!binary ", "<<: ", "? ", "|", ">", "'", '"', "#", "\n", "\n  ", "\t", "0",
            "-1", "1e999", ".nan", ".inf", "null", "~", "true", "2024-01-01", "0x1F", "---\n", "...\n", "%YAML 1.2\n",
-           "\\u0000", "\u00e9", "\ufeff"]
+           "\\u0000", "\u00e9", "\ufeff", "!!bool ", "!!timestamp ", "!!int ", "!!float "]
 _WEIRD_VALUES = ["-1", "0", ".nan", "-.inf", "1e999", "[]", "{}", "null", "''", "&a [*a]", "*nowhere", "!!set {a}",
-                 "2024-01-01", "!!binary aGk=", "[1, [2, [3]]]", "{x: 1}", "yes", "0o17", "!!float 'x'"]
+                 "2024-01-01", "!!binary aGk=", "[1, [2, [3]]]", "{x: 1}", "yes", "0o17", "!!float 'x'",
+                 "!!bool 'x'", "!!timestamp 'x'", "!!int 'x'", "9" * 5000]
 
 
 @pytest.fixture(scope="module")

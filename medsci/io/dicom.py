@@ -181,7 +181,7 @@ def load_mapping(path: Path) -> dict[str, list[str]]:
     """A modality mapping ``{t1n: [regex, ...], ...}`` from a UTF-8 YAML file."""
     import yaml
 
-    from medsci.config import check_yaml_structure
+    from medsci.config import YAML_VALUE_ERRORS, check_yaml_structure
 
     path = Path(path)
     try:
@@ -190,7 +190,7 @@ def load_mapping(path: Path) -> dict[str, list[str]]:
         data = yaml.safe_load(text)
     except OSError as err:
         raise InputError(f"cannot read modality mapping ({err.strerror or err})", path) from None
-    except (UnicodeDecodeError, yaml.YAMLError, ValueError, TypeError, OverflowError) as err:  # !!float 'x'
+    except (UnicodeDecodeError, yaml.YAMLError, *YAML_VALUE_ERRORS) as err:  # e.g. !!float 'x'
         raise InputError(f"modality mapping is not valid UTF-8 YAML ({_one_line(err)})", path) from None
     if not isinstance(data, dict) or not data:
         raise InputError("modality mapping must be a YAML mapping {modality: [regex, ...]}", path)
