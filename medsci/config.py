@@ -145,6 +145,8 @@ def read_config_yaml(path: str | Path) -> dict:
     try:
         check_yaml_structure(text, path)
         data = yaml.safe_load(text)
+    except ConfigError:
+        raise
     except yaml.YAMLError as err:
         raise ConfigError(f"not valid YAML ({str(err).splitlines()[0]})", path) from None
     except YAML_VALUE_ERRORS as err:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medsci.errors import InputError
+from medsci.errors import InputError, MedsciError
 from medsci.io.cases import MODALITIES
 from medsci.io.volume import _LPS_TO_RAS, Volume, _from_sitk, _one_line
 
@@ -190,6 +190,8 @@ def load_mapping(path: Path) -> dict[str, list[str]]:
         data = yaml.safe_load(text)
     except OSError as err:
         raise InputError(f"cannot read modality mapping ({err.strerror or err})", path) from None
+    except MedsciError:  # the nesting and alias limits
+        raise
     except (UnicodeDecodeError, yaml.YAMLError, *YAML_VALUE_ERRORS) as err:  # e.g. !!float 'x'
         raise InputError(f"modality mapping is not valid UTF-8 YAML ({_one_line(err)})", path) from None
     if not isinstance(data, dict) or not data:

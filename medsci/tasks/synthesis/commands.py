@@ -65,10 +65,11 @@ def register_train(tasks) -> None:
 
 def run_train(args) -> int:
     from medsci.config import load_config
-    from medsci.tasks.synthesis.pipeline import train_synthesis
 
     check_outputs(args.out, [args.data, args.config])
     config = load_config(args.config)
+    from medsci.tasks.synthesis.pipeline import train_synthesis  # torch: only once the arguments are known good
+
     device = setup_torch(args, config)
     out = train_synthesis(config.synthesis, args.data, args.cases, args.out, device, progress=not args.no_progress)
     print(f"checkpoint: {out}")
@@ -113,7 +114,6 @@ def sampler_for(config, loaded, overrides: dict):
 
 def run_sample(args) -> int:
     from medsci.config import load_config
-    from medsci.tasks.synthesis.pipeline import load_model
 
     check_outputs(args.out, [args.input, args.data, args.checkpoint, args.config])
     if args.input:
@@ -126,6 +126,8 @@ def run_sample(args) -> int:
     device = setup_torch(args, config)
     use_ema = not args.raw_weights and (config is None or config.synthesis.sample.use_ema)
     check_steps_fit(args.checkpoint, args.steps)
+    from medsci.tasks.synthesis.pipeline import load_model  # torch and MONAI: after the checks
+
     loaded = load_model(args.checkpoint, device, use_ema=use_ema)
     sampler = sampler_for(config, loaded, {**sampler_overrides(args),
                                            **({"use_ema": False} if args.raw_weights else {})})
