@@ -21,12 +21,19 @@ CORE_BEFORE = ["info", "metrics"]
 CORE_AFTER = ["bench"]
 
 
+class Parser(argparse.ArgumentParser):
+    """Argument errors on one line, like every other medsci error (argparse would print the usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from medsci.commands.verbs import register_verb
 
     tasks = registry.tasks()
     epilog = "generators: " + "; ".join(f"{t.name} ({t.title})" for t in tasks.values()) if tasks else None
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="medsci",
         description="Diffusion pipelines for medical and scientific volumes.",
         epilog=epilog,
@@ -54,11 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     except MedsciError as err:  # e.g. MEDSCI_TASKS names a module that does not import
         print(f"medsci: error: {err}", file=sys.stderr)
         return 2
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version, or an argument error already printed on one line
+        return 0 if done.code is None else done.code if isinstance(done.code, int) else 2
     try:
         result = args.handler(args)
     except MedsciError as err:
-        print(f"medsci {args.command}: error: {err}", file=sys.stderr)
+        command = " ".join(filter(None, (args.command, getattr(args, "task", None))))
+        print(f"medsci {command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"medsci {args.command}: interrupted", file=sys.stderr)

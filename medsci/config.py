@@ -9,6 +9,7 @@ naming the file.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -79,17 +80,31 @@ def schema() -> dict:
     return full
 
 
+@lru_cache(maxsize=4)
+def _validator(generators: tuple):
+    # Checking the schema itself took most of a config load (0.5 s); do it once per set of registered generators.
+    import jsonschema
+
+    full = schema()
+    cls = jsonschema.validators.validator_for(full)
+    cls.check_schema(full)
+    return cls(full)
+
+
 def validate_schema(data: dict, source: str | Path = "config") -> None:
     import jsonschema
 
-    try:
-        jsonschema.validate(data, schema())
-    except jsonschema.ValidationError as err:
+    validator = _validator(tuple((name, id(task)) for name, task in registry.tasks().items()))
+    err = jsonschema.exceptions.best_match(validator.iter_errors(data))  # what jsonschema.validate raises
+    if err is not None:
         where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-        raise ConfigError(f"{where}: {err.message}", source) from None
+        raise ConfigError(f"{where}: {err.message}", source)
 
 
 def config_from_dict(data: dict, source: str | Path = "config") -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config must be a mapping of settings, not a {type(data).__name__}", source)
+    _check_plain_values(data, source)
     validate_schema(data, source)
     try:
         return Config.from_dict(data)
@@ -97,19 +112,118 @@ def config_from_dict(data: dict, source: str | Path = "config") -> Config:
         raise ConfigError(err.reason, source) from None
 
 
+# A config is a few kilobytes; these limits refuse hostile files (nested-alias "billion laughs", deep nesting)
+# before anything is built from them: a 356-byte file of nested anchors would otherwise expand to gigabytes.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_NODES = 100_000  # scalars + collections, aliases counted at their expanded size
+MAX_CONFIG_DEPTH = 32
+# yaml.safe_load raises more than YAMLError when a tagged scalar is not its type: ValueError (!!float 'x'), KeyError
+# (!!bool 'x'), AttributeError (!!timestamp 'x'), IndexError (!!int ''), each found by fuzzing. It builds only plain
+# values and runs no code of the file's, so whatever it raises is the file's fault: one clean error.
+YAML_VALUE_ERRORS = (Exception,)
+
+
 def load_config(path: str | Path) -> Config:
+    return config_from_dict(read_config_yaml(path), path)
+
+
+def read_config_yaml(path: str | Path) -> dict:
+    """The mapping of a YAML config file: size-, depth- and alias-limited, safe-loaded, plain JSON types only."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if path.is_dir():
+            raise ConfigError("is a folder, not a config file", path)
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file is larger than {MAX_CONFIG_BYTES // 1024} KiB; is it a config?", path)
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError("config file not found", path) from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file ({err.strerror or err})", path) from None
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError("not UTF-8 text", path) from None
+    try:
+        check_yaml_structure(text, path)
+        data = yaml.safe_load(text)
+    except ConfigError:
+        raise
     except yaml.YAMLError as err:
         raise ConfigError(f"not valid YAML ({str(err).splitlines()[0]})", path) from None
-    if data is not None and not isinstance(data, dict):
-        raise ConfigError("config must be a mapping", path)
-    return config_from_dict(data or {}, path)
+    except YAML_VALUE_ERRORS as err:
+        raise ConfigError(f"not valid YAML (cannot build a value: {type(err).__name__}: {err})", path) from None
+    if data is None:
+        raise ConfigError("config file is empty (no settings); start from configs/demo.yaml", path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"config must be a mapping of settings, not a {type(data).__name__}", path)
+    return data
+
+
+def check_yaml_structure(text: str, path: str | Path) -> None:
+    """Walk the parser's events (no objects built) counting nodes at their expanded size and nesting depth; every
+    YAML file medsci reads goes through this before ``yaml.safe_load`` (whose composer recurses: deep nesting
+    would be a RecursionError)."""
+    anchored: dict[str, int] = {}  # anchor -> expanded node count
+    open_nodes: list[list] = []  # [anchor, node count so far] of the collections being read
+    total = 0
+
+    def add(count: int) -> None:
+        nonlocal total
+        if open_nodes:
+            open_nodes[-1][1] += count
+            count = open_nodes[-1][1]
+        else:
+            total += count
+            count = total
+        if count > MAX_CONFIG_NODES:
+            raise ConfigError(f"YAML expands to more than {MAX_CONFIG_NODES} values (nested aliases?); "
+                              "refused", path)
+
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            open_nodes.append([event.anchor, 1])
+            if len(open_nodes) > MAX_CONFIG_DEPTH:
+                raise ConfigError(f"YAML is nested more than {MAX_CONFIG_DEPTH} levels deep; refused", path)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, count = open_nodes.pop()
+            if anchor is not None:
+                anchored[anchor] = count
+            add(count)
+        elif isinstance(event, yaml.ScalarEvent):
+            if event.anchor is not None:
+                anchored[event.anchor] = 1
+            add(1)
+        elif isinstance(event, yaml.AliasEvent):
+            if event.anchor not in anchored:  # undefined, or a collection referring to itself
+                raise ConfigError(f"alias *{event.anchor} refers to an undefined or enclosing anchor", path)
+            add(anchored[event.anchor])
+
+
+def _check_plain_values(data: dict, source: str | Path) -> None:
+    """Only what JSON has (string keys; finite numbers): YAML dates, sets, binary, NaN and inf are refused. Values
+    are visited as expanded, at most MAX_CONFIG_NODES of them, so a dict built with shared references (a YAML file
+    of aliases read by another loader, e.g. Snakemake's) is refused in bounded time too."""
+    visited = 0
+    todo = [(data, "")]
+    while todo:
+        node, where = todo.pop()
+        visited += 1
+        if visited > MAX_CONFIG_NODES:
+            raise ConfigError(f"config holds more than {MAX_CONFIG_NODES} values (nested aliases?); refused", source)
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if not isinstance(key, str):
+                    raise ConfigError(f"{where or '(top level)'}: key {key!r} is not a name", source)
+                todo.append((value, f"{where}.{key}" if where else key))
+        elif isinstance(node, (list, tuple)):
+            todo.extend((value, f"{where}[{i}]") for i, value in enumerate(node))
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                raise ConfigError(f"{where}: {node} is not a finite number", source)
+        elif node is not None and not isinstance(node, (str, int, bool)):
+            raise ConfigError(f"{where}: a {type(node).__name__} value is not allowed (quote it for a string)",
+                              source)
 
 
 def dump_config(config: Config) -> str:

@@ -1,22 +1,193 @@
-"""Argparse helpers shared by every generator's commands (no generator is imported here)."""
+"""Argparse helpers shared by every generator's commands (no generator is imported here).
+
+One validation layer for every verb: argparse ``type=`` functions (positive and bounded integers, finite floats,
+device names, volume shapes with a size limit) refuse a bad value while the command line is parsed, before any
+work starts, with argparse's one-line ``argument --x: ...`` message and exit status 2; :func:`check_outputs`
+refuses output paths that lie inside an input or under an existing file, also before any work.
+"""
 
 from __future__ import annotations
+
+import argparse
+import math
+import re
+from pathlib import Path
+
+from medsci.errors import InputError
+from medsci.io.paths import inside
+
+MAX_THREADS = 1024
+MAX_COUNT = 100_000  # cases, samples, cubes... per command
+MAX_SIDE = 4096  # voxels or pixels along one axis
+MAX_VOXELS = 512 ** 3  # per volume: 0.5 GiB of float32; BraTS is 240 x 240 x 155 = 8.9 million
+MAX_SPACING_MM = 1000.0
+
+
+def bounded_int(low: int, high: int, what: str = "an integer"):
+    """argparse type: an integer in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: must be {what} in [{low}, {high}]")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its own messages
+    return parse
+
+
+positive_int = bounded_int(1, MAX_COUNT, "a positive integer")
+
+
+def count_of(what: str):
+    """argparse type: how many ``what`` (cases, cubes...), at least 1."""
+    return bounded_int(1, MAX_COUNT, f"a number of {what}")
+
+
+non_negative_int = bounded_int(0, 2 ** 63 - 1, "a non-negative integer")
+thread_count = bounded_int(1, MAX_THREADS, "a thread count")
+side_length = bounded_int(1, MAX_SIDE, "a side length")
+
+
+def bounded_float(low: float, high: float, what: str = "a number", low_open: bool = False,
+                  high_open: bool = False):
+    """argparse type: a finite float in [low, high] (an open end excludes the bound)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        below = value <= low if low_open else value < low
+        above = value >= high if high_open else value > high
+        if not math.isfinite(value) or below or above:
+            interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {what} in {interval}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+finite_float = bounded_float(-1e12, 1e12, "a finite number")
+non_negative_float = bounded_float(0.0, 1e12, "a non-negative number")
+spacing_mm = bounded_float(0.0, MAX_SPACING_MM, "a voxel size in mm", low_open=True)
+fraction = bounded_float(0.0, 1.0, "a fraction", low_open=True, high_open=True)
+
+
+def device_name(text: str) -> str:
+    """argparse type: auto | cpu | cuda | cuda:N, and CUDA only where this machine has it."""
+    if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use auto, cpu, cuda or cuda:N")
+    if text.startswith("cuda"):
+        from medsci.diffusion.device import check_cuda
+
+        try:
+            check_cuda(text)
+        except InputError as err:
+            raise argparse.ArgumentTypeError(err.reason) from None
+    return text
+
+
+class VolumeShape(argparse.Action):
+    """``nargs=3`` (or 2 for images) side lengths whose product stays under MAX_VOXELS."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        voxels = math.prod(values)
+        if voxels > MAX_VOXELS:
+            parser.error(f"argument {option_string or self.dest}: {' x '.join(map(str, values))} = {voxels:,} "
+                         f"voxels is more than the limit of {MAX_VOXELS:,} per volume")
+        setattr(namespace, self.dest, list(values))
+
+
+def add_shape_arg(parser, flag: str, nargs: int = 3, **kwargs) -> None:
+    parser.add_argument(flag, type=side_length, nargs=nargs, action=VolumeShape, **kwargs)
+
+
+def add_force_arg(parser) -> None:
+    parser.add_argument("--force", action="store_true",
+                        help="write into OUT even when it holds files demo-data did not write (they may be replaced)")
+
+
+def check_demo_output(out: str | Path, force: bool, own: tuple[str, ...]) -> None:
+    """Refuse an OUT holding anything but a previous demo-data output of this generator (``own``: glob patterns of
+    the names it writes at the top of OUT), unless ``force``: a user's files are never silently overwritten."""
+    out = Path(out)
+    check_outputs(out)
+    if force or not out.is_dir():
+        return
+    own = (*own, ".snakemake_timestamp")  # Snakemake's mark in a directory() output
+    foreign = sorted(p.name for p in out.iterdir() if not any(p.match(pattern) for pattern in own))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise InputError(f"OUT is not empty and holds files demo-data did not write ({shown}); choose an empty or "
+                         "new folder, or pass --force to write into it", out)
+
+
+def check_outputs(outputs, inputs=(), *, folder: bool = True, named_after=()) -> None:
+    """Refuse, before any work, output paths that would write into an input or cannot be created.
+
+    ``outputs``: paths (or one path) to be written; ``folder``: they are folders (else files). ``inputs``: files
+    and folders that are read (None entries are skipped); an output equal to or inside one is refused.
+    ``named_after``: input files whose names the outputs take (``OUT/<input name>``): refused if they lie in OUT.
+    """
+    outputs = [outputs] if isinstance(outputs, (str, Path)) else list(outputs)
+    for out in (Path(o) for o in outputs if o is not None):
+        resolved = out.resolve()
+        for given in named_after:
+            if Path(given).resolve().parent == resolved:
+                raise InputError(f"the input {given} lies in the output folder, and its output of the same name "
+                                 "would overwrite it: choose another output folder", out)
+        for given in (Path(i) for i in inputs if i is not None):
+            source = given.resolve()
+            if resolved == source:
+                raise InputError(f"the output is the input {given}; refusing to overwrite an input: choose another "
+                                 "output", out)
+            if inside(resolved, source) and source.is_dir():
+                raise InputError(f"the output lies inside the input {given}; inputs are never written to: choose "
+                                 "an output outside it", out)
+        for parent in [resolved, *resolved.parents]:
+            if parent.exists():
+                if parent == resolved and parent.is_dir() and not folder:
+                    raise InputError("output file path is an existing folder", out)
+                if parent == resolved and not parent.is_dir() and folder:
+                    raise InputError("output path exists and is not a folder", out)
+                if parent != resolved and not parent.is_dir():
+                    raise InputError(f"cannot create the output: {parent} is a file, not a folder", out)
+                break
 
 
 def add_common_args(parser, config_required: bool = True) -> None:
     parser.add_argument("--config", required=config_required, help="medsci config YAML")
-    parser.add_argument("--device", default=None, help="auto | cpu | cuda (default: the config's device)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument("--device", type=device_name, default=None,
+                        help="auto | cpu | cuda (default: the config's device)")
+    parser.add_argument("--threads", type=thread_count, default=None, help="CPU threads for torch")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def add_sampler_args(parser) -> None:
     """Overrides of the config's (or checkpoint's) sampler, the same flags for every generator."""
     parser.add_argument("--sampler", choices=["ddim", "ddpm"], help="default: the config's")
-    parser.add_argument("--steps", type=int, help="DDIM steps (default: the config's)")
-    parser.add_argument("--n-samples", type=int, help="samples averaged; > 1 also gives a voxelwise std")
-    parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (1 = off)")
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--steps", type=positive_int, help="DDIM steps (default: the config's)")
+    parser.add_argument("--n-samples", type=positive_int, help="samples averaged; > 1 also gives a voxelwise std")
+    parser.add_argument("--guidance-scale", type=finite_float, help="classifier-free guidance scale (1 = off)")
+    parser.add_argument("--seed", type=non_negative_int)
+
+
+def check_steps_fit(checkpoint, steps: int | None) -> None:
+    """``--steps`` against the checkpoint's training schedule, from its config.json alone: before the weights load."""
+    if steps is None:
+        return
+    from medsci.diffusion.checkpoint import read_checkpoint_config
+
+    schedule = read_checkpoint_config(checkpoint).get("schedule")
+    total = schedule.get("num_train_timesteps") if isinstance(schedule, dict) else None
+    if isinstance(total, int) and steps > total:
+        raise InputError(f"{steps} sampling steps exceed the {total} timesteps the model in {checkpoint} was trained "
+                         "with; give at most that many", "--steps")
 
 
 def sampler_overrides(args) -> dict:
@@ -31,4 +202,9 @@ def setup_torch(args, config=None):
 
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
-    return getattr(args, "device", None) or (config.device if config is not None else "auto")
+    device = getattr(args, "device", None) or (config.device if config is not None else "auto")
+    if str(device).startswith("cuda"):  # a config's `device: cuda` on a machine without CUDA
+        from medsci.diffusion.device import check_cuda
+
+        check_cuda(str(device), "--device" if getattr(args, "device", None) else getattr(args, "config", "config"))
+    return device

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 
 def register(subparsers) -> None:
+    from medsci.commands.args import device_name
+
     p = subparsers.add_parser("bench", help="measure speed and memory (JSON)",
                               description="The engine's Haar DWT+IDWT against a plain copy (224x224x160) and "
                                           "every registered generator's items (preprocessing, training step, "
@@ -13,7 +15,7 @@ def register(subparsers) -> None:
     p.add_argument("--items", nargs="+", help="subset to run (default: every item but the full-size ones)")
     p.add_argument("--full", action="store_true", help="every item, the full-size ones included (GPU node)")
     p.add_argument("--list", action="store_true", help="list the items and exit")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda")
+    p.add_argument("--device", type=device_name, default=None, help="auto | cpu | cuda")
     p.add_argument("--out", default="results/bench.json", help="JSON file to write")
     p.set_defaults(handler=run)
 
@@ -22,6 +24,7 @@ def run(args) -> int:
     import json
 
     from medsci import bench
+    from medsci.commands.args import check_outputs
     from medsci.errors import MedsciError
     from medsci.io.atomic import write_json_atomic
 
@@ -30,6 +33,7 @@ def run(args) -> int:
         for name, where in known.items():
             print(f"{name}\t{where}{'' if name in bench.default_items() else '  (--full)'}")
         return 0
+    check_outputs(args.out, folder=False)
     names = args.items or (list(known) if args.full else bench.default_items())
     unknown = [n for n in names if n not in known]
     if unknown:

@@ -12,6 +12,8 @@ GRID_TOLERANCE_MM = 1e-3
 
 
 def register(subparsers) -> None:
+    from medsci.commands.args import bounded_float
+
     parser = subparsers.add_parser(
         "metrics",
         help="compare a predicted volume with its target (SSIM, PSNR, MSE, MAE) and print JSON",
@@ -24,15 +26,13 @@ def register(subparsers) -> None:
     parser.add_argument("--target", type=Path, required=True, help="reference volume, same shape as --pred")
     parser.add_argument("--mask", type=Path, default=None, help="optional mask volume; voxels > 0 are inside")
     parser.add_argument(
-        "--data-range", type=float, default=None,
+        "--data-range", type=bounded_float(0.0, 1e12, "an intensity range", low_open=True), default=None,
         help="intensity range for SSIM/PSNR (default: target max - min)",
     )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import math
-
     import numpy as np
 
     from medsci.errors import InputError
@@ -63,9 +63,7 @@ def run(args: argparse.Namespace) -> int:
         if data_range <= 0:
             raise InputError("target is constant, so its range is 0; pass --data-range", args.target)
     else:
-        data_range = args.data_range
-        if not (math.isfinite(data_range) and data_range > 0):
-            raise InputError(f"--data-range must be a positive number, got {data_range}")
+        data_range = args.data_range  # checked by its argparse type
 
     result = {"data_range": data_range, **image_metrics(pred, target, data_range=data_range, masks=masks)}
     print(json.dumps(result, indent=2))

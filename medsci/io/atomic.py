@@ -76,6 +76,8 @@ def _json_default(obj):
 
 def safe_join(root: str | Path, name: str) -> Path:
     """Join ``name`` under ``root``, refusing any name that would escape it (``..``, absolute, links)."""
+    if "\0" in str(name):  # resolve() would raise a bare ValueError
+        raise MedsciError(f"output name {name!r} holds a NUL character", root)
     root_resolved = Path(root).resolve()
     candidate = (root_resolved / name).resolve()
     if candidate != root_resolved and root_resolved not in candidate.parents:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medsci.errors import InputError
+from medsci.errors import InputError, MedsciError
 from medsci.io.cases import MODALITIES
 from medsci.io.volume import _LPS_TO_RAS, Volume, _from_sitk, _one_line, check_declared_size
 
@@ -185,12 +185,18 @@ def load_mapping(path: Path) -> dict[str, list[str]]:
     """A modality mapping ``{t1n: [regex, ...], ...}`` from a UTF-8 YAML file."""
     import yaml
 
+    from medsci.config import YAML_VALUE_ERRORS, check_yaml_structure
+
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        check_yaml_structure(text, path)  # nesting and alias limits first
+        data = yaml.safe_load(text)
     except OSError as err:
         raise InputError(f"cannot read modality mapping ({err.strerror or err})", path) from None
-    except (UnicodeDecodeError, yaml.YAMLError) as err:
+    except MedsciError:  # the nesting and alias limits
+        raise
+    except (UnicodeDecodeError, yaml.YAMLError, *YAML_VALUE_ERRORS) as err:  # e.g. !!float 'x'
         raise InputError(f"modality mapping is not valid UTF-8 YAML ({_one_line(err)})", path) from None
     if not isinstance(data, dict) or not data:
         raise InputError("modality mapping must be a YAML mapping {modality: [regex, ...]}", path)

@@ -69,8 +69,9 @@ def _one_line(err: BaseException) -> str:
 
 
 def _geometry_hint(reason: str) -> str:
-    # Names what a user of `medsci interpolate` / `split-survey` can do (no option takes a geometry).
-    return (f"{reason}; if the line numbers are at other trace header bytes pass --iline-byte/--xline-byte, "
+    # Said to command-line users: name options they have (the Python API's geometry= is in the docstring).
+    return (f"{reason}; medsci reads regular 3D post-stack surveys: if the line numbers sit in other trace-header "
+            "bytes, give them with --iline-byte/--xline-byte (interpolate) or seismic.data.iline_byte/xline_byte; "
             "otherwise save the cube as an (inline, crossline, time) .npy array (an irregular geometry is not read)")
 
 

@@ -7,7 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from medsci.commands.args import add_common_args, add_sampler_args, sampler_overrides, setup_torch
+from medsci.commands.args import (add_common_args, add_force_arg, add_sampler_args, add_shape_arg, check_demo_output,
+                                  check_outputs, check_steps_fit, count_of, device_name, finite_float,
+                                  non_negative_int, sampler_overrides, setup_torch, spacing_mm, thread_count)
 from medsci.errors import InputError, MedsciError
 
 
@@ -20,10 +22,11 @@ def register_commands(subparsers) -> None:
                     "session's native grid, with OUT_std.nii.gz (the voxelwise std over --n-samples) and OUT.json.")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--subject", required=True, type=Path)
-    p.add_argument("--time", required=True, type=float, nargs="+", help="days; several = autoregressive sequence")
+    p.add_argument("--time", required=True, type=finite_float, nargs="+",
+                   help="days; several = autoregressive sequence")
     p.add_argument("--output", required=True, type=Path, help="output .nii.gz (several times: _<time>d suffixes)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--device", type=device_name, default="auto")
+    p.add_argument("--threads", type=thread_count)
     p.add_argument("--allow-other-spacing", action="store_true",
                    help="forecast a subject scanned at a voxel size more than 10 %% away from the model's")
     add_sampler_args(p)
@@ -40,6 +43,7 @@ def run_forecast(args) -> int:
 
     from medsci.diffusion.inference import sampler_with
     from medsci.io.atomic import write_json_atomic
+    from medsci.io.paths import refuse_links_outside
     from medsci.io.volume import write_nifti
     from medsci.tasks.longitudinal.config import LongitudinalPreprocessConfig
     from medsci.tasks.longitudinal.layout import read_subject
@@ -50,12 +54,15 @@ def run_forecast(args) -> int:
         torch.set_num_threads(args.threads)
     if not args.output.name.endswith((".nii.gz", ".nii")):
         raise InputError("output must end in .nii.gz or .nii", args.output)
-    subject = read_subject(args.subject)  # a bad subject is refused before the model is loaded
-    loaded = load_model(args.checkpoint, args.device)
+    check_outputs(args.output, [args.subject, args.checkpoint], folder=False)
+    subject = read_subject(args.subject)  # the table and file names only: cheap, so before the model loads
+    refuse_links_outside([s.path for s in subject.sessions], args.subject)
     times = sorted(float(t) for t in args.time)
     if times[0] <= subject.sessions[0].time:
         raise InputError(f"requested time {times[0]:g} days is not after the first session "
                          f"({subject.sessions[0].time:g} days)", args.subject)
+    check_steps_fit(args.checkpoint, args.steps)
+    loaded = load_model(args.checkpoint, args.device)
     prep = LongitudinalPreprocessConfig.from_dict(loaded.config["preprocess"], "preprocess")
     record = preprocess_subject(subject, prep, threads=args.threads or 1)
     spacing = np.linalg.norm(np.asarray(record["first_affine"])[:3, :3], axis=0)
@@ -97,16 +104,18 @@ def register_demo_data(tasks) -> None:
                          description="sub-XXX/ses-YY.nii.gz + sessions.tsv; ventricles enlarge, cortex thins, a "
                                      "lesion grows or shrinks at per-subject rates; the same seed gives the same bytes.")
     p.add_argument("out", type=Path, metavar="OUT")
-    p.add_argument("--subjects", type=int, default=12)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--shape", type=int, nargs=3, default=[48, 56, 48])
-    p.add_argument("--spacing", type=float, nargs=3, default=[4.0, 4.0, 4.0])
+    p.add_argument("--subjects", type=count_of("subjects"), default=12)
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    add_shape_arg(p, "--shape", default=[48, 56, 48])
+    p.add_argument("--spacing", type=spacing_mm, nargs=3, default=[4.0, 4.0, 4.0])
+    add_force_arg(p)
     p.set_defaults(handler=run_demo_data)
 
 
 def run_demo_data(args) -> int:
     from medsci.tasks.longitudinal.demo import write_demo_subjects
 
+    check_demo_output(args.out, args.force, own=("sub-*",))
     written = write_demo_subjects(args.out, n=args.subjects, seed=args.seed, shape=tuple(args.shape),
                                   spacing=tuple(args.spacing))
     print(f"wrote {len(written)} synthetic subjects to {args.out}")
@@ -127,6 +136,7 @@ def run_preprocess(args) -> int:
     from medsci.tasks.longitudinal.layout import read_subject
     from medsci.tasks.longitudinal.preprocess import preprocess_subject, save_subject
 
+    check_outputs(args.out, [*args.subjects, args.config])
     config = load_config(args.config)
     setup_torch(args, config)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -158,6 +168,7 @@ def run_train(args) -> int:
     from medsci.config import load_config
     from medsci.tasks.longitudinal.pipeline import train_longitudinal
 
+    check_outputs(args.out, [*args.subjects, args.config])
     config = load_config(args.config)
     device = setup_torch(args, config)
     out = train_longitudinal(config.longitudinal, args.subjects, args.out, device, progress=not args.no_progress)
@@ -183,6 +194,7 @@ def run_sample(args) -> int:
     from medsci.tasks.longitudinal.pipeline import load_model
     from medsci.tasks.longitudinal.preprocess import load_subject
 
+    check_outputs(args.out, [*args.subjects, args.checkpoint, args.config], named_after=args.subjects)
     config = load_config(args.config)
     cfg = config.longitudinal
     device = setup_torch(args, config)
@@ -226,6 +238,7 @@ def run_evaluate(args) -> int:
     from medsci.tasks.longitudinal.preprocess import load_subject
     from medsci.tasks.longitudinal.report import sequence_figure, write_evaluation
 
+    check_outputs(args.out, [*args.subjects, args.predictions, args.config])
     config = load_config(args.config)
     cfg = config.longitudinal
     rows, forecasts, nfe = [], {}, {}

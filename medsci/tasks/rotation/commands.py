@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medsci.commands.args import add_common_args, add_sampler_args, sampler_overrides, setup_torch
+from medsci.commands.args import (add_common_args, add_force_arg, add_sampler_args, add_shape_arg, bounded_float,
+                                  bounded_int, check_demo_output, check_outputs, check_steps_fit, count_of,
+                                  device_name, non_negative_int, sampler_overrides, setup_torch, spacing_mm,
+                                  thread_count)
 from medsci.errors import InputError
 
 
@@ -32,16 +35,6 @@ def parse_angles(text) -> tuple[float, float, float]:
     return values
 
 
-def _check_runtime(args) -> None:
-    """Arguments checked before any work: threads, device, output place."""
-    import torch
-
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads must be >= 1, got {args.threads}")
-    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {args.device}: CUDA is not available on this machine")
-
-
 def register_commands(subparsers) -> None:
     p = subparsers.add_parser(
         "rotate", help="a radiograph seen from a rotated viewpoint (PNG, DICOM CR/DX, NIfTI)",
@@ -55,8 +48,8 @@ def register_commands(subparsers) -> None:
     p.add_argument("--angles", required=True, nargs="+",
                    help="RX,RY,RZ in degrees, e.g. 0,0,10 (negative first angle: --angles=-5,0,0 or --angles -5 0 0)")
     p.add_argument("--output", required=True, type=Path, help="output file (same format as the input)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--device", type=device_name, default="auto")
+    p.add_argument("--threads", type=thread_count)
     p.add_argument("--allow-extrapolation", action="store_true",
                    help="rotate up to 1.9x the trained angle range (otherwise refused beyond 1.5x; beyond the "
                         "range itself, a warning in the output's metadata)")
@@ -71,12 +64,13 @@ def register_commands(subparsers) -> None:
                    help="RX,RY,RZ in degrees, repeatable (default 0,0,0); a negative first angle: --angles=-5,0,0")
     d.add_argument("--output", required=True, type=Path, help="output folder")
     d.add_argument("--config", help="medsci config (rotation.drr geometry); default: the built-in geometry")
-    d.add_argument("--pixels", type=int, nargs=2, metavar=("ROWS", "COLS"))
-    d.add_argument("--spacing", type=float, nargs=2, metavar=("ROW_MM", "COL_MM"))
+    d.add_argument("--pixels", type=bounded_int(8, 4096, "a pixel count"), nargs=2, metavar=("ROWS", "COLS"))
+    d.add_argument("--spacing", type=bounded_float(0.0, 100.0, "a pixel size in mm", low_open=True), nargs=2,
+                   metavar=("ROW_MM", "COL_MM"))
     d.add_argument("--format", choices=["png", "nifti"], default="png")
     d.add_argument("--beer-lambert", action="store_true", help="write exp(-line integral) instead of the display")
-    d.add_argument("--device", default="cpu")
-    d.add_argument("--threads", type=int)
+    d.add_argument("--device", type=device_name, default="cpu")
+    d.add_argument("--threads", type=thread_count)
     d.set_defaults(handler=run_drr)
 
 
@@ -88,6 +82,7 @@ def run_drr(args) -> int:
     from medsci.tasks.rotation.data import display, geometry_of, load_ct, window_divisor
     from medsci.tasks.rotation.drr import render_ct
 
+    check_outputs(args.output, [args.ct, args.config])
     cfg = RotationConfig()
     if args.config:
         from medsci.config import load_config
@@ -97,18 +92,12 @@ def run_drr(args) -> int:
     if args.pixels or args.spacing:
         from dataclasses import replace
 
-        if (args.pixels and not 8 <= min(args.pixels) <= max(args.pixels) <= 4096) or \
-                (args.spacing and not 0 < min(args.spacing) <= max(args.spacing) <= 100):
-            raise InputError("--pixels must be within 8..4096 and --spacing within (0, 100] mm")
         drr_cfg = replace(drr_cfg, pixels=tuple(args.pixels or drr_cfg.pixels),
                           spacing=tuple(args.spacing or drr_cfg.spacing))
-    _check_runtime(args)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    if args.output.exists() and not args.output.is_dir():
-        raise InputError("output must be a folder, and this is a file", args.output)
     angles = np.array([parse_angles(a) for a in (args.angles or ["0,0,0"])])
     hu, affine = load_ct(args.ct)
     views = render_ct(hu, affine, geometry_of(drr_cfg), angles, drr_cfg.mu_water,
@@ -142,11 +131,10 @@ def run_rotate(args) -> int:
     from medsci.tasks.rotation.pipeline import load_model, rotate
 
     angles = parse_angles(args.angles)
-    _check_runtime(args)
-    if args.output.resolve() == args.input.resolve():
-        raise InputError("output would overwrite the input", args.output)
+    check_outputs(args.output, [args.input, args.checkpoint], folder=False)
     if args.threads:
         torch.set_num_threads(args.threads)
+    check_steps_fit(args.checkpoint, args.steps)
     radiograph = read_radiograph(args.input)  # a bad file is refused before the model is loaded
     loaded = load_model(args.checkpoint, args.device)
     warnings = []
@@ -216,16 +204,18 @@ def register_demo_data(tasks) -> None:
                          description="Synthetic chest CTs (body, lungs, heart, liver, spine, ribs) in HU with an "
                                      "affine; the same seed gives the same bytes.")
     p.add_argument("out", type=Path, metavar="OUT")
-    p.add_argument("--cts", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--shape", type=int, nargs=3, default=[64, 64, 64])
-    p.add_argument("--spacing", type=float, nargs=3, default=[5.0, 5.0, 5.0])
+    p.add_argument("--cts", type=count_of("CTs"), default=10)
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    add_shape_arg(p, "--shape", default=[64, 64, 64])
+    p.add_argument("--spacing", type=spacing_mm, nargs=3, default=[5.0, 5.0, 5.0])
+    add_force_arg(p)
     p.set_defaults(handler=run_demo_data)
 
 
 def run_demo_data(args) -> int:
     from medsci.tasks.rotation.demo import write_demo_cts
 
+    check_demo_output(args.out, args.force, own=("ct_*.nii.gz",))
     written = write_demo_cts(args.out, n=args.cts, seed=args.seed, shape=tuple(args.shape),
                              spacing=tuple(args.spacing))
     print(f"wrote {len(written)} synthetic chest CTs to {args.out}")
@@ -243,7 +233,7 @@ def register_preprocess(tasks) -> None:
     p.add_argument("--evaluation", action="store_true")
     p.add_argument("--record-refusals", action="store_true",
                    help="a refused CT gets a <ct>.npz that records why (exit 0), so a workflow's other CTs go on")
-    p.add_argument("--index", type=int, default=0,
+    p.add_argument("--index", type=non_negative_int, default=0,
                    help="position of the first CT in the data set: CT i draws its angles from (seed, i)")
     p.set_defaults(handler=run_preprocess)
 
@@ -257,6 +247,7 @@ def run_preprocess(args) -> int:
     from medsci.tasks.rotation.data import geometry_of, load_ct, random_angles, render_pairs, save_pairs
     from medsci.tasks.rotation.evaluation import evaluation_angles
 
+    check_outputs(args.out, [*args.cts, args.config])
     config = load_config(args.config)
     cfg = config.rotation
     device = setup_torch(args, config)
@@ -307,6 +298,7 @@ def run_train(args) -> int:
     from medsci.config import load_config
     from medsci.tasks.rotation.pipeline import train_rotation
 
+    check_outputs(args.out, [*args.pairs, args.config])
     config = load_config(args.config)
     device = setup_torch(args, config)
     out = train_rotation(config.rotation, args.pairs, args.out, device, progress=not args.no_progress)
@@ -330,6 +322,7 @@ def run_sample(args) -> int:
     from medsci.tasks.rotation.evaluation import predict_heldout, save_predictions
     from medsci.tasks.rotation.pipeline import load_model
 
+    check_outputs(args.out, [*args.pairs, args.checkpoint, args.config], named_after=args.pairs)
     config = load_config(args.config)
     cfg = config.rotation
     device = setup_torch(args, config)
@@ -363,6 +356,7 @@ def run_evaluate(args) -> int:
     from medsci.config import load_config
     from medsci.tasks.rotation.report import write_evaluation
 
+    check_outputs(args.out, [*args.pairs, args.predictions, args.config])
     config = load_config(args.config)
     write_evaluation(config.rotation, args.pairs, args.predictions, args.out)
     print(f"wrote {args.out / 'summary.md'}")

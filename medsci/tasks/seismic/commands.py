@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from medsci.commands.args import add_common_args, setup_torch
+from medsci.commands.args import (add_common_args, add_force_arg, add_shape_arg, bounded_int, check_demo_output,
+                                  check_outputs, check_steps_fit, count_of, fraction, non_negative_int,
+                                  positive_int, setup_torch)
+
 from medsci.errors import InputError, MedsciError
 
 # Method names in the tables; numpy and torch are imported inside the handlers (fast `medsci --help`).
@@ -28,9 +31,9 @@ def register_commands(subparsers) -> None:
     p.add_argument("survey", help="SEG-Y file (3D post-stack, regular geometry)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--config", help="medsci config: split settings from seismic.data, patch checked from seismic.model")
-    p.add_argument("--heldout", type=float, help="fraction of lines held out (default 0.3)")
+    p.add_argument("--heldout", type=fraction, help="fraction of lines held out (default 0.3)")
     p.add_argument("--axis", choices=["inline", "crossline"], help="axis to cut along (default crossline)")
-    p.add_argument("--gap", type=int, help="lines left out between the blocks (default 2)")
+    p.add_argument("--gap", type=bounded_int(0, 10_000, "a line count"), help="lines left out between the blocks (default 2)")
     p.set_defaults(handler=run_split_survey)
 
 
@@ -39,6 +42,7 @@ def run_split_survey(args) -> int:
     from medsci.tasks.seismic.data import load_cube
     from medsci.tasks.seismic.survey import split_survey
 
+    check_outputs(args.out, [args.survey, args.config])
     if args.config:
         from medsci.config import load_config
 
@@ -62,16 +66,18 @@ def register_demo_data(tasks) -> None:
                          description="Synthetic seismic cubes for the trace-interpolation task; the same seed "
                                      "gives the same bytes.")
     p.add_argument("out", type=Path, metavar="OUT", help="output folder")
-    p.add_argument("--cubes", type=int, default=8, help="number of cubes (default 8)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--shape", type=int, nargs=3, default=[32, 32, 128], metavar=("IL", "XL", "T"),
-                   help="inlines, crosslines, time samples (default 32 32 128)")
+    p.add_argument("--cubes", type=count_of("cubes"), default=8, help="number of cubes (default 8)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+    add_shape_arg(p, "--shape", default=[32, 32, 128], metavar=("IL", "XL", "T"),
+                  help="inlines, crosslines, time samples (default 32 32 128)")
+    add_force_arg(p)
     p.set_defaults(handler=run_demo_data)
 
 
 def run_demo_data(args) -> int:
     from medsci.tasks.seismic.demo import write_seismic_dataset
 
+    check_demo_output(args.out, args.force, own=("cube_*.segy", "dataset.json"))
     written = write_seismic_dataset(args.out, cubes=args.cubes, seed=args.seed, shape=tuple(args.shape))
     print(f"wrote {len(written)} synthetic seismic cubes to {args.out}")
     return 0
@@ -129,6 +135,7 @@ def run_train(args) -> int:
     from medsci.config import load_config
     from medsci.tasks.seismic.pipeline import train_seismic
 
+    check_outputs(args.out, [args.data, args.config])
     config = load_config(args.config)
     device = setup_torch(args, config)
     out = train_seismic(config.seismic, _cube_paths(args.data, args.cubes), args.out, device,
@@ -143,7 +150,7 @@ def register_sample(tasks) -> None:
         "seismic",
         help="held-out masks and reconstructions of seismic cubes",
         description="Three modes for the held-out evaluation: --make-masks writes <cube>-<pattern>.npy for "
-                    "every evaluation pattern of the config; with --checkpoint, each --cube is reconstructed "
+                    "every evaluation pattern of the config; with --checkpoint, each of --cubes is reconstructed "
                     "for every pattern, with and without input guidance; --benchmark instead runs the "
                     "config's [steps, jumps] list on the `random` pattern and writes <cube>-benchmark.json. "
                     "For a single survey use `medsci interpolate`.",
@@ -156,8 +163,8 @@ def register_sample(tasks) -> None:
     p.add_argument("--masks", help="folder of masks written by --make-masks")
     p.add_argument("--checkpoint", help="trained model folder")
     p.add_argument("--benchmark", action="store_true", help="network evaluations / time / SNR benchmark")
-    p.add_argument("--steps", type=int, help="DDIM steps (default: config)")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--steps", type=positive_int, help="DDIM steps (default: config)")
+    p.add_argument("--seed", type=non_negative_int)
     p.set_defaults(handler=run_sample)
 
 
@@ -165,6 +172,7 @@ def run_sample(args) -> int:
     limit_blas_threads()
     from medsci.config import load_config
 
+    check_outputs(args.out, [args.data, args.masks, args.checkpoint, args.config])
     config = load_config(args.config)
     cfg = config.seismic
     paths = _cube_paths(args.data, args.cubes)
@@ -175,6 +183,7 @@ def run_sample(args) -> int:
     from medsci.tasks.seismic.pipeline import load_model, sampler_for
 
     device = setup_torch(args, config)
+    check_steps_fit(args.checkpoint, args.steps)
     loaded = load_model(args.checkpoint, device, use_ema=cfg.sample.use_ema)
     sampler = sampler_for(loaded, cfg.sample, args.steps, args.seed)
     for cube_id, path in zip(args.cubes, paths):
@@ -282,6 +291,7 @@ def run_evaluate(args) -> int:
     from medsci.config import load_config
     from medsci.tasks.seismic.evaluation import evaluate_heldout
 
+    check_outputs(args.out, [args.data, args.masks, args.samples, args.config, *args.benchmark])
     cfg = load_config(args.config).seismic
     text = evaluate_heldout(cfg, args.data, args.cubes, args.train_cubes, args.masks, args.samples, args.out,
                             benchmark=args.benchmark)

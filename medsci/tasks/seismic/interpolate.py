@@ -15,6 +15,10 @@ from pathlib import Path
 
 
 def register_interpolate(subparsers) -> None:
+    from medsci.commands.args import (bounded_float, bounded_int, device_name, non_negative_float,
+                                      non_negative_int, positive_int, thread_count)
+
+    header_byte = bounded_int(1, 237, "a trace-header byte")  # a 4-byte word inside the 240-byte header
     p = subparsers.add_parser(
         "interpolate",
         help="fill missing traces of a seismic survey with a trained model",
@@ -25,27 +29,28 @@ def register_interpolate(subparsers) -> None:
     p.add_argument("--input", required=True, help="survey: .segy/.sgy (regular inline/crossline grid) or .npy")
     p.add_argument("--output", required=True, help=".segy/.sgy (headers from --input) or .npy")
     p.add_argument("--mask", help=".npy (n_il, n_xl) bool or 0/1, 1 = observed; default: dead traces of the input")
-    p.add_argument("--dead-tolerance", type=float, default=0.0,
+    p.add_argument("--dead-tolerance", type=non_negative_float, default=0.0,
                    help="without --mask: a trace whose every |sample| <= this is missing (default 0)")
     p.add_argument("--config", help="medsci config; its seismic sample/inference settings replace the checkpoint's")
-    p.add_argument("--steps", type=int, help="DDIM steps (default: the checkpoint's sampler; demo preset 5)")
-    p.add_argument("--jumps", type=int, help="resampling jumps per step (default: the checkpoint's, 0)")
-    p.add_argument("--n-samples", type=int, help="average this many samples per window (higher SNR, n x time)")
+    p.add_argument("--steps", type=positive_int, help="DDIM steps (default: the checkpoint's sampler; demo preset 5)")
+    p.add_argument("--jumps", type=bounded_int(0, 100, "a jump count"), help="resampling jumps per step (default: the checkpoint's, 0)")
+    p.add_argument("--n-samples", type=positive_int, help="average this many samples per window (higher SNR, n x time)")
     p.add_argument("--no-guidance", action="store_true", help="condition only, no input guidance")
-    p.add_argument("--overlap", type=float, help="sliding-window overlap in [0, 1)")
-    p.add_argument("--batch-size", type=int, help="windows per sampler call")
-    p.add_argument("--seed", type=int, help="sampling seed (same seed, same bytes)")
+    p.add_argument("--overlap", type=bounded_float(0.0, 1.0, "an overlap", high_open=True), help="sliding-window overlap in [0, 1)")
+    p.add_argument("--batch-size", type=positive_int, help="windows per sampler call")
+    p.add_argument("--seed", type=non_negative_int, help="sampling seed (same seed, same bytes)")
     p.add_argument("--raw-weights", action="store_true", help="use raw instead of EMA weights")
-    p.add_argument("--iline-byte", type=int, default=189, help="SEG-Y inline header byte (default 189)")
-    p.add_argument("--xline-byte", type=int, default=193, help="SEG-Y crossline header byte (default 193)")
+    p.add_argument("--iline-byte", type=header_byte, default=189, help="SEG-Y inline header byte (default 189)")
+    p.add_argument("--xline-byte", type=header_byte, default=193, help="SEG-Y crossline header byte (default 193)")
     p.add_argument("--report", help="also write a JSON report (mask counts, scale, timing) here")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda")
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--device", type=device_name, default=None, help="auto | cpu | cuda")
+    p.add_argument("--threads", type=thread_count, help="CPU threads for torch")
     p.add_argument("--progress", action="store_true", help="progress bar over the sliding windows")
     p.set_defaults(handler=run)
 
 
 def _check_output(args, inp: Path, out: Path) -> None:
+    from medsci.commands.args import check_outputs
     from medsci.errors import InputError
     from medsci.io.segy import SEGY_SUFFIXES
 
@@ -54,12 +59,8 @@ def _check_output(args, inp: Path, out: Path) -> None:
         raise InputError(f"unsupported output suffix {out.suffix!r}; use .segy, .sgy or .npy", out)
     if out.suffix.lower() in SEGY_SUFFIXES and inp.suffix.lower() not in SEGY_SUFFIXES:
         raise InputError("SEG-Y output needs a SEG-Y input to copy the headers from; write .npy instead", out)
-    if out.exists() and out.resolve() == inp.resolve():
-        raise InputError("output is the input file; refusing to overwrite an input", out)
-    if args.mask and out.exists() and out.resolve() == Path(args.mask).resolve():
-        raise InputError("output is the mask file; refusing to overwrite an input", out)
-    if out.exists() and out.is_dir():
-        raise InputError("output is a folder, expected a file name", out)
+    inputs = (inp, args.mask, args.checkpoint, args.config)
+    check_outputs([out, args.report], inputs, folder=False)
 
 
 def run(args) -> int:
@@ -70,6 +71,7 @@ def run(args) -> int:
     import numpy as np
     import torch
 
+    from medsci.commands.args import check_steps_fit
     from medsci.errors import ConfigError
     from medsci.io.atomic import write_json_atomic
     from medsci.io.segy import SEGY_SUFFIXES, read_cube, write_cube, write_segy_like
@@ -95,6 +97,7 @@ def run(args) -> int:
 
         config = load_config(args.config)
     device = args.device or (config.device if config is not None else "auto")
+    check_steps_fit(args.checkpoint, args.steps)
     loaded = load_model(args.checkpoint, device, use_ema=not args.raw_weights)
     base_sampler = config.seismic.sample if config is not None else loaded.sample
     sampler = sampler_for(loaded, base_sampler, args.steps, args.seed, n_samples=args.n_samples)

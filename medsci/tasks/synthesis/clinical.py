@@ -26,6 +26,7 @@ import numpy as np
 from medsci.errors import InputError, MedsciError
 from medsci.io.atomic import atomic_path, safe_join, write_json_atomic, write_text_atomic
 from medsci.io.cases import MODALITIES, Case
+from medsci.io.paths import refuse_links_outside
 
 SYNTHETIC = "SYNTHETIC"
 RECORD_VERSION = 1
@@ -312,7 +313,9 @@ def run_batch(loaded, sampler, checkpoint: Path, input_dir: Path, settings: Batc
         try:
             if refusal:
                 raise InputError(refusal, folder)
+            refuse_links_outside([folder], input_dir)
             inputs = scan_case(case_id, folder, patterns, dicom_mapping)
+            refuse_links_outside(inputs.input_files(), input_dir)
             record = synthesize_case(loaded, sampler, inputs, settings, model_key)
         except MedsciError as err:
             record = CaseRecord(case_id, "refused", reason=str(err))

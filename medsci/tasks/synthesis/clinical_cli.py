@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from medsci.commands.args import add_sampler_args, sampler_overrides, setup_torch
+from medsci.commands.args import (add_sampler_args, check_outputs, check_steps_fit, device_name, sampler_overrides,
+                                  setup_torch, thread_count)
 
 _DESCRIPTION = (
     "INPUT holds one folder per case with NIfTI files (contrast from the file name: t1n/t1/t1w, t1c/t1ce/"
@@ -28,8 +29,8 @@ def _add_batch_args(p, *, dicom: bool) -> None:
     p.add_argument("--case", action="append", dest="cases", metavar="ID", help="only this case (repeatable)")
     p.add_argument("--record-refusals", action="store_true",
                    help="exit 0 when cases are refused (their reasons are in the records): for workflow jobs")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda (default: auto)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--device", type=device_name, default=None, help="auto | cpu | cuda (default: auto)")
+    p.add_argument("--threads", type=thread_count, default=None, help="CPU threads for torch")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_sampler_args(p)
 
@@ -57,6 +58,14 @@ def register_clinical_commands(subparsers) -> None:
     p.set_defaults(handler=run_submit)
 
 
+def _check_paths(args) -> None:
+    """Before the model is loaded: the output folder outside every input, creatable."""
+    from medsci.tasks.synthesis.clinical import check_locations
+
+    check_locations(args.input, args.output)
+    check_outputs(args.output, [args.checkpoint, args.config, getattr(args, "dicom_mapping", None)])
+
+
 def _prepare(args):
     from medsci.config import load_config
     from medsci.provenance import enable_determinism
@@ -66,6 +75,7 @@ def _prepare(args):
 
     config = load_config(args.config) if args.config else None
     device = setup_torch(args, config)
+    check_steps_fit(args.checkpoint, args.steps)
     loaded = load_model(args.checkpoint, device)
     sampler = sampler_for(config, loaded, sampler_overrides(args))
     enable_determinism(sampler.seed)
@@ -91,18 +101,18 @@ def _exit_code(records, tolerate: bool = False) -> int:
 
 
 def run_synthesize(args) -> int:
-    from medsci.tasks.synthesis.clinical import BatchSettings, check_locations, load_records, run_batch, write_summary
+    from medsci.tasks.synthesis.clinical import BatchSettings, load_records, run_batch, write_summary
 
     settings = BatchSettings(args.output, layout="folders", dicom=not args.no_dicom, qc=not args.no_qc,
                              skip_done=not args.redo)
+    _check_paths(args)
     if args.report_only:
-        check_locations(args.input, args.output)
         records = load_records(args.output)
     else:
         from medsci.io.dicom import load_mapping
 
-        loaded, sampler, patterns = _prepare(args)
         mapping = load_mapping(args.dicom_mapping) if args.dicom_mapping else None
+        loaded, sampler, patterns = _prepare(args)
         records = run_batch(loaded, sampler, Path(args.checkpoint), args.input, settings, patterns=patterns,
                             dicom_mapping=mapping, cases=args.cases, progress=not args.no_progress,
                             on_record=_print_record)
@@ -118,6 +128,7 @@ def run_submit(args) -> int:
     from medsci.tasks.synthesis.clinical import BatchSettings, run_batch
     from medsci.tasks.synthesis.submission import write_manifest
 
+    _check_paths(args)
     loaded, sampler, patterns = _prepare(args)
     settings = BatchSettings(args.output, layout="flat", dicom=False, qc=False, uncertainty=False)
     records = run_batch(loaded, sampler, Path(args.checkpoint), args.input, settings, patterns=patterns,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from medsci.commands.args import add_common_args, add_sampler_args, sampler_overrides, setup_torch
+from medsci.commands.args import (add_common_args, add_force_arg, add_sampler_args, add_shape_arg, check_demo_output,
+                                  check_outputs, check_steps_fit, count_of, non_negative_int, sampler_overrides,
+                                  setup_torch, spacing_mm, thread_count)
 from medsci.errors import MedsciError
 from medsci.tasks.synthesis.preprocess_cli import register_preprocess, register_summarize  # noqa: F401  (verb hooks)
 
@@ -31,11 +33,12 @@ def register_demo_data(tasks) -> None:
                     "The same seed gives the same bytes.",
     )
     p.add_argument("out", type=Path, metavar="OUT", help="output folder")
-    p.add_argument("--cases", type=int, default=16, help="number of cases (default 16)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--shape", type=int, nargs=3, default=[68, 76, 60], metavar=("X", "Y", "Z"),
-                   help="voxels per axis, NIfTI order (default 68 76 60; BraTS is 240 240 155)")
-    p.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("SX", "SY", "SZ"),
+    p.add_argument("--cases", type=count_of("cases"), default=16, help="number of cases (default 16)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+    add_shape_arg(p, "--shape", default=[68, 76, 60], metavar=("X", "Y", "Z"),
+                  help="voxels per axis, NIfTI order (default 68 76 60; BraTS is 240 240 155)")
+    add_force_arg(p)
+    p.add_argument("--spacing", type=spacing_mm, nargs=3, default=None, metavar=("SX", "SY", "SZ"),
                    help="voxel size in mm (default: the BraTS 240x240x155 mm field of view divided by the shape)")
     p.set_defaults(handler=run_demo_data)
 
@@ -43,6 +46,7 @@ def register_demo_data(tasks) -> None:
 def run_demo_data(args) -> int:
     from medsci.tasks.synthesis.demo import write_brats_dataset
 
+    check_demo_output(args.out, args.force, own=("BraTS-DEMO-*", "dataset.json"))
     cases = write_brats_dataset(args.out, cases=args.cases, seed=args.seed, shape=tuple(args.shape),
                                 spacing=args.spacing)
     print(f"wrote {len(cases)} synthetic BraTS-like cases to {args.out}")
@@ -61,9 +65,11 @@ def register_train(tasks) -> None:
 
 def run_train(args) -> int:
     from medsci.config import load_config
-    from medsci.tasks.synthesis.pipeline import train_synthesis
 
+    check_outputs(args.out, [args.data, args.config])
     config = load_config(args.config)
+    from medsci.tasks.synthesis.pipeline import train_synthesis  # torch: only once the arguments are known good
+
     device = setup_torch(args, config)
     out = train_synthesis(config.synthesis, args.data, args.cases, args.out, device, progress=not args.no_progress)
     print(f"checkpoint: {out}")
@@ -88,7 +94,7 @@ def register_sample(tasks) -> None:
     p.add_argument("--targets", nargs="+", help="modalities to synthesise in evaluation mode")
     add_sampler_args(p)
     p.add_argument("--raw-weights", action="store_true", help="use raw instead of EMA weights")
-    p.add_argument("--steps-curve", type=int, nargs="+",
+    p.add_argument("--steps-curve", type=count_of("steps"), nargs="+",
                    help="evaluation mode: sample at each of these step counts (1000 = DDPM reference) and "
                         "write brain SSIM/PSNR per count to <out>/<case>-curve.json instead of volumes")
     p.set_defaults(handler=run_sample)
@@ -108,18 +114,25 @@ def sampler_for(config, loaded, overrides: dict):
 
 def run_sample(args) -> int:
     from medsci.config import load_config
-    from medsci.tasks.synthesis.pipeline import load_model
 
+    check_outputs(args.out, [args.input, args.data, args.checkpoint, args.config])
+    if args.input:
+        from medsci.tasks.synthesis.clinical import check_locations
+
+        check_locations(Path(args.input), Path(args.out))
+    elif not (args.data and args.case):
+        raise MedsciError("give either --input, or --data and --case")
     config = load_config(args.config) if args.config else None
     device = setup_torch(args, config)
     use_ema = not args.raw_weights and (config is None or config.synthesis.sample.use_ema)
+    check_steps_fit(args.checkpoint, args.steps)
+    from medsci.tasks.synthesis.pipeline import load_model  # torch and MONAI: after the checks
+
     loaded = load_model(args.checkpoint, device, use_ema=use_ema)
     sampler = sampler_for(config, loaded, {**sampler_overrides(args),
                                            **({"use_ema": False} if args.raw_weights else {})})
     if args.input:
         return _sample_new_cases(args, loaded, sampler)
-    if not (args.data and args.case):
-        raise MedsciError("give either --input, or --data and --case")
     if args.steps_curve:
         return _steps_curve(args, loaded, sampler)
     return _sample_prepared(args, loaded, sampler)
@@ -220,7 +233,7 @@ def register_evaluate(tasks) -> None:
     p.add_argument("--checkpoint", help="model folder: its first guess (prior) is scored too, as an ablation")
     p.add_argument("--segmenter", help="segmenter folder (medsci train-segmenter): adds the downstream "
                                        "segmentation (BraSyn) Dice table")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--threads", type=thread_count, default=None, help="CPU threads for torch")
     p.add_argument("--out", required=True)
     p.set_defaults(handler=run_evaluate)
 
@@ -228,6 +241,7 @@ def register_evaluate(tasks) -> None:
 def run_evaluate(args) -> int:
     from medsci.tasks.synthesis.evaluation import evaluate_heldout
 
+    check_outputs(args.out, [args.data, args.samples, args.checkpoint, args.segmenter, *args.curves])
     setup_torch(args)
     table = evaluate_heldout(args.data, args.train_cases, args.cases, args.samples, args.out,
                              targets=args.targets, curves=args.curves, checkpoint=args.checkpoint,

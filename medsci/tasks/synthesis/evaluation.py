@@ -188,7 +188,6 @@ def evaluate_heldout(data, train_cases: list[str], cases: list[str], samples, ou
     out = Path(out)
     targets = targets or list(MODALITIES)
     regression = LinearRegressionBaseline.fit(load_training_cases(data, train_cases), targets)
-    write_json_atomic(out / "regression_baseline.json", regression.to_dict())
     first_guess = None
     if checkpoint:
         from medsci.diffusion.checkpoint import read_checkpoint_config
@@ -254,6 +253,8 @@ def evaluate_heldout(data, train_cases: list[str], cases: list[str], samples, ou
         # One long table: image-metric rows have an empty dice, Dice rows (region WT/TC/ET) empty image metrics.
         columns = list(dict.fromkeys([*(rows[0] if rows else {}), *(dice_rows[0] if dice_rows else {})]))
         rows = [{**dict.fromkeys(columns, ""), **r} for r in rows + dice_rows]
+    # Written only now that every case was scored: a failed evaluation leaves no partial results behind.
+    write_json_atomic(out / "regression_baseline.json", regression.to_dict())
     write_rows_csv(out / "metrics.csv", rows)
     write_json_atomic(out / "summary.json", summary)
     table = markdown_table(summary["metrics"], "brain")

@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from medsci.errors import ConfigError, InputError
+from medsci.io.atomic import _umask
 from medsci.io.cases import MODALITIES
+from medsci.io.paths import inside
 
 CARD_FORMAT = "medsci-model-card"
 CARD_VERSION = 1
@@ -339,17 +341,13 @@ def render_model_card(card: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- export
-def _inside(child: Path, parent: Path) -> bool:
-    return child == parent or parent in child.parents
-
-
 def _check_destination(run: Path, out: Path, force: bool) -> None:
     run_r, out_r = run.resolve(), out.resolve()
     if out_r == run_r:
         raise InputError("OUT is the run folder itself; export to a new folder", out)
-    if _inside(out_r, run_r):
+    if inside(out_r, run_r):
         raise InputError(f"OUT is inside the run folder {run}; export to a folder outside it", out)
-    if _inside(run_r, out_r):
+    if inside(run_r, out_r):
         raise InputError(f"OUT contains the run folder {run}; replacing it would delete the run", out)
     if out.exists() or out.is_symlink():
         if not out.is_dir() or out.is_symlink():
@@ -426,12 +424,6 @@ def export_model(run: str | Path, out: str | Path, evaluation: str | Path | None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return out
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def register_export(subparsers) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 
 def register_preprocess(tasks) -> None:
+    from medsci.commands.args import add_shape_arg, bounded_float, bounded_int, finite_float, spacing_mm
+
     p = tasks.add_parser(
         "synthesis",
         help="reorient, mask, normalise and crop multi-modal MRI cases to npz + JSON sidecars",
@@ -25,13 +27,15 @@ def register_preprocess(tasks) -> None:
                    help="generic layout: glob of a modality's file in a case folder, {case} = folder name "
                         "(repeatable), e.g. t1n='{case}_T1.nii.gz'")
     p.add_argument("--seg-pattern", metavar="GLOB", help="generic layout: glob of the segmentation file")
-    p.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"), help="output shape")
-    p.add_argument("--spacing", type=float, nargs="+", metavar="MM", help="resample to this spacing (1 or 3 values)")
+    add_shape_arg(p, "--shape", metavar=("X", "Y", "Z"), help="output shape")
+    p.add_argument("--spacing", type=spacing_mm, nargs="+", metavar="MM",
+                   help="resample to this spacing (1 or 3 values)")
     p.add_argument("--orientation", help="target axis codes, e.g. RAS")
     p.add_argument("--n4", action="store_true", default=None, help="N4 bias-field correction")
-    p.add_argument("--clip", type=float, nargs=2, metavar=("LO", "HI"), help="percentiles (inside the mask) to clip to")
-    p.add_argument("--mask-threshold", type=float, help="brain mask = voxels above this in any modality")
-    p.add_argument("--max-missing", type=int, default=3,
+    p.add_argument("--clip", type=bounded_float(0.0, 100.0, "a percentile"), nargs=2, metavar=("LO", "HI"),
+                   help="percentiles (inside the mask) to clip to")
+    p.add_argument("--mask-threshold", type=finite_float, help="brain mask = voxels above this in any modality")
+    p.add_argument("--max-missing", type=bounded_int(0, 3, "a number of modalities"), default=3,
                    help="refuse cases missing more modalities than this (default 3: at least one present)")
     p.set_defaults(handler=run_preprocess)
 
@@ -84,10 +88,15 @@ def build_config(args: argparse.Namespace):
 
 
 def run_preprocess(args: argparse.Namespace) -> int:
-    from medsci.errors import MedsciError
+    from medsci.commands.args import check_outputs
+    from medsci.errors import InputError, MedsciError
     from medsci.io.cases import check_case, discover_cases, load_case
+    from medsci.io.paths import refuse_links_outside
     from medsci.preprocessing.mri import preprocess_case
 
+    check_outputs(args.out, [args.case_dir, args.config])
+    if args.spacing and len(args.spacing) not in (1, 3):
+        raise InputError(f"--spacing takes 1 or 3 values, got {len(args.spacing)}")
     cfg = build_config(args)
     patterns = parse_patterns(args.pattern) if args.pattern else None
     refused: list[MedsciError] = []
@@ -102,6 +111,8 @@ def run_preprocess(args: argparse.Namespace) -> int:
         print(f"medsci preprocess: error: {err}", file=sys.stderr)
     for case in cases:
         try:
+            refuse_links_outside([case.folder, *case.files.values(), *([case.seg] if case.seg else [])],
+                                 args.case_dir)
             check_case(case, max_missing=args.max_missing)
             sidecar = preprocess_case(case, cfg, args.out)
         except MedsciError as err:
@@ -122,9 +133,11 @@ def run_preprocess(args: argparse.Namespace) -> int:
 
 
 def run_summarize(args: argparse.Namespace) -> int:
+    from medsci.commands.args import check_outputs
     from medsci.io.atomic import write_json_atomic
     from medsci.preprocessing.mri import summarize_preprocessed
 
+    check_outputs(args.out, folder=False)  # the workflow keeps summary.json beside the cases it summarises
     summary = summarize_preprocessed(args.preprocessed_dir)
     write_json_atomic(args.out, summary)
     print(f"{summary['n_cases']} cases -> {args.out}")

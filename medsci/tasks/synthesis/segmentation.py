@@ -445,8 +445,10 @@ def register_segmentation_commands(subparsers) -> None:
 
 
 def run_train_segmenter(args) -> int:
+    from medsci.commands.args import check_outputs
     from medsci.config import load_config
 
+    check_outputs(args.out, [args.data, args.config])
     config = load_config(args.config)
     # Progress is a line every 5% of the steps (on stderr), with or without --no-progress.
     out = train_segmenter(config.synthesis.segmentation, args.data, args.cases, args.out,
