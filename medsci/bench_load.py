@@ -69,14 +69,18 @@ def _summary(samples, cases: int, seconds: float, returncode: int) -> dict:
             "samples": len(samples), "growth_mb": growth, "flat": growth < FLAT_MB}
 
 
-def _prepare(root: Path, cases: int, log) -> tuple[Path, Path]:
-    """A tiny trained model and a folder of ``cases`` cases without t2f."""
+def _prepare(root: Path, cases: int, log, checkpoint: str | None = None) -> tuple[Path, Path]:
+    """A tiny trained model (or ``checkpoint``) and a folder of ``cases`` cases without t2f."""
     from medsci.cli import main
     from medsci.tasks.synthesis.demo import write_brats_dataset
 
     raw = root / "raw"
-    write_brats_dataset(raw, cases=DISTINCT_CASES, seed=3, shape=(36, 40, 30))
+    write_brats_dataset(raw, cases=min(cases, DISTINCT_CASES), seed=3, shape=(36, 40, 30))
     ids = sorted(p.name for p in raw.iterdir() if p.is_dir())
+    batch = _copies(raw, ids, root / "batch", cases)
+    log(f"load: {cases} cases in {batch}")
+    if checkpoint is not None:
+        return Path(checkpoint), batch
     config = REPO / "configs" / "test.yaml"
     prep = root / "prep"
     for case in ids[:3]:
@@ -87,15 +91,17 @@ def _prepare(root: Path, cases: int, log) -> tuple[Path, Path]:
     if main(["train", "synthesis", "--config", str(config), "--data", str(prep), "--cases",
              *sorted(p.stem for p in prep.glob("*.npz")), "--out", str(model), "--no-progress"]) != 0:
         raise RuntimeError("training the tiny model failed")
-    batch = root / "batch"
+    return model, batch
+
+
+def _copies(raw: Path, ids: list[str], batch: Path, cases: int) -> Path:
     for k in range(cases):
         source = ids[k % len(ids)]
         dest = batch / f"case{k:04d}"
         dest.mkdir(parents=True)
         for mod in ("t1n", "t1c", "t2w"):
             shutil.copy(raw / source / f"{source}-{mod}.nii.gz", dest / f"case{k:04d}-{mod}.nii.gz")
-    log(f"load: {cases} cases in {batch}")
-    return model, batch
+    return batch
 
 
 def _env() -> dict:
@@ -139,11 +145,12 @@ def _run_workflow(model: Path, batch: Path, out: Path, root: Path, cases: int, i
 
 
 def bench_load_item(device=None, cases: int = 200, workflow: bool = True, interval: float = 0.5,
-                    cores: int = 2, workdir: str | None = None, log=print) -> dict:
-    """RSS of the long-lived process over a batch of ``cases`` (see the module docstring)."""
+                    cores: int = 2, workdir: str | None = None, checkpoint: str | None = None, log=print) -> dict:
+    """RSS of the long-lived process over a batch of ``cases`` (see the module docstring); ``checkpoint``: a
+    synthesis model to use instead of training the tiny one."""
     root = Path(tempfile.mkdtemp(prefix="medsci-load-", dir=workdir))
     try:
-        model, batch = _prepare(root, cases, log)
+        model, batch = _prepare(root, cases, log, checkpoint)
         result = {"cases": cases, "flat_threshold_mb": FLAT_MB,
                   "synthesize": _run_synthesize(model, batch, root / "out-synthesize", cases, interval)}
         log(f"load: synthesize {result['synthesize']}")

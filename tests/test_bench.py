@@ -19,19 +19,6 @@ def test_items_are_the_engine_haar_item_plus_every_generators_items():
     assert items["load"] == "medsci.bench_load:bench_load_item" and "load" not in bench.default_items()
 
 
-def test_load_item_samples_the_batch_process_memory_on_a_few_cases(tmp_path):
-    """The 200-case load benchmark on 3 cases (batch command only): every case done, RSS reported per mark."""
-    from medsci.bench_load import bench_load_item
-
-    out = bench_load_item(cases=3, workflow=False, interval=0.1, workdir=str(tmp_path), log=lambda *a: None)
-    run = out["synthesize"]
-    assert out["cases"] == 3 and run["returncode"] == 0 and run["cases"] == 3
-    assert list(run["rss_mb_after_cases"]) == ["1", "2", "3"]  # 10 %, 50 %, 100 % of the cases
-    assert 100 < run["peak_rss_mb"] < 4000 and run["samples"] > 3
-    assert run["growth_mb"] == round(run["rss_mb_after_cases"]["3"] - run["rss_mb_after_cases"]["1"], 1)
-    assert run["flat"] == (run["growth_mb"] < out["flat_threshold_mb"])
-    assert "workflow" not in out and not any(tmp_path.iterdir())  # its temporary folder is removed
-
 
 def test_synthesis_item_follows_the_preset_patch_batch_window_and_sampler(monkeypatch):
     from medsci.diffusion import inference

@@ -1,6 +1,6 @@
 """Faults: jobs killed with SIGKILL (training, a batch, the workflow) resume or rerun to the bytes of an
 uninterrupted run and leave no partial file; a full disk leaves no corrupt output; a volume too large for the
-device's memory is refused with a message instead of an out-of-memory crash."""
+device's memory is refused with a message instead of an out-of-memory crash; the load benchmark runs."""
 
 from __future__ import annotations
 
@@ -276,6 +276,23 @@ def test_memory_estimate_matches_the_attention_of_the_lowest_level():
     assert 16 * 2 ** 30 < whole < 17.5 * 2 ** 30
     windowed = estimate_bytes(model, (1, 1, 64, 64, 64), (16, 16, 16), 8, 5)
     assert windowed < whole / 100  # what the message's windowed preset buys
+
+
+# ------------------------------------------------------------------------------------------ load
+
+def test_load_item_samples_the_batch_process_memory_on_a_few_cases(trained, tmp_path):  # noqa: F811
+    """The 200-case load benchmark on 3 cases (batch command only): every case done, RSS reported per mark."""
+    from medsci.bench_load import bench_load_item
+
+    out = bench_load_item(cases=3, workflow=False, interval=0.1, workdir=str(tmp_path), log=lambda *a: None,
+                          checkpoint=str(trained["model"]))
+    run = out["synthesize"]
+    assert out["cases"] == 3 and run["returncode"] == 0 and run["cases"] == 3
+    assert list(run["rss_mb_after_cases"]) == ["1", "2", "3"]  # 10 %, 50 %, 100 % of the cases
+    assert 100 < run["peak_rss_mb"] < 4000 and run["samples"] > 3
+    assert run["growth_mb"] == round(run["rss_mb_after_cases"]["3"] - run["rss_mb_after_cases"]["1"], 1)
+    assert run["flat"] == (run["growth_mb"] < out["flat_threshold_mb"])
+    assert "workflow" not in out and not any(tmp_path.iterdir())  # its temporary folder is removed
 
 
 # ------------------------------------------------------------------------------------------ workflow

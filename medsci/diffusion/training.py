@@ -164,7 +164,8 @@ def train(
         log_path = out_dir / LOSS_LOG
         if log_path.is_file():
             # Keep the header and the rows of steps already done; later rows are redone.
-            log_rows = [r for r in log_path.read_text(encoding="utf-8").splitlines()[1:] if int(r.split(",")[0]) <= start]
+            rows = log_path.read_text(encoding="utf-8").splitlines()[1:]
+            log_rows = [r for r in rows if int(r.split(",")[0]) <= start]
 
     autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.bf16)
     started = time.monotonic()

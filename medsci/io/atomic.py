@@ -52,7 +52,7 @@ def remove_stale_temps(folder: str | Path, name: str) -> None:
     prefix = f".{name}.~"
     try:
         entries = [e for e in os.scandir(folder) if e.name.startswith(prefix)]
-    except FileNotFoundError:
+    except OSError:  # no folder yet, or one we may write to but not list: nothing to tidy
         return
     host = _host()
     for entry in entries:
