@@ -54,8 +54,9 @@ def save_checkpoint(folder: str | Path, config: dict[str, Any], model: torch.nn.
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     recover_checkpoint(folder)
-    staging = Path(tempfile.mkdtemp(prefix=temp_prefix(STAGING_NAME), dir=folder))
+    staging = None
     try:
+        staging = Path(tempfile.mkdtemp(prefix=temp_prefix(STAGING_NAME), dir=folder))
         save_file(_contiguous(model.state_dict()), str(staging / MODEL_FILE))
         if ema is not None:
             save_file(_contiguous(ema.state_dict()), str(staging / EMA_FILE))
@@ -70,9 +71,10 @@ def save_checkpoint(folder: str | Path, config: dict[str, Any], model: torch.nn.
             os.chmod(path, mode)
         os.replace(staging, folder / COMMIT_DIR)
     except BaseException as err:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         if is_disk_full(err):
-            raise disk_full_error(folder / MODEL_FILE) from None
+            raise disk_full_error(folder) from None
         raise
     _finish_commit(folder)
     return folder
