@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from medsci.cli import main
+from helpers import tree_checksums
 from medsci.preprocessing.geometry import resample_to_grid, resample_to_spacing
 from test_dicom import _write_source
 from test_synthesis import trained  # noqa: F401  (the tiny trained checkpoint, built once per module)
@@ -54,8 +55,10 @@ def test_a_case_at_another_spacing_is_resampled_and_mapped_back(trained, tmp_pat
     native_spacing = nib.load(drop / "native" / "native-t1n.nii.gz").header.get_zooms()
     _copy_case(trained, case, drop / "fine", spacing=[s / 2 for s in native_spacing])
     out = tmp_path / "out"
+    inputs, model = tree_checksums(drop), tree_checksums(trained["model"])
     assert main(["synthesize", "--checkpoint", str(trained["model"]), "--input", str(drop), "--output", str(out),
                  "--no-progress"]) == 0
+    assert tree_checksums(drop) == inputs and tree_checksums(trained["model"]) == model
     coarse, fine = _synth(out, "native"), _synth(out, "fine")
     ref = nib.load(drop / "fine" / "fine-t1n.nii.gz")
     assert fine.shape == ref.shape and np.allclose(fine.affine, ref.affine, atol=1e-5)
@@ -90,7 +93,7 @@ def test_batch_refuses_bad_cases_with_reasons_and_reruns_by_checksum(trained, tm
     (broken / "broken-t1n.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
     _copy_case(trained, ids[2], drop / "dup a")
     _copy_case(trained, ids[2], drop / "dup_a")
-    before = {p: _digest(p) for p in drop.rglob("*") if p.is_file()}
+    before = tree_checksums(drop)
 
     out = tmp_path / "out"
     old_umask = os.umask(0o027)
@@ -116,7 +119,7 @@ def test_batch_refuses_bad_cases_with_reasons_and_reruns_by_checksum(trained, tm
     made = out / "good" / "good_t1c_SYNTHETIC.nii.gz"
     assert (out / "good" / "good_t1c_SYNTHETIC_std.nii.gz").is_file() and (out / "good" / "good_qc.png").is_file()
     assert made.stat().st_mode & 0o777 == 0o640  # the umask's permissions, not mkstemp's 0600
-    assert {p: _digest(p) for p in drop.rglob("*") if p.is_file()} == before  # inputs untouched
+    assert tree_checksums(drop) == before  # inputs untouched
     assert not any(p.name.endswith(".nii.gz") and "SYNTHETIC" in p.name for p in drop.rglob("*"))
 
     # A rerun skips the finished case; a changed input is redone.
@@ -134,6 +137,8 @@ def test_batch_refuses_bad_cases_with_reasons_and_reruns_by_checksum(trained, tm
     assert main(["synthesize", "--checkpoint", str(trained["model"]), "--input", str(drop),
                  "--output", str(drop / "results")]) == 2
     assert "inside the input folder" in capsys.readouterr().err and not (drop / "results").exists()
+    before["good/good-t2w.nii.gz"] = (tree_checksums(good)["good-t2w.nii.gz"][0], before["good/good-t2w.nii.gz"][1])
+    assert tree_checksums(drop) == before  # only the file this test changed on purpose
 
 
 def _as_dicom(trained, case: str, dest: Path, descriptions: dict) -> None:  # noqa: F811
@@ -153,9 +158,11 @@ def test_dicom_case_gets_a_derived_synthetic_series_and_reruns_are_byte_identica
     _as_dicom(trained, case, drop / "patient1", {"t1n": "Sag T1 pre", "t1c": "T1 POST GD", "t2w": "T2 TSE AX"})
     _as_dicom(trained, case, drop / "mixed", {"t1n": "T1 pre", "t1c": "T1 POST GD", "t2w": "T1 POST GAD"})
     outs = [tmp_path / "out1", tmp_path / "out2"]
+    inputs = tree_checksums(drop)
     for out in outs:
         assert main(["synthesize", "--checkpoint", str(trained["model"]), "--input", str(drop), "--output",
                      str(out), "--no-progress"]) == 1  # the mixed folder is refused
+    assert tree_checksums(drop) == inputs
     rows = _rows(outs[0])
     assert rows["patient1"]["status"] == "done" and rows["patient1"]["target"] == "t2f"
     assert rows["mixed"]["status"] == "refused" and "mixing series" in rows["mixed"]["reason"]
@@ -198,8 +205,10 @@ def test_a_model_for_other_contrasts_or_without_recorded_spacing_refuses_the_cas
         edit(cfg)
         (model / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
         out = tmp_path / f"out-{name}"
+        inputs = tree_checksums(drop), tree_checksums(model)
         assert main(["synthesize", "--checkpoint", str(model), "--input", str(drop), "--output", str(out),
                      "--no-progress"]) == 1
+        assert (tree_checksums(drop), tree_checksums(model)) == inputs
         row = _rows(out)["p1"]
         assert row["status"] == "refused" and reason in row["reason"]
         assert not list(out.rglob("*.nii.gz"))

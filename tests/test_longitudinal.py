@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import tree_checksums
 from medsci.diffusion.context import FrameSequenceEncoder
 from medsci.errors import InputError
 from medsci.tasks.longitudinal.config import LongitudinalConfig
@@ -175,6 +176,7 @@ def test_forecast_cli_writes_the_native_grid(trained, subjects, tmp_path):
     folder = subjects / "raw" / "sub-002"
     subject = read_subject(folder)
     last = subject.sessions[-1].time
+    inputs = tree_checksums(folder), tree_checksums(out)
     r = subprocess.run([sys.executable, "-m", "medsci", "forecast", "--checkpoint", str(out), "--subject",
                         str(folder), "--time", str(last + 200), "--output", str(tmp_path / "f.nii.gz"),
                         "--n-samples", "2"], capture_output=True, text=True, encoding="utf-8")
@@ -202,6 +204,7 @@ def test_forecast_cli_writes_the_native_grid(trained, subjects, tmp_path):
                        encoding="utf-8")
     assert r.returncode == 0, r.stderr
     assert nib.load(tmp_path / "h.nii.gz").shape == (20, 28, 20)
+    assert (tree_checksums(folder), tree_checksums(out)) == inputs
 
 
 def test_changed_region_ignores_scan_noise_and_finds_a_moved_edge():

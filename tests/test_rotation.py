@@ -12,6 +12,7 @@ import pytest
 import torch
 from scipy import ndimage
 
+from helpers import inputs_untouched
 from medsci.errors import ConfigError, InputError
 from medsci.tasks.rotation import drr
 from medsci.tasks.rotation.baselines import homography_warp, identity
@@ -334,8 +335,9 @@ def test_evaluation_scores_every_method_and_remap(trained, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ CLI
 def _medsci(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "medsci", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, encoding="utf-8")
+    with inputs_untouched(args):
+        return subprocess.run([sys.executable, "-m", "medsci", *map(str, args)], capture_output=True, text=True,
+                              cwd=cwd, encoding="utf-8")
 
 
 def _png(path, image, mode="L"):

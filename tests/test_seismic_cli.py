@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import segyio
 
+from helpers import inputs_untouched
 from medsci.cli import main
 from medsci.tasks.seismic.demo import write_seismic_dataset
 from medsci.io.segy import read_segy, write_segy_like
@@ -38,7 +39,8 @@ def setup(tmp_path_factory):
 
 
 def _run(capsys, *argv) -> tuple[int, str]:
-    rc = main(["interpolate", *map(str, argv)])
+    with inputs_untouched(argv):
+        rc = main(["interpolate", *map(str, argv)])
     return rc, capsys.readouterr().err
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import inputs_untouched
 from medsci.cli import main
 from medsci.errors import MedsciError
 from medsci.provenance import deterministic_settings, enable_determinism, environment, git_commit, sha256_file
@@ -31,7 +32,8 @@ def cli(argv: list[str]) -> int:
     register_submission_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
+        with inputs_untouched(argv):
+            return int(args.handler(args) or 0)
     except MedsciError as err:
         import sys
 
@@ -40,8 +42,10 @@ def cli(argv: list[str]) -> int:
 
 
 def _sample(checkpoint: Path, inputs: Path, out: Path) -> dict[str, str]:
-    assert main(["sample", "synthesis", "--checkpoint", str(checkpoint), "--input", str(inputs), "--out", str(out),
-                 "--steps", "2", "--device", "cpu"]) == 0
+    argv = ["sample", "synthesis", "--checkpoint", str(checkpoint), "--input", str(inputs), "--out", str(out),
+            "--steps", "2", "--device", "cpu"]
+    with inputs_untouched(argv):
+        assert main(argv) == 0
     return {p.name: _digest(p) for p in sorted(out.iterdir())}
 
 

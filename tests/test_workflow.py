@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import tree_checksums
 from medsci.config import load_config
 from medsci.errors import ConfigError
 
@@ -105,6 +106,7 @@ def _check_batch(results, run, tmp_path):
             shutil.copy(demo / case / f"{case}-{mod}.nii.gz", batch / case)
     extra = tmp_path / "batch.yaml"
     extra.write_text(yaml.safe_dump({"synthesis": {"batch": {"input": str(batch)}}}), encoding="utf-8")
+    inputs = tree_checksums(batch)
     res = _run(["--cores", "2", "--configfile", "configs/test.yaml", str(extra), "--config", f"results={results}",
                 "--quiet", "rules"])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -114,10 +116,12 @@ def _check_batch(results, run, tmp_path):
     assert (run / "synthesis" / "batch" / cases[0] / f"{cases[0]}_t2f_SYNTHETIC.nii.gz").is_file()
     assert sorted(p.name for p in batch.rglob("*")) == sorted(
         [*cases, *(f"{c}-{m}.nii.gz" for c, ms in zip(cases, (("t1n", "t1c", "t2w"), ("t1n",))) for m in ms)])
+    assert tree_checksums(batch) == inputs
 
 
 def test_tiny_preset_runs_end_to_end(tmp_path):
     results = tmp_path / "results"
+    configs = tree_checksums(REPO / "configs")  # the workflow's only inputs (it makes its own demo data)
     res = _run(["--cores", "2", "--configfile", "configs/test.yaml", "--config", f"results={results}",
                 "--quiet", "rules"])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -155,4 +159,5 @@ def test_tiny_preset_runs_end_to_end(tmp_path):
     text = html.read_text(encoding="utf-8", errors="replace")
     # A report item, not just a rule output listed: its caption (workflows/report/steps_curve.rst) is there.
     assert "steps_curve.png" in text and "DDPM reference sampler over all" in text
+    assert tree_checksums(REPO / "configs") == configs
     shutil.rmtree(results)

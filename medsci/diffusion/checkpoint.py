@@ -7,12 +7,18 @@ Layout of a checkpoint folder::
     ema.safetensors      EMA weights (what sampling uses by default)
     training_state.pt    optimizer / LR-schedule / RNG state, read with torch.load(weights_only=True)
 
-Every file is written atomically; the folder is complete once ``config.json`` (written last) is in place.
+A checkpoint is committed as a whole, so a job killed at any instant leaves the previous checkpoint or the new
+one, never a mix (a resumed run must continue from weights, optimizer state and step of one and the same
+step): every file is written into a staging folder, which is renamed to ``.commit`` once complete; its files are
+then moved into place, ``config.json`` last. A ``.commit`` folder found later (the job died while moving) is
+finished by :func:`recover_checkpoint`; a staging folder is a killed writer's and is removed.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from medsci import __version__
 from medsci.errors import ConfigError
-from medsci.io.atomic import atomic_path, write_json_atomic
+from medsci.io.atomic import disk_full_error, is_disk_full, output_mode, remove_stale_temps, temp_prefix
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
@@ -34,20 +40,62 @@ def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
 
 
+COMMIT_DIR = ".commit"
+STAGING_NAME = "checkpoint"  # staging folders are temp_prefix(STAGING_NAME) + a random part
+
+
 def save_checkpoint(folder: str | Path, config: dict[str, Any], model: torch.nn.Module,
-                    ema: torch.nn.Module | None = None, training_state: dict | None = None) -> Path:
+                    ema: torch.nn.Module | None = None, training_state: dict | None = None,
+                    extra_files: dict[str, bytes] | None = None) -> Path:
+    """Write a checkpoint into ``folder`` as one unit (see the module docstring); ``extra_files`` (e.g. the loss
+    log) are committed with it."""
+    import tempfile
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / MODEL_FILE) as tmp:
-        save_file(_contiguous(model.state_dict()), str(tmp))
-    if ema is not None:
-        with atomic_path(folder / EMA_FILE) as tmp:
-            save_file(_contiguous(ema.state_dict()), str(tmp))
-    if training_state is not None:
-        with atomic_path(folder / STATE_FILE) as tmp:
-            torch.save(training_state, tmp)
-    write_json_atomic(folder / CONFIG_FILE, {**config, "medsci_version": __version__})
+    recover_checkpoint(folder)
+    staging = None
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=temp_prefix(STAGING_NAME), dir=folder))
+        save_file(_contiguous(model.state_dict()), str(staging / MODEL_FILE))
+        if ema is not None:
+            save_file(_contiguous(ema.state_dict()), str(staging / EMA_FILE))
+        if training_state is not None:
+            torch.save(training_state, staging / STATE_FILE)
+        for name, data in (extra_files or {}).items():
+            (staging / name).write_bytes(data)
+        text = json.dumps({**config, "medsci_version": __version__}, indent=2, sort_keys=True) + "\n"
+        (staging / CONFIG_FILE).write_text(text, encoding="utf-8")
+        mode = output_mode()
+        for path in staging.iterdir():
+            os.chmod(path, mode)
+        os.replace(staging, folder / COMMIT_DIR)
+    except BaseException as err:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        if is_disk_full(err):
+            raise disk_full_error(folder) from None
+        raise
+    _finish_commit(folder)
     return folder
+
+
+def _finish_commit(folder: Path) -> None:
+    commit = folder / COMMIT_DIR
+    names = sorted(p.name for p in commit.iterdir() if p.name != CONFIG_FILE)
+    for name in names + [CONFIG_FILE]:  # config.json last: its step says which checkpoint the folder holds
+        if (commit / name).exists():
+            os.replace(commit / name, folder / name)
+    commit.rmdir()
+
+
+def recover_checkpoint(folder: str | Path) -> None:
+    """Finish a commit a killed job left half-done and remove killed jobs' staging folders. Only a writer of the
+    folder (the training job, rank 0) calls this; readers never write."""
+    folder = Path(folder)
+    if (folder / COMMIT_DIR).is_dir():
+        _finish_commit(folder)
+    remove_stale_temps(folder, STAGING_NAME)
 
 
 def read_checkpoint_config(folder: str | Path, task: str | None = None) -> dict[str, Any]:

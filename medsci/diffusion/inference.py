@@ -91,13 +91,33 @@ def generate(model: torch.nn.Module, schedule: ScheduleConfig, sampler: SamplerC
              conditions: Conditions | None, shape: tuple[int, ...], *, known: torch.Tensor | None = None,
              known_mask: torch.Tensor | None = None, offset: torch.Tensor | None = None,
              x0_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-             device: torch.device | str = "cpu", progress: bool = False) -> Generated:
+             device: torch.device | str = "cpu", progress: bool = False, source: str | None = None) -> Generated:
     """Mean (and std) of ``sampler.n_samples`` samples of ``shape`` (B, C, *spatial) for one input batch.
 
     ``known``/``offset``: (B, C, *spatial); ``known_mask``: (B, 1, *spatial), 1 = known. Tensors may be on the
-    CPU; the network runs on ``device``.
+    CPU; the network runs on ``device``. A volume too large for the device's free memory is refused before
+    anything is allocated, and running out of memory anyway is one MedsciError naming ``source`` (the input).
     """
+    from medsci.diffusion.memory import check_memory, is_out_of_memory, out_of_memory_error
+
     device = torch.device(device)
+    window = tuple(inference.window) if inference.window else None
+    cond_channels = conditions.condition.shape[1] if conditions is not None and conditions.condition is not None \
+        else 0
+    check_memory(model, shape, window, inference.sw_batch_size, device, cond_channels, source)
+    try:
+        return _generate(model, schedule, sampler, inference, conditions, shape, known, known_mask, offset,
+                         x0_transform, device, progress)
+    except (RuntimeError, MemoryError) as err:
+        if not is_out_of_memory(err):
+            raise
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        raise out_of_memory_error(device, shape, source) from None
+
+
+def _generate(model, schedule, sampler, inference, conditions, shape, known, known_mask, offset, x0_transform,
+              device, progress) -> Generated:
     guided = known is not None and inference.input_guidance
     jumps = inference.resample_jumps if guided else 0
     window = tuple(inference.window) if inference.window else None

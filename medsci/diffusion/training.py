@@ -12,7 +12,6 @@ on its share; rank 0 alone writes the checkpoint and the loss log.
 from __future__ import annotations
 
 import copy
-import io
 import math
 import sys
 import time
@@ -27,13 +26,13 @@ from medsci.diffusion.checkpoint import (
     load_training_state,
     load_weights,
     read_checkpoint_config,
+    recover_checkpoint,
     save_checkpoint,
 )
 from medsci.diffusion import distributed
 from medsci.diffusion.conditioning import Conditions, drop_masks
 from medsci.diffusion.config import ScheduleConfig, TrainConfig
 from medsci.diffusion.model import build_scheduler
-from medsci.io.atomic import write_text_atomic
 
 LOSS_LOG = "loss.csv"
 
@@ -143,6 +142,9 @@ def train(
 
     start = 0
     log_rows: list[str] = []
+    if ranks.main and out_dir.is_dir():  # a job killed while checkpointing: finish or drop its commit
+        recover_checkpoint(out_dir)
+    distributed.barrier(ranks)
     state = load_training_state(out_dir) if (out_dir / "config.json").is_file() else None
     if state is not None:
         prev = read_checkpoint_config(out_dir)
@@ -155,10 +157,15 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         lr_sched.load_state_dict(state["lr_scheduler"])
         start = int(state["step"])
+        if "torch_rng" in state:  # anything drawing from the global generator continues where it was
+            torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         log_path = out_dir / LOSS_LOG
         if log_path.is_file():
             # Keep the header and the rows of steps already done; later rows are redone.
-            log_rows = [r for r in log_path.read_text(encoding="utf-8").splitlines()[1:] if int(r.split(",")[0]) <= start]
+            rows = log_path.read_text(encoding="utf-8").splitlines()[1:]
+            log_rows = [r for r in rows if int(r.split(",")[0]) <= start]
 
     autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.bf16)
     started = time.monotonic()
@@ -172,11 +179,11 @@ def train(
             return
         state = {"optimizer": optimizer.state_dict(), "lr_scheduler": lr_sched.state_dict(), "step": step,
                  "torch_rng": torch.get_rng_state()}
-        save_checkpoint(out_dir, {**checkpoint_config, "step": step, "total_steps": cfg.steps}, model, ema, state)
-        buf = io.StringIO()
-        buf.write("step,loss,lr,seconds\n")
-        buf.write("".join(r + "\n" for r in log_rows))
-        write_text_atomic(out_dir / LOSS_LOG, buf.getvalue())
+        if device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(device)
+        log = "step,loss,lr,seconds\n" + "".join(r + "\n" for r in log_rows)
+        save_checkpoint(out_dir, {**checkpoint_config, "step": step, "total_steps": cfg.steps}, model, ema, state,
+                        extra_files={LOSS_LOG: log.encode("utf-8")})
         distributed.barrier(ranks)
 
     log_every = max(1, cfg.steps // 20)

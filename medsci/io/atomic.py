@@ -1,14 +1,20 @@
 """Atomic writes and safe output paths.
 
 Every output goes to a temporary file in the destination folder and is renamed into place, so a killed
-job never leaves a half-written file behind (rename is atomic within one file system).
+job never leaves a half-written file behind (rename is atomic within one file system). The temporary files a
+killed job leaves (hidden: ``.<name>.~<host>~<pid>~...``) are removed by the next write of the same file; a full
+disk is a one-line :class:`MedsciError` naming the file, with the earlier version, if any, intact.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
+import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -16,37 +22,98 @@ from typing import Iterator
 from medsci.errors import MedsciError
 
 
+# Temporary names carry the writer's host and process id, so a later write of the same file can tell the
+# leftovers of a killed writer (removed) from those of a live one (kept).
+_TEMP_TAG = re.compile(r"\.~(?P<host>[^~]*)~(?P<pid>\d+)~")
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:40]
+
+
+def temp_prefix(name: str) -> str:
+    return f".{name}.~{_host()}~{os.getpid()}~"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | Path, name: str) -> None:
+    """Delete what killed writers of ``folder/name`` left (files or folders); another live writer's are kept."""
+    folder = Path(folder)
+    prefix = f".{name}.~"
+    try:
+        entries = [e for e in os.scandir(folder) if e.name.startswith(prefix)]
+    except OSError:  # no folder yet, or one we may write to but not list: nothing to tidy
+        return
+    host = _host()
+    for entry in entries:
+        tag = _TEMP_TAG.match(entry.name[len(name) + 1:])
+        if tag is None or tag["host"] != host or int(tag["pid"]) == os.getpid() or _pid_alive(int(tag["pid"])):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """ENOSPC/EDQUOT, also when a library re-raised it as another type (safetensors, torch.save)."""
+    if isinstance(err, OSError) and err.errno in DISK_FULL:
+        return True
+    text = str(err)
+    return "No space left on device" in text or "os error 28" in text or "Disk quota exceeded" in text
+
+
+def disk_full_error(dest: str | Path) -> MedsciError:
+    return MedsciError("disk full while writing it (no partial file was left; an earlier version, if any, is "
+                       "intact): free space or choose another output folder, then rerun", dest)
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success rename it to ``dest``, on failure delete it.
 
     ``suffix`` defaults to the full suffix of ``dest`` (e.g. ``.nii.gz``) so writers that infer the
-    format from the extension still work.
+    format from the extension still work. A full disk is a :class:`MedsciError` naming ``dest``.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = "".join(dest.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or ".part", dir=dest.parent)
-    # mkstemp creates 0600; a plain open() would give 0666 minus the umask, which colleagues sharing the
-    # output folder rely on.
-    os.fchmod(fd, 0o666 & ~_umask())
+    remove_stale_temps(dest.parent, dest.name)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest.name), suffix=suffix or ".part", dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp creates 0600 and some writers (safetensors) recreate the file; a plain open() would give
+        # 0666 minus the umask, which colleagues sharing the output folder rely on.
+        os.chmod(tmp_path, output_mode())
         os.replace(tmp_path, dest)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if is_disk_full(err):
+            raise disk_full_error(dest) from None
         raise
 
 
-def _umask() -> int:
+def output_mode() -> int:
+    """What open() would give a new file: 0666 minus the umask."""
     # Reading the umask means setting it; set it straight back (single-threaded at this point in practice).
     mask = os.umask(0o022)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
 def write_bytes_atomic(dest: str | Path, data: bytes) -> None:

@@ -154,7 +154,8 @@ def reconstruct(loaded: LoadedModel, observed: np.ndarray, mask: np.ndarray, sam
     result = generate(loaded.model, loaded.schedule, sampler, inference, Conditions(condition=inputs),
                       (1, 1, *observed.shape), known=inputs[:, :1], known_mask=inputs[:, 1:2],
                       # Residual models diffuse cube - first guess, which is exactly 0 on observed traces.
-                      offset=inputs[:, 2:3] if loaded.residual else None, device=loaded.device, progress=progress)
+                      offset=inputs[:, 2:3] if loaded.residual else None, device=loaded.device, progress=progress,
+                      source=None if source is None else str(source))
     recon = denormalise(result.mean[0, 0].numpy(), scale)
     return Reconstruction(reinsert_observed(recon, observed, mask), scale, result.network_evaluations,
                           result.windows, result.window_evaluations, result.empty_windows, result.seconds,

@@ -165,7 +165,7 @@ def synthesize(loaded: LoadedModel, case: PreparedCase, target: str, sampler: Sa
     inference = InferenceConfig(window=tuple(loaded.config["window"]) if loaded.config.get("window") else None)
     result = generate(loaded.model, loaded.schedule, sampler, inference, conditions, (1, 1, *case.mask.shape),
                       offset=offset, x0_transform=image_space_clamp(mask.to(loaded.device), dev_offset),
-                      device=loaded.device)
+                      device=loaded.device, source=case.case_id)
     mean = to_image_space(result.mean)[0, 0].numpy() * case.mask
     # The std of the [-1, 1] model space is twice that of [0, 1] images.
     std = (result.std[0, 0].numpy() / 2 * case.mask).astype(np.float32) if result.std is not None else None
