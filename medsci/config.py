@@ -33,7 +33,7 @@ class Config(ConfigSection):
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     train_gpus: int = 1  # GPUs per training job on CUDA; above 1 the train rules launch torchrun (DDP)
     sample_jobs: int = 0  # held-out sampling of each generator split into this many jobs; 0: one job per case
-    container: str = ""  # image every rule runs in under --sdm apptainer (workflows/envs/Dockerfile, medsci.def)
+    container: str = ""  # image every rule runs in under Snakemake with apptainer (workflows/envs/Dockerfile)
     sections: dict[str, Any] = field(default_factory=dict, metadata={"internal": True})
 
     @classmethod
