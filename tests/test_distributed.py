@@ -68,7 +68,9 @@ def test_data_parallel_training_killed_midway_resumes_exactly(tmp_path):
            str(tmp_path / "two"), "4"]
     killed = _run(run + ["3"], tmp_path, ok=False)  # rank 0 dies after step 3; the last checkpoint is step 2
     assert killed.returncode != 0
-    assert (tmp_path / "two" / "loss.csv").read_text(encoding="utf-8").splitlines()[-1].startswith("2,")
+    # in-progress checkpoints live in two/resume; two itself only gets the finished model
+    assert (tmp_path / "two" / "resume" / "loss.csv").read_text(encoding="utf-8").splitlines()[-1].startswith("2,")
+    assert not (tmp_path / "two" / "config.json").exists()
     _run(run, tmp_path)  # the rerun resumes from step 2
     one, two = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
     for k in one:

@@ -95,20 +95,26 @@ def _assert_same_training(folder: Path, reference: Path) -> None:
     assert _loss_rows(folder) == _loss_rows(reference)
     assert json.loads((folder / "config.json").read_text())["step"] == TRAIN_STEPS
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]  # no staging or temp leftovers
+    assert not (folder / "resume").exists()  # in-progress checkpoints are removed once the model is final
 
 
 def test_training_killed_at_three_steps_resumes_to_the_uninterrupted_weights(seismic):
     inputs = tree_checksums(seismic / "cubes")
     out = seismic / "killed"
-    killed_at = []
+    killed_at, logs = [], []
     for target in (2, 5, 8):
         code, log = _kill_when(_medsci(*_train_args(seismic, out)),
                                re.compile(rf"train: step ({'|'.join(str(s) for s in range(target, TRAIN_STEPS))})/"))
         assert code == -signal.SIGKILL, log
         killed_at.append(int(re.findall(r"train: step (\d+)/", log)[-1]))
-        resumed_from = json.loads((out / "config.json").read_text())["step"] if (out / "config.json").is_file() else 0
+        logs.append(log)
+        # In-progress checkpoints live in out/resume; out itself only gets the finished model.
+        assert not (out / "config.json").is_file()
+        progress = out / "resume" / "config.json"
+        resumed_from = json.loads(progress.read_text())["step"] if progress.is_file() else 0
         assert resumed_from < TRAIN_STEPS
     assert killed_at == sorted(set(killed_at)) and killed_at[0] < TRAIN_STEPS  # three different steps
+    assert any(re.search(r"train: resuming from step \d+", log) for log in logs[1:])
     assert main([*map(str, _train_args(seismic, out))]) == 0
     _assert_same_training(out, seismic / "reference")
     assert tree_checksums(seismic / "cubes") == inputs
@@ -136,8 +142,8 @@ def test_training_killed_while_moving_a_checkpoint_into_place_is_finished_on_res
         main([*map(str, _train_args(seismic, out))])
     monkeypatch.setattr(os, "replace", real_replace)
     # The folder still says step 3 (config.json moves last) while step 6's files wait in .commit.
-    assert json.loads((out / "config.json").read_text())["step"] == 3
-    assert (out / checkpoint.COMMIT_DIR / checkpoint.MODEL_FILE).is_file()
+    assert json.loads((out / "resume" / "config.json").read_text())["step"] == 3
+    assert (out / "resume" / checkpoint.COMMIT_DIR / checkpoint.MODEL_FILE).is_file()
     assert main([*map(str, _train_args(seismic, out))]) == 0
     _assert_same_training(out, seismic / "reference")
 
@@ -298,7 +304,8 @@ def test_load_item_samples_the_batch_process_memory_on_a_few_cases(trained, tmp_
 # ------------------------------------------------------------------------------------------ workflow
 def test_workflow_killed_during_training_reruns_incomplete_to_the_same_model(seismic, tmp_path):
     """SIGKILL to snakemake and its job (a node going down) during the seismic training job; the rerun with
-    --rerun-incomplete (after --unlock) redoes the job and gives the uninterrupted run's weights."""
+    --rerun-incomplete (after --unlock) resumes the job from its last checkpoint and gives the uninterrupted run's
+    weights."""
     config = tmp_path / "faults.yaml"
     config.write_text(yaml.safe_dump({"synthesis": {"enabled": False}, "rotation": {"enabled": False},
                                       "longitudinal": {"enabled": False}, "seismic": SEISMIC}), encoding="utf-8")
@@ -321,13 +328,19 @@ def test_workflow_killed_during_training_reruns_incomplete_to_the_same_model(sei
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
-    assert not (model / "config.json").is_file() or json.loads((model / "config.json").read_text())["step"] < 12
+    # Snakemake deletes a failed job's outputs (model/config.json, the weights); the checkpoint a rerun
+    # resumes from is in model/resume, which is no declared output.
+    assert not (model / "config.json").is_file()
+    resumable = json.loads((model / "resume" / "config.json").read_text())["step"]
+    assert 3 <= resumable < 12  # checkpoint_every 3
 
     res = subprocess.run(snakemake + ["--unlock"], capture_output=True, text=True, env=ENV, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
-    res = subprocess.run(snakemake, capture_output=True, text=True, env=ENV, timeout=120)  # refused: incomplete
-    assert res.returncode != 0 and "--rerun-incomplete" in res.stdout + res.stderr, res.stderr[-2000:]
+    # The killed job's declared outputs were never written (the model is written once, at the end), so nothing is
+    # marked incomplete; the rerun, as a user would type it after a crash, redoes the job from its checkpoint.
+    assert not any(model.glob("*.safetensors"))
     res = subprocess.run(snakemake + ["--rerun-incomplete"], capture_output=True, text=True, env=ENV, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert f"train: resuming from step {resumable}" in log.read_text(errors="replace")  # not started over
     _assert_same_training(model, seismic / "reference")
     assert tree_checksums(REPO / "configs") == configs

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -35,6 +36,10 @@ from medsci.diffusion.config import ScheduleConfig, TrainConfig
 from medsci.diffusion.model import build_scheduler
 
 LOSS_LOG = "loss.csv"
+# Checkpoints of a run in progress live in out_dir/resume; the finished model is written to out_dir itself, and
+# the resume folder removed. A workflow engine deletes a failed job's declared outputs (config.json, weights in
+# out_dir) before it reruns the job: were the checkpoints there, a preempted training job would start over.
+RESUME_DIR = "resume"
 
 
 @dataclass
@@ -142,18 +147,28 @@ def train(
 
     start = 0
     log_rows: list[str] = []
-    if ranks.main and out_dir.is_dir():  # a job killed while checkpointing: finish or drop its commit
-        recover_checkpoint(out_dir)
+    resume_dir = out_dir / RESUME_DIR
+    if ranks.main:  # a job killed while checkpointing: finish or drop its commit
+        for folder in (out_dir, resume_dir):
+            if folder.is_dir():
+                recover_checkpoint(folder)
+        if (resume_dir / "config.json").is_file() and not _same_run(read_checkpoint_config(resume_dir),
+                                                                    checkpoint_config):
+            # Another run's interrupted checkpoints (the settings changed since): not ours to continue.
+            print(f"train: {resume_dir} holds an interrupted run with other settings; starting afresh",
+                  file=sys.stderr, flush=True)
+            shutil.rmtree(resume_dir)
     distributed.barrier(ranks)
-    state = load_training_state(out_dir) if (out_dir / "config.json").is_file() else None
+    source = resume_dir if (resume_dir / "config.json").is_file() else out_dir
+    state = load_training_state(source) if (source / "config.json").is_file() else None
     if state is not None:
-        prev = read_checkpoint_config(out_dir)
+        prev = read_checkpoint_config(source)
         if prev.get("model") != checkpoint_config.get("model"):
             from medsci.errors import ConfigError
 
-            raise ConfigError("existing checkpoint was trained with another network; use a new folder", out_dir)
-        load_weights(out_dir, model, use_ema=False)
-        load_weights(out_dir, ema, use_ema=True)
+            raise ConfigError("existing checkpoint was trained with another network; use a new folder", source)
+        load_weights(source, model, use_ema=False)
+        load_weights(source, ema, use_ema=True)
         optimizer.load_state_dict(state["optimizer"])
         lr_sched.load_state_dict(state["lr_scheduler"])
         start = int(state["step"])
@@ -161,11 +176,13 @@ def train(
             torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], device)
-        log_path = out_dir / LOSS_LOG
+        log_path = source / LOSS_LOG
         if log_path.is_file():
             # Keep the header and the rows of steps already done; later rows are redone.
             rows = log_path.read_text(encoding="utf-8").splitlines()[1:]
             log_rows = [r for r in rows if int(r.split(",")[0]) <= start]
+        if ranks.main and source == resume_dir:
+            print(f"train: resuming from step {start} ({resume_dir})", file=sys.stderr, flush=True)
 
     autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.bf16)
     started = time.monotonic()
@@ -173,7 +190,7 @@ def train(
                dynamic_ncols=True)
     step = start
 
-    def checkpoint(step: int) -> None:
+    def checkpoint(step: int, folder: Path) -> None:
         if not ranks.main:  # the other ranks hold the same weights; they wait for rank 0's files
             distributed.barrier(ranks)
             return
@@ -182,8 +199,10 @@ def train(
         if device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(device)
         log = "step,loss,lr,seconds\n" + "".join(r + "\n" for r in log_rows)
-        save_checkpoint(out_dir, {**checkpoint_config, "step": step, "total_steps": cfg.steps}, model, ema, state,
+        save_checkpoint(folder, {**checkpoint_config, "step": step, "total_steps": cfg.steps}, model, ema, state,
                         extra_files={LOSS_LOG: log.encode("utf-8")})
+        if folder == out_dir and resume_dir.is_dir():  # finished: the in-progress checkpoints are done with
+            shutil.rmtree(resume_dir)
         distributed.barrier(ranks)
 
     log_every = max(1, cfg.steps // 20)
@@ -215,13 +234,25 @@ def train(
                   f"elapsed {elapsed:.0f}s eta {eta:.0f}s", file=sys.stderr, flush=True)
         out_of_time = distributed.any_rank(
             cfg.max_minutes is not None and (time.monotonic() - started) > 60 * cfg.max_minutes, ranks, device)
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
-            checkpoint(step)
+        if step % cfg.checkpoint_every == 0 and step < cfg.steps and not out_of_time:
+            checkpoint(step, resume_dir)
         if out_of_time:
             bar.write(f"train: stopped at step {step}/{cfg.steps} after {cfg.max_minutes} min (max_minutes)")
             break
     bar.close()
-    if not (out_dir / "config.json").is_file():
-        checkpoint(step)
+    if step > start or source != out_dir or not (out_dir / "config.json").is_file():
+        checkpoint(step, out_dir)  # the finished model (or what max_minutes allowed)
     distributed.barrier(ranks)
     return out_dir
+
+
+def _same_run(stored: dict[str, Any], checkpoint_config: dict[str, Any]) -> bool:
+    """Whether interrupted checkpoints belong to a run with these settings (step counts aside)."""
+    import json
+
+    def settings(config):
+        skip = ("step", "total_steps", "medsci_version")
+        return json.loads(json.dumps({k: v for k, v in config.items() if k not in skip}, sort_keys=True,
+                                     default=str))
+
+    return settings(stored) == settings(checkpoint_config)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from medsci.errors import ConfigError, InputError
-from medsci.io.atomic import _umask
+from medsci.io.atomic import output_mode
 from medsci.io.cases import MODALITIES
 from medsci.io.paths import inside
 
@@ -404,10 +404,10 @@ def export_model(run: str | Path, out: str | Path, evaluation: str | Path | None
         load_model(tmp, device="cpu")  # the exported folder must load as it is
         write_json_atomic(tmp / "model_card.json", card)
         write_text_atomic(tmp / "MODEL_CARD.md", render_model_card(card))
-        mask = _umask()  # mkdtemp/mkstemp create owner-only entries; a shared model should be readable
+        mode = output_mode()  # mkdtemp/mkstemp create owner-only entries; a shared model should be readable
         for path in tmp.iterdir():
-            os.chmod(path, 0o666 & ~mask)
-        os.chmod(tmp, 0o777 & ~mask)
+            os.chmod(path, mode)
+        os.chmod(tmp, mode | ((mode & 0o444) >> 2))  # folders: x wherever r
         if out.exists():
             if any(out.iterdir()):
                 old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
