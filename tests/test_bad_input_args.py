@@ -237,15 +237,31 @@ def tree(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def no_model_work(monkeypatch):
-    """Loading weights or starting a training fails the test: refusals must come before any work."""
+    """Loading weights or starting a training fails the test: refusals must come before any work.
+
+    Every medsci module is imported first and each of its bindings of these functions is patched (monkeypatch
+    restores them): a module first imported while patched would otherwise keep the stand-in for good.
+    """
+    import importlib
+    import pkgutil
+
+    import medsci
     import medsci.diffusion.checkpoint as checkpoint
     import medsci.diffusion.training as training
+
+    for info in pkgutil.walk_packages(medsci.__path__, "medsci."):
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
 
     def forbidden(*args, **kwargs):
         raise AssertionError("work started before the bad input was refused")
 
-    monkeypatch.setattr(checkpoint, "load_weights", forbidden)
-    monkeypatch.setattr(training, "train", forbidden)
+    originals = (checkpoint.load_weights, training.train)
+    for name, module in list(sys.modules.items()):
+        if name == "medsci" or name.startswith("medsci."):
+            for attr, value in list(vars(module).items()):
+                if any(value is f for f in originals):
+                    monkeypatch.setattr(module, attr, forbidden)
 
 
 def _run(argv: list[str], subprocess_run: bool, capsys) -> tuple[int, str]:
