@@ -50,9 +50,10 @@ def main(argv=None) -> int:
     env = {**os.environ, "SLURM_CONF": conf,
            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
     try:
-        config = ["--configfile", "configs/test.yaml", "--config",
-                  f'synthesis={{"data": {{"heldout": {args.cases}, "demo": {{"cases": {args.cases + 3}}}}}}}',
-                  "sample_jobs=0"]
+        more_cases = work / "more_cases.yaml"  # merged over test.yaml (--config would pass the numbers as text)
+        more_cases.write_text(json.dumps({"synthesis": {"data": {"heldout": args.cases,
+                                                                 "demo": {"cases": args.cases + 3}}}}))
+        config = ["--configfile", "configs/test.yaml", str(more_cases), "--config", "sample_jobs=0"]
         trained = work / "trained"
         run = trained / "test" / "synthesis"
         held = [f"BraTS-DEMO-{i:05d}-000" for i in range(3, args.cases + 3)]  # the last ones are held out
