@@ -792,6 +792,13 @@ def _(tmp, a):
     return _interp_ck(tmp, a, ck, "ema.safetensors", "in the network (1 tensor(s) differ)")
 
 
+def _rewrite_config(ck: Path, change) -> None:
+    """Edit a copied checkpoint's config.json in place: ``change`` mutates the parsed dict."""
+    cfg = json.loads((ck / "config.json").read_text(encoding="utf-8"))
+    change(cfg)
+    (ck / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
+
+
 @row("R66")
 def _(tmp, a):
     ck = _ck(tmp, a, "noconfig")
@@ -809,9 +816,7 @@ def _(tmp, a):
 @row("R68")
 def _(tmp, a):
     ck = _ck(tmp, a, "othertask")
-    cfg = json.loads((ck / "config.json").read_text(encoding="utf-8"))
-    cfg["task"] = "mri-synthesis"
-    (ck / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    _rewrite_config(ck, lambda cfg: cfg.update(task="mri-synthesis"))
     return _interp_ck(tmp, a, ck, "othertask", "checkpoint is for task 'mri-synthesis'")
 
 
@@ -833,9 +838,7 @@ def _(tmp, a):
 @row("R71")
 def _(tmp, a):
     ck = _ck(tmp, a, "mangled")
-    cfg = json.loads((ck / "config.json").read_text(encoding="utf-8"))
-    del cfg["model"]
-    (ck / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    _rewrite_config(ck, lambda cfg: cfg.pop("model"))
     return _interp_ck(tmp, a, ck, "mangled", "checkpoint config lacks or mangles")
 
 

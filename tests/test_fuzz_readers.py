@@ -79,6 +79,13 @@ def _reads_or_refuses(read, path: Path):
         return None
 
 
+def _read_bytes(work: Path, name: str, blob: bytes, read):
+    """Write ``blob`` as a fresh file called ``name`` and read it: a result or medsci's own one-line error."""
+    path = _fresh(work, name)
+    path.write_bytes(blob)
+    return _reads_or_refuses(read, path)
+
+
 # --- valid seeds ----------------------------------------------------------------------------------------
 def _nifti_bytes(gz: bool) -> bytes:
     img = nib.Nifti1Image(np.arange(4 * 5 * 3, dtype=np.float32).reshape(4, 5, 3), np.diag([2.0, 2.0, 3.0, 1.0]))
@@ -152,18 +159,14 @@ def _read_volume(path):
 def test_nifti_mutated(work, suffix, data):
     seed = _nifti_bytes(suffix == ".nii.gz")
     ops = data.draw(_header_heavy(seed, 352 if suffix == ".nii" else 40))
-    path = _fresh(work, "v" + suffix)
-    path.write_bytes(_mutate(seed, ops))
-    _reads_or_refuses(_read_volume, path)
+    _read_bytes(work, "v" + suffix, _mutate(seed, ops), _read_volume)
 
 
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz", ".mha", ".nrrd"])
 @FUZZ
 @given(blob=st.binary(max_size=2048))
 def test_volume_random_bytes(work, suffix, blob):
-    path = _fresh(work, "r" + suffix)
-    path.write_bytes(blob)
-    _reads_or_refuses(_read_volume, path)
+    _read_bytes(work, "r" + suffix, blob, _read_volume)
 
 
 @pytest.mark.parametrize("suffix", [".mha", ".nrrd"])
@@ -172,9 +175,7 @@ def test_volume_random_bytes(work, suffix, blob):
 def test_itk_mutated(work, suffix, data):
     seed = _itk_bytes(work, suffix)
     ops = data.draw(_header_heavy(seed, len(seed) - 120))
-    path = _fresh(work, "v" + suffix)
-    path.write_bytes(_mutate(seed, ops))
-    _reads_or_refuses(_read_volume, path)
+    _read_bytes(work, "v" + suffix, _mutate(seed, ops), _read_volume)
 
 
 @FUZZ
@@ -204,17 +205,13 @@ def _read_segy(path):
 def test_segy_mutated(work, data):
     seed = _segy_bytes(work)
     ops = data.draw(_header_heavy(seed, 3600 + 240))
-    path = _fresh(work, "s.segy")
-    path.write_bytes(_mutate(seed, ops))
-    _reads_or_refuses(_read_segy, path)
+    _read_bytes(work, "s.segy", _mutate(seed, ops), _read_segy)
 
 
 @FUZZ
 @given(blob=st.binary(max_size=6000))
 def test_segy_random_bytes(work, blob):
-    path = _fresh(work, "r.segy")
-    path.write_bytes(blob)
-    _reads_or_refuses(_read_segy, path)
+    _read_bytes(work, "r.segy", blob, _read_segy)
 
 
 @FUZZ
@@ -225,9 +222,7 @@ def test_npy_cube_mutated(work, data):
     buf = io.BytesIO()
     np.save(buf, np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4))
     seed = buf.getvalue()
-    path = _fresh(work, "c.npy")
-    path.write_bytes(_mutate(seed, data.draw(_header_heavy(seed, 128))))
-    _reads_or_refuses(read_cube, path)
+    _read_bytes(work, "c.npy", _mutate(seed, data.draw(_header_heavy(seed, 128))), read_cube)
 
 
 # --- radiographs: PNG, DICOM CR, NIfTI --------------------------------------------------------------
@@ -245,18 +240,14 @@ def _read_radiograph(path):
 def test_radiograph_mutated(work, kind, data):
     seed = _png_bytes() if kind == "png" else _cr_bytes(work)
     ops = data.draw(_header_heavy(seed, 33 if kind == "png" else 400))
-    path = _fresh(work, "x." + kind)
-    path.write_bytes(_mutate(seed, ops))
-    _reads_or_refuses(_read_radiograph, path)
+    _read_bytes(work, "x." + kind, _mutate(seed, ops), _read_radiograph)
 
 
 @pytest.mark.parametrize("suffix", [".png", ".dcm", ".nii.gz"])
 @FUZZ
 @given(blob=st.binary(max_size=2048))
 def test_radiograph_random_bytes(work, suffix, blob):
-    path = _fresh(work, "r" + suffix)
-    path.write_bytes(blob)
-    _reads_or_refuses(_read_radiograph, path)
+    _read_bytes(work, "r" + suffix, blob, _read_radiograph)
 
 
 # --- sessions.tsv -------------------------------------------------------------------------------------
@@ -315,17 +306,13 @@ def _load_weights(path):
 def test_safetensors_mutated(work, data):
     seed = _safetensors_bytes()
     ops = data.draw(_header_heavy(seed, 8 + int.from_bytes(seed[:8], "little")))
-    path = _fresh(work, "model.safetensors")
-    path.write_bytes(_mutate(seed, ops))
-    _reads_or_refuses(_load_weights, path)
+    _read_bytes(work, "model.safetensors", _mutate(seed, ops), _load_weights)
 
 
 @FUZZ
 @given(blob=st.binary(max_size=1024))
 def test_safetensors_random_bytes(work, blob):
-    path = _fresh(work, "model.safetensors")
-    path.write_bytes(blob)
-    _reads_or_refuses(_load_weights, path)
+    _read_bytes(work, "model.safetensors", blob, _load_weights)
 
 
 @FUZZ
@@ -334,9 +321,8 @@ def test_checkpoint_config_mutated(work, data):
     from medsci.diffusion.checkpoint import read_checkpoint_config
 
     seed = b'{"task": "seismic-interpolation", "model": {"channels": [8, 16]}, "step": 4}'
-    path = _fresh(work, "config.json")
-    path.write_bytes(_mutate(seed, data.draw(_OPS)))
-    _reads_or_refuses(lambda p: read_checkpoint_config(p.parent, "seismic-interpolation"), path)
+    _read_bytes(work, "config.json", _mutate(seed, data.draw(_OPS)),
+                lambda p: read_checkpoint_config(p.parent, "seismic-interpolation"))
 
 
 def test_mutations_change_the_file():

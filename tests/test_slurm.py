@@ -104,23 +104,20 @@ def _profile_run(slurm, results, *extra, timeout=900):
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
 
 
-def test_a_partition_the_cluster_lacks_stops_the_run_with_slurms_reason(slurm, tmp_path):
-    target = tmp_path / "test" / "seismic" / "demo_data" / "dataset.json"
-    res = _profile_run(slurm, tmp_path, "--default-resources", "slurm_partition=nosuchpartition", "--", str(target))
-    out = res.stdout + res.stderr
-    assert res.returncode != 0 and "Traceback" not in out
-    # stopped before any submission, with the reason (sbatch's own message is lost for grouped jobs)
-    assert "SLURM partition 'nosuchpartition' does not exist on this cluster (sinfo lists: debug)" in out, out[-3000:]
-    assert "sbatch" not in out and not target.parent.exists()
-
-
-def test_more_gpus_than_the_node_has_stops_the_run_at_submission(slurm, tmp_path):
-    """train_gpus=2 on CUDA asks SLURM for 2 GPUs per training job; the test node has none."""
+@pytest.mark.parametrize("extra, reason", [
+    # a partition the cluster lacks (sbatch's own message is lost for grouped jobs)
+    (("--default-resources", "slurm_partition=nosuchpartition"),
+     "SLURM partition 'nosuchpartition' does not exist on this cluster (sinfo lists: debug)"),
+    # train_gpus=2 on CUDA asks SLURM for 2 GPUs per training job; the test node has none
+    (("device=cuda", "train_gpus=2"),
+     "asks for 2 GPU(s) (train_gpus) but no node of the default partition has more than 0"),
+], ids=["missing-partition", "gpus-beyond-the-node"])
+def test_an_unsubmittable_run_stops_before_the_first_job_with_the_reason(slurm, tmp_path, extra, reason):
     target = tmp_path / "test" / "seismic" / "model" / "config.json"
-    res = _profile_run(slurm, tmp_path, "device=cuda", "train_gpus=2", "--", str(target))
+    res = _profile_run(slurm, tmp_path, *extra, "--", str(target))
     out = res.stdout + res.stderr
     assert res.returncode != 0 and "Traceback" not in out
-    assert "asks for 2 GPU(s) (train_gpus) but no node of the default partition has more than 0" in out, out[-3000:]
+    assert reason in out, out[-3000:]
     assert "sbatch" not in out and not (tmp_path / "test").exists()  # stopped before the first job
 
 

@@ -12,6 +12,7 @@ on its share; rank 0 alone writes the checkpoint and the loss log.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import shutil
 import sys
@@ -248,7 +249,6 @@ def train(
 
 def _same_run(stored: dict[str, Any], checkpoint_config: dict[str, Any]) -> bool:
     """Whether interrupted checkpoints belong to a run with these settings (step counts aside)."""
-    import json
 
     def settings(config):
         skip = ("step", "total_steps", "medsci_version")

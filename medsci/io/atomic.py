@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from medsci.errors import MedsciError
+from medsci.io.paths import inside
 
 
 # Temporary names carry the writer's host and process id, so a later write of the same file can tell the
@@ -147,6 +148,6 @@ def safe_join(root: str | Path, name: str) -> Path:
         raise MedsciError(f"output name {name!r} holds a NUL character", root)
     root_resolved = Path(root).resolve()
     candidate = (root_resolved / name).resolve()
-    if candidate != root_resolved and root_resolved not in candidate.parents:
+    if not inside(candidate, root_resolved):
         raise MedsciError(f"output name {name!r} would escape the output folder", root)
     return candidate

@@ -26,7 +26,7 @@ import numpy as np
 from medsci.errors import InputError, MedsciError
 from medsci.io.atomic import atomic_path, safe_join, write_json_atomic, write_text_atomic
 from medsci.io.cases import MODALITIES, Case
-from medsci.io.paths import refuse_links_outside
+from medsci.io.paths import inside, refuse_links_outside
 
 SYNTHETIC = "SYNTHETIC"
 RECORD_VERSION = 1
@@ -84,9 +84,9 @@ def check_locations(input_dir: Path, out_dir: Path) -> None:
     src, dst = Path(input_dir).resolve(), Path(out_dir).resolve()
     if not src.is_dir():
         raise InputError("input folder not found", input_dir)
-    if dst == src or src in dst.parents:
+    if inside(dst, src):
         raise InputError("the output folder lies inside the input folder; choose a folder outside it", out_dir)
-    if dst in src.parents:
+    if inside(src, dst):
         raise InputError("the input folder lies inside the output folder; choose another output folder", out_dir)
     if dst.exists() and not dst.is_dir():
         raise InputError("output path exists and is not a folder", out_dir)
