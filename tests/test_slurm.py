@@ -8,6 +8,7 @@ Skipped, with the reason, where it cannot run: not root, no package access, the 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "slurm" / "local_slurm.sh"
@@ -70,12 +72,10 @@ def _equal(a, b) -> bool:
     return a == b
 
 
-def test_tiny_workflow_on_slurm_equals_a_local_run(slurm, tmp_path):
-    env = {**os.environ, "SLURM_CONF": slurm}
-    bindir = str(Path(sys.executable).parent)
-    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")  # the jobs call `medsci` from this environment
+def test_tiny_workflow_on_slurm_equals_a_local_run(slurm, tiny_workflow, tmp_path):
+    env = _slurm_env(slurm)  # the jobs call `medsci` from this environment
     common = ["--configfile", "configs/test.yaml", "--config"]
-    local_s, _ = _snakemake(["--cores", "2", *common, f"results={tmp_path / 'local'}"], env, ROOT)
+    local, local_s = tiny_workflow.results, tiny_workflow.seconds  # the same preset and seeds, run locally
     # --cores 2: the one node has 2 CPUs; group jobs stack their parallel layers in series to fit it
     slurm_s, res = _snakemake(["--workflow-profile", "configs/profiles/slurm", "--slurm-status-command", "squeue",
                                "--cores", "2", "--jobs", "4", *common, f"results={tmp_path / 'slurm'}",
@@ -83,21 +83,69 @@ def test_tiny_workflow_on_slurm_equals_a_local_run(slurm, tmp_path):
                                "sample_jobs=1"], env, ROOT)
     assert "sbatch" in (res.stdout + res.stderr).lower() or "slurm" in (res.stdout + res.stderr).lower()
     compared = 0
-    for path in sorted((tmp_path / "local").rglob("*")):
+    for path in sorted(local.rglob("*")):
         if not path.is_file() or not path.name.endswith((".safetensors", ".nii.gz", ".segy", ".npy", ".npz")):
             continue
-        twin = tmp_path / "slurm" / path.relative_to(tmp_path / "local")
+        if "batch" in path.relative_to(local).parts:  # the end-to-end test's extra batch run, if it went first
+            continue
+        twin = tmp_path / "slurm" / path.relative_to(local)
         assert twin.is_file(), f"{twin} missing in the SLURM run"
-        assert _equal(_content(path), _content(twin)), f"{path.relative_to(tmp_path / 'local')} differs"
+        assert _equal(_content(path), _content(twin)), f"{path.relative_to(local)} differs"
         compared += 1
     assert compared >= 30
     assert (tmp_path / "slurm" / "test" / "logs" / "synthesis" / "sample" / "part-1-of-1.log").is_file()
     print(f"local {local_s:.0f} s, slurm {slurm_s:.0f} s ({slurm_s / local_s:.2f}x), {compared} files equal")
 
 
+def test_a_training_job_cancelled_by_slurm_is_resubmitted_and_resumes_from_its_checkpoint(slurm, tmp_path):
+    """scancel of the running training job, as preemption or a time limit does it: the profile's retries resubmit
+    it, training resumes from its last checkpoint (not from step 0), and the weights are byte-identical to an
+    uninterrupted local run."""
+    overlay = tmp_path / "preempt.yaml"  # seismic alone, long enough to cancel it between checkpoints; 1 thread
+    overlay.write_text(yaml.safe_dump({"synthesis": {"enabled": False}, "rotation": {"enabled": False},
+                                       "longitudinal": {"enabled": False},
+                                       "seismic": {"train": {"steps": 60, "checkpoint_every": 5, "threads": 1}}}),
+                       encoding="utf-8")
+    model = Path("test") / "seismic" / "model"
+    args = ["--configfile", "configs/test.yaml", str(overlay), "--config"]
+    env = _slurm_env(slurm)
+    _snakemake(["--cores", "1", *args, f"results={tmp_path / 'local'}", "--",
+                str(tmp_path / "local" / model / "config.json")], env, ROOT)
+    slurm_model = tmp_path / "slurm" / model
+    proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--workflow-profile", "configs/profiles/slurm",
+                             "--slurm-status-command", "squeue", "--cores", "2", "--jobs", "4", "--retries", "1",
+                             *args, f"results={tmp_path / 'slurm'}", "--", str(slurm_model / "config.json")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    try:
+        checkpoint = slurm_model / "resume" / "config.json"
+        deadline = time.monotonic() + 600
+        while not checkpoint.is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert checkpoint.is_file(), "the SLURM training job never wrote a checkpoint"
+        jobs = subprocess.run(["squeue", "-h", "-o", "%i %k"], capture_output=True, text=True, env=env).stdout
+        job = next(line.split()[0] for line in jobs.splitlines() if "rule_seismic_train" in line)
+        subprocess.run(["scancel", job], check=True, env=env)
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-5000:]
+    assert f"SLURM-job '{job}' failed" in out  # Snakemake saw the cancellation and resubmitted
+    resumed = re.search(r"train: resuming from step (\d+)",
+                        (tmp_path / "slurm" / "test" / "logs" / "seismic" / "train.log").read_text(errors="replace"))
+    assert resumed and 5 <= int(resumed.group(1)) < 60, "the resubmitted job did not resume from a checkpoint"
+    for name in ("model.safetensors", "ema.safetensors"):
+        assert (slurm_model / name).read_bytes() == (tmp_path / "local" / model / name).read_bytes(), name
+    assert not (slurm_model / "resume").exists()
+
+
+def _slurm_env(slurm):
+    return {**os.environ, "SLURM_CONF": slurm,
+            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+
+
 def _profile_run(slurm, results, *extra, timeout=900):
-    env = {**os.environ, "SLURM_CONF": slurm,
-           "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+    env = _slurm_env(slurm)
     return subprocess.run([sys.executable, "-m", "snakemake", "--workflow-profile", "configs/profiles/slurm",
                            "--slurm-status-command", "squeue", "--cores", "2", "--jobs", "4", "--retries", "0",
                            "--configfile", "configs/test.yaml", "--config", f"results={results}", *extra],

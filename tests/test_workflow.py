@@ -119,12 +119,10 @@ def _check_batch(results, run, tmp_path):
     assert tree_checksums(batch) == inputs
 
 
-def test_tiny_preset_runs_end_to_end(tmp_path):
-    results = tmp_path / "results"
-    configs = tree_checksums(REPO / "configs")  # the workflow's only inputs (it makes its own demo data)
-    res = _run(["--cores", "2", "--configfile", "configs/test.yaml", "--config", f"results={results}",
-                "--quiet", "rules"])
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+def test_tiny_preset_runs_end_to_end(tiny_workflow, tmp_path):
+    results = tiny_workflow.results
+    assert tiny_workflow.configs_untouched
+    configs = tree_checksums(REPO / "configs")
     run = results / "test"
     summary = json.loads((run / "synthesis" / "evaluation" / "summary.json").read_text(encoding="utf-8"))
     # The model's own first guess (quadratic regression) is scored as an ablation beside the baselines.
@@ -160,4 +158,3 @@ def test_tiny_preset_runs_end_to_end(tmp_path):
     # A report item, not just a rule output listed: its caption (workflows/report/steps_curve.rst) is there.
     assert "steps_curve.png" in text and "DDPM reference sampler over all" in text
     assert tree_checksums(REPO / "configs") == configs
-    shutil.rmtree(results)

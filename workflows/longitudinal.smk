@@ -82,7 +82,7 @@ if LON_ENABLED:
             model=parent("config"),
         log:
             log_path("longitudinal", "train.log"),
-        threads: 2
+        threads: train_threads("longitudinal")
         resources:
             mem_mb=4000,
             runtime=24 * 60,

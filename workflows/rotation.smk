@@ -85,7 +85,7 @@ if ROT_ENABLED:
             model=parent("config"),
         log:
             log_path("rotation", "train.log"),
-        threads: 2
+        threads: train_threads("rotation")
         resources:
             mem_mb=4000,
             runtime=24 * 60,

@@ -169,7 +169,7 @@ if SEIS_ENABLED:
             model=parent("config"),
         log:
             log_path("seismic", "train.log"),
-        threads: 2
+        threads: train_threads("seismic")
         resources:
             mem_mb=4000,
             runtime=24 * 60,

@@ -113,7 +113,7 @@ if SYN.enabled:
             model=parent("config"),
         log:
             log_path("synthesis", "train.log"),
-        threads: 2
+        threads: train_threads("synthesis")
         resources:
             mem_mb=8000,
             runtime=24 * 60,

@@ -1,0 +1,37 @@
+"""Fixtures shared across test modules."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from helpers import tree_checksums
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class TinyRun:
+    results: Path   # the --config results= folder; the run itself is results / "test"
+    seconds: float  # wall time of `snakemake --cores 2` on the tiny preset
+    configs_untouched: bool
+
+
+@pytest.fixture(scope="session")
+def tiny_workflow(tmp_path_factory) -> TinyRun:
+    """The tiny preset (configs/test.yaml) run once locally with `snakemake --cores 2`. The end-to-end workflow
+    test checks its outputs and the SLURM test compares its own run with it, so the ~2 min run is paid once."""
+    results = tmp_path_factory.mktemp("tiny") / "results"
+    configs = tree_checksums(REPO / "configs")  # the workflow's only inputs (it makes its own demo data)
+    started = time.monotonic()
+    res = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "configs/test.yaml",
+                          "--config", f"results={results}", "--quiet", "rules"],
+                         cwd=REPO, capture_output=True, text=True, timeout=900)
+    seconds = time.monotonic() - started
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return TinyRun(results, seconds, tree_checksums(REPO / "configs") == configs)
