@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from helpers import tree_checksums
-
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, run_snakemake, tree_checksums
 
 
 @dataclass(frozen=True)
@@ -29,9 +25,8 @@ def tiny_workflow(tmp_path_factory) -> TinyRun:
     results = tmp_path_factory.mktemp("tiny") / "results"
     configs = tree_checksums(REPO / "configs")  # the workflow's only inputs (it makes its own demo data)
     started = time.monotonic()
-    res = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "configs/test.yaml",
-                          "--config", f"results={results}", "--quiet", "rules"],
-                         cwd=REPO, capture_output=True, text=True, timeout=900)
+    res = run_snakemake(["--cores", "2", "--configfile", "configs/test.yaml", "--config", f"results={results}",
+                         "--quiet", "rules"])
     seconds = time.monotonic() - started
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return TinyRun(results, seconds, tree_checksums(REPO / "configs") == configs)

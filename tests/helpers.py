@@ -5,7 +5,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_snakemake(args: list[str], **kw) -> subprocess.CompletedProcess:
+    """``snakemake ARGS`` from the repository root with this interpreter, output captured."""
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=900, **kw)
 
 
 def tree_checksums(root: str | Path) -> dict[str, tuple[str, int]]:

@@ -21,6 +21,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "slurm" / "local_slurm.sh"
+# Snakemake through the shipped SLURM profile on the test cluster: no accounting database (squeue for status);
+# --cores 2: the one node has 2 CPUs, so group jobs stack their parallel layers in series to fit it.
+PROFILE = ["--workflow-profile", "configs/profiles/slurm", "--slurm-status-command", "squeue", "--cores", "2",
+           "--jobs", "4"]
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +42,12 @@ def slurm(tmp_path_factory):
         yield conf
     finally:
         subprocess.run(["bash", str(SCRIPT), "stop", str(state)], capture_output=True, text=True, timeout=120)
+
+
+def _slurm_env(slurm):
+    """The test cluster's config, and this environment's bin first: the jobs call `medsci` from it."""
+    return {**os.environ, "SLURM_CONF": slurm,
+            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
 
 
 def _snakemake(args, env, cwd):
@@ -73,12 +83,10 @@ def _equal(a, b) -> bool:
 
 
 def test_tiny_workflow_on_slurm_equals_a_local_run(slurm, tiny_workflow, tmp_path):
-    env = _slurm_env(slurm)  # the jobs call `medsci` from this environment
+    env = _slurm_env(slurm)
     common = ["--configfile", "configs/test.yaml", "--config"]
     local, local_s = tiny_workflow.results, tiny_workflow.seconds  # the same preset and seeds, run locally
-    # --cores 2: the one node has 2 CPUs; group jobs stack their parallel layers in series to fit it
-    slurm_s, res = _snakemake(["--workflow-profile", "configs/profiles/slurm", "--slurm-status-command", "squeue",
-                               "--cores", "2", "--jobs", "4", *common, f"results={tmp_path / 'slurm'}",
+    slurm_s, res = _snakemake([*PROFILE, *common, f"results={tmp_path / 'slurm'}",
                                # scattered sampling (one job for all held-out cases) must gather the same files
                                "sample_jobs=1"], env, ROOT)
     assert "sbatch" in (res.stdout + res.stderr).lower() or "slurm" in (res.stdout + res.stderr).lower()
@@ -112,9 +120,8 @@ def test_a_training_job_cancelled_by_slurm_is_resubmitted_and_resumes_from_its_c
     _snakemake(["--cores", "1", *args, f"results={tmp_path / 'local'}", "--",
                 str(tmp_path / "local" / model / "config.json")], env, ROOT)
     slurm_model = tmp_path / "slurm" / model
-    proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--workflow-profile", "configs/profiles/slurm",
-                             "--slurm-status-command", "squeue", "--cores", "2", "--jobs", "4", "--retries", "1",
-                             *args, f"results={tmp_path / 'slurm'}", "--", str(slurm_model / "config.json")],
+    proc = subprocess.Popen([sys.executable, "-m", "snakemake", *PROFILE, "--retries", "1", *args,
+                             f"results={tmp_path / 'slurm'}", "--", str(slurm_model / "config.json")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
     try:
         checkpoint = slurm_model / "resume" / "config.json"
@@ -139,15 +146,9 @@ def test_a_training_job_cancelled_by_slurm_is_resubmitted_and_resumes_from_its_c
     assert not (slurm_model / "resume").exists()
 
 
-def _slurm_env(slurm):
-    return {**os.environ, "SLURM_CONF": slurm,
-            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
-
-
 def _profile_run(slurm, results, *extra, timeout=900):
     env = _slurm_env(slurm)
-    return subprocess.run([sys.executable, "-m", "snakemake", "--workflow-profile", "configs/profiles/slurm",
-                           "--slurm-status-command", "squeue", "--cores", "2", "--jobs", "4", "--retries", "0",
+    return subprocess.run([sys.executable, "-m", "snakemake", *PROFILE, "--retries", "0",
                            "--configfile", "configs/test.yaml", "--config", f"results={results}", *extra],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
 

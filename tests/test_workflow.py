@@ -2,23 +2,16 @@
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers import tree_checksums
+from helpers import run_snakemake as _run, tree_checksums
 from medsci.config import load_config
 from medsci.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-
-def _run(args, **kw):
-    return subprocess.run(SNAKEMAKE + args, cwd=REPO, capture_output=True, text=True, timeout=900, **kw)
 
 
 def test_lint_is_clean():
