@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
@@ -41,8 +41,9 @@ class Config(ConfigSection):
         data = dict(data or {})
         sections = {}
         for name, task in registry.tasks().items():
-            # A generator without a section in the file runs with its defaults (as before a section existed).
-            sections[name] = task.config.from_dict(data.pop(name, None), name)
+            # A preset runs exactly the generators it names: a section that is absent is disabled.
+            section = data.pop(name, None)
+            sections[name] = task.config.from_dict({"enabled": False} if section is None else section, name)
         base = super().from_dict(data, where)
         base.sections = sections
         return base
@@ -105,6 +106,7 @@ def config_from_dict(data: dict, source: str | Path = "config") -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"config must be a mapping of settings, not a {type(data).__name__}", source)
     _check_plain_values(data, source)
+    _check_generators(data, source)
     validate_schema(data, source)
     try:
         return Config.from_dict(data)
@@ -124,7 +126,155 @@ YAML_VALUE_ERRORS = (Exception,)
 
 
 def load_config(path: str | Path) -> Config:
-    return config_from_dict(read_config_yaml(path), path)
+    return config_from_dict(read_preset(path), path)
+
+
+# A preset may build on another one, and says so: `defaults: demo.yaml` (a path relative to the preset's folder)
+# merges that file underneath. Nothing else is ever merged under a preset.
+DEFAULTS_KEY = "defaults"
+
+
+def read_preset(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A preset's settings, with the chain of files its ``defaults:`` names merged underneath (nearest wins)."""
+    data = read_config_yaml(path)
+    base = data.pop(DEFAULTS_KEY, None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{DEFAULTS_KEY}: must name one preset file (a path relative to this file)", path)
+    base_path = (Path(path).parent / base).resolve()
+    seen = (*_seen, Path(path).resolve())
+    if base_path in seen:
+        raise ConfigError(f"{DEFAULTS_KEY}: {base} leads back to itself "
+                          f"({' -> '.join(p.name for p in (*seen, base_path))})", path)
+    if not base_path.is_file():
+        raise ConfigError(f"{DEFAULTS_KEY}: {base} not found ({base_path})", path)
+    return merge_settings(read_preset(base_path, seen), data)
+
+
+def merge_settings(base: dict, top: dict) -> dict:
+    """``top`` over ``base``: mappings merge key by key, anything else (numbers, lists) is replaced whole."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_settings(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def workflow_settings(presets: list[str | Path], overrides: dict | None) -> dict:
+    """What a Snakemake run works from: its ``--configfile`` presets in order (each with its ``defaults:`` chain),
+    then its ``--config`` overrides, coerced to the schema's types (Snakemake passes nested values as text)."""
+    data: dict = {}
+    for preset in presets:
+        data = merge_settings(data, read_preset(preset))
+    return merge_settings(data, coerce_to_schema(_plain(overrides or {})))
+
+
+def _plain(value: Any) -> Any:
+    """Snakemake's frozen mappings as plain dicts (the schema check and the merge take dicts and lists)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def require_path(path: str | Path, key: str, folder: bool = True) -> Path:
+    """A path a setting names (``synthesis.data.raw_dir``), refused in one line naming the key when it is not there."""
+    path = Path(path)
+    if not (path.is_dir() if folder else path.is_file()):
+        what = "folder" if folder else "file"
+        state = f"is not a {what}" if path.exists() else "does not exist"
+        raise ConfigError(f"{key}: {what} {path} {state}")
+    return path
+
+
+def _check_generators(data: dict, source: str | Path) -> None:
+    """A top-level key that is neither a setting nor an installed generator: say which generators there are."""
+    known = set(yaml.safe_load(_base_schema_text())["properties"]) | {DEFAULTS_KEY}
+    installed = registry.tasks()
+    unknown = sorted(k for k in data if k not in known and k not in installed)
+    if unknown:
+        raise ConfigError(f"{', '.join(unknown)}: not a setting and not an installed generator "
+                          f"(installed: {', '.join(installed) or 'none'})", source)
+
+
+def coerce_to_schema(data: Any, node: dict | None = None, defs: dict | None = None) -> Any:
+    """Text values turned into the type the schema asks for where they spell one ("10" -> 10 for an integer,
+    "false" -> False for a boolean, "null" where null is allowed). Text that spells no allowed type stays text,
+    so validation still refuses it with the schema's message ("'abc' is not of type 'integer'")."""
+    if node is None:
+        node = schema()
+        defs = node.get("$defs", {})
+    nodes = _schema_alternatives(node, defs or {})
+    if isinstance(data, dict):
+        props: dict = {}
+        for alt in nodes:
+            for key, sub in alt.get("properties", {}).items():
+                props.setdefault(key, sub)
+        return {k: coerce_to_schema(v, props.get(k, {}), defs) for k, v in data.items()}
+    if isinstance(data, list):
+        items = next((alt["items"] for alt in nodes if isinstance(alt.get("items"), dict)), {})
+        return [coerce_to_schema(v, items, defs) for v in data]
+    if not isinstance(data, str):
+        return data
+    allowed = _schema_types(nodes)
+    if "null" in allowed and data in ("null", "~"):
+        return None
+    if not allowed or "string" in allowed:
+        return data
+    try:
+        value = yaml.safe_load(data) if len(data) < 10_000 else data
+    except YAML_VALUE_ERRORS:
+        return data
+    if isinstance(value, str) and "number" in allowed:
+        try:
+            value = float(data)  # "1e-3": YAML 1.1 reads a float only with a dot in it
+        except ValueError:
+            return data
+    if _json_type(value) in allowed or (_json_type(value) == "integer" and "number" in allowed):
+        return coerce_to_schema(value, node, defs) if isinstance(value, (dict, list)) else value
+    return data
+
+
+def _schema_alternatives(node: dict, defs: dict, depth: int = 0) -> list[dict]:
+    """The node and every branch it may take ($ref, oneOf, anyOf, allOf), resolved."""
+    if not isinstance(node, dict) or depth > 16:
+        return []
+    ref = node.get("$ref", "")
+    if ref.startswith("#/$defs/"):
+        node = {**defs.get(ref.rsplit("/", 1)[1], {}), **{k: v for k, v in node.items() if k != "$ref"}}
+    out = [node]
+    for key in ("oneOf", "anyOf", "allOf"):
+        for branch in node.get(key, []):
+            out.extend(_schema_alternatives(branch, defs, depth + 1))
+    return out
+
+
+def _schema_types(nodes: list[dict]) -> set[str]:
+    types: set[str] = set()
+    for alt in nodes:
+        kind = alt.get("type")
+        types.update([kind] if isinstance(kind, str) else kind or [])
+        for value in alt.get("enum", []) + ([alt["const"]] if "const" in alt else []):
+            types.add(_json_type(value))
+    return types
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object" if isinstance(value, dict) else type(value).__name__
 
 
 def read_config_yaml(path: str | Path) -> dict:

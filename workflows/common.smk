@@ -7,13 +7,23 @@ import sys
 from pathlib import Path
 
 from medsci import registry
-from medsci.config import config_from_dict, dump_config, write_config
+from medsci.config import config_from_dict, dump_config, workflow_settings, write_config
+from medsci.errors import ConfigError
 
-CFG = config_from_dict(config, "config")  # schema-validated; the one typed object; refuses unknown keys
+# The presets of this run (each with the `defaults:` chain it declares) and the --config overrides, coerced to
+# the schema's types: Snakemake's own merge is not used, so nothing is merged under a preset that it does not name.
+PRESETS = list(workflow.config_settings.configfiles) or [DEFAULT_PRESET]
+_SOURCE = " + ".join(str(p) for p in PRESETS) + (" + --config" if workflow.config_settings.config else "")
+config.clear()
+config.update(workflow_settings(PRESETS, workflow.config_settings.config))
+CFG = config_from_dict(config, _SOURCE)  # schema-validated; the one typed object; refuses unknown keys
 RESULTS = CFG.result_dir
 RESOLVED_CONFIG = str(RESULTS / "config.yaml")
 ENV = "envs/medsci.yaml"  # used with --sdm conda; relative to this folder
-TASKS = registry.tasks()  # every registered generator, by name
+TASKS = {name: task for name, task in registry.tasks().items() if CFG.section(name).enabled}  # what this run runs
+if not TASKS:
+    raise ConfigError(f"no generator is enabled; name one with a section such as `{next(iter(registry.tasks()))}: "
+                      f"{{enabled: true}}` (installed: {', '.join(registry.tasks())})", _SOURCE)
 TARGETS = {}  # generator name -> its final outputs (what `rule all` asks for)
 
 
@@ -76,10 +86,21 @@ def part_rule_name(prefix, index):
     return f"{prefix}_{index + 1}"
 
 
-def heldout_split(ids, heldout):
-    """The last `heldout` ids (sorted) are held out; returns (training ids, held-out ids)."""
+def heldout_split(ids, heldout, key, what):
+    """The last `heldout` ids (sorted) are held out; returns (training ids, held-out ids). At least one id is
+    left to train on: `key` (e.g. "synthesis.data.heldout") and `what` ("cases") name them in the refusal."""
+    if heldout and heldout >= len(ids):
+        raise ConfigError(f"{key}: {heldout} to hold out, but there are only {len(ids)} {what} in all; it must be "
+                          "smaller, to leave some to train on", _SOURCE)
     held = ids[len(ids) - heldout :] if heldout else []
     return [i for i in ids if i not in held], held
+
+
+def first(ids, count, key, what):
+    """The first `count` of `ids`, refused with the numbers when there are fewer (a slice would shrink silently)."""
+    if count > len(ids):
+        raise ConfigError(f"{key}: {count} asked for, but there are only {len(ids)} {what}", _SOURCE)
+    return ids[:count]
 
 
 def _resource_values(name):

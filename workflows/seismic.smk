@@ -23,12 +23,12 @@ SEIS_FILES = seis_workflow.cube_files(SEIS, SEIS_RAW)
 SEIS_CUBES = list(SEIS_FILES)
 SEIS_ALL_SEGY = all(f.lower().endswith((".segy", ".sgy")) for f in SEIS_FILES.values())
 SEIS_TRAIN, SEIS_HELDOUT = (
-    (["train"], ["heldout"]) if SEIS_SURVEY else heldout_split(SEIS_CUBES, SEIS.data.heldout if SEIS_ENABLED else 0)
+    (["train"], ["heldout"]) if SEIS_SURVEY else heldout_split(SEIS_CUBES, SEIS.data.heldout if SEIS_ENABLED else 0, "seismic.data.heldout", "cubes")
 )
 SEIS_PATTERNS = list(SEIS.evaluation.patterns) if SEIS_ENABLED else []
 SEIS_METHODS = ["model", "model_unguided"] if SEIS_ENABLED and SEIS.evaluation.unguided else ["model"]
 SEIS_BENCH_CUBES = (
-    SEIS_HELDOUT[: SEIS.evaluation.benchmark_cubes] if SEIS_ENABLED and SEIS.evaluation.benchmark else []
+    first(SEIS_HELDOUT, SEIS.evaluation.benchmark_cubes, "seismic.evaluation.benchmark_cubes", "held-out cubes") if SEIS_ENABLED and SEIS.evaluation.benchmark else []
 )
 
 

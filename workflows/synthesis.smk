@@ -20,8 +20,8 @@ MODS = syn_workflow.MODS
 
 
 SYN_CASES = syn_workflow.case_ids(SYN, SYN_RAW)
-SYN_TRAIN, SYN_HELDOUT = heldout_split(SYN_CASES, SYN.data.heldout)
-SYN_CURVE_CASES = SYN_HELDOUT[: SYN.evaluation.curve_cases]
+SYN_TRAIN, SYN_HELDOUT = heldout_split(SYN_CASES, SYN.data.heldout, "synthesis.data.heldout", "cases")
+SYN_CURVE_CASES = first(SYN_HELDOUT, SYN.evaluation.curve_cases, "synthesis.evaluation.curve_cases", "held-out cases")
 
 
 TARGETS["synthesis"] = [str(SYN_PREP / "summary.json"), str(SYN_EVAL / "summary.json")] if SYN.enabled else []

@@ -60,8 +60,9 @@ def register_commands(subparsers) -> None:
                               description="Cone-beam PA DRR of a CT volume (NIfTI/MHA/NRRD/DICOM folder, HU) turned "
                                           "by each rotation; one PNG (16-bit) or NIfTI per rotation.")
     d.add_argument("--ct", required=True, type=Path)
-    d.add_argument("--angles", action="append",
-                   help="RX,RY,RZ in degrees, repeatable (default 0,0,0); a negative first angle: --angles=-5,0,0")
+    d.add_argument("--angles", action="extend", nargs="+", metavar="RX,RY,RZ",
+                   help="one or more rotations in degrees, e.g. --angles 0,0,0 0,0,10 (default 0,0,0); the option "
+                        "may be repeated; a negative first angle: --angles=-5,0,0")
     d.add_argument("--output", required=True, type=Path, help="output folder")
     d.add_argument("--config", help="medsci config (rotation.drr geometry); default: the built-in geometry")
     d.add_argument("--pixels", type=bounded_int(8, 4096, "a pixel count"), nargs=2, metavar=("ROWS", "COLS"))

@@ -12,8 +12,10 @@ def ct_files(cfg, raw_root: Path) -> dict[str, str]:
     if not cfg.enabled:
         return {}
     if cfg.data.raw_dir:
+        from medsci.config import require_path
+
         out = {}
-        for path in sorted(Path(raw_root).iterdir()):
+        for path in sorted(require_path(raw_root, "rotation.data.raw_dir").iterdir()):
             for suffix in CT_SUFFIXES:
                 if path.is_file() and path.name.endswith(suffix) and not path.name.startswith("."):
                     out[path.name[: -len(suffix)]] = str(path)

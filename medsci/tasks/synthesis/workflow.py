@@ -12,7 +12,9 @@ def case_ids(cfg, raw_root: Path) -> list[str]:
     if not cfg.enabled:
         return []
     if cfg.data.raw_dir:
-        return sorted(p.name for p in Path(raw_root).iterdir() if p.is_dir() and not p.name.startswith("."))
+        from medsci.config import require_path
+
+        return sorted(p.name for p in require_path(raw_root, "synthesis.data.raw_dir").iterdir() if p.is_dir() and not p.name.startswith("."))
     return [f"BraTS-DEMO-{i:05d}-000" for i in range(cfg.data.demo.cases)]
 
 
