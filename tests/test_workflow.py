@@ -86,6 +86,29 @@ def _check_rotation_outputs(folder):
     assert (folder / "model" / "ema.safetensors").is_file()
 
 
+def _check_longitudinal_outputs(folder):
+    """Every method scored on the held-out subject's predicted sessions, with forecasts, tables and figures."""
+    import csv
+
+    import numpy as np
+
+    summary = json.loads((folder / "evaluation" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["subjects"] == ["sub-002"] and summary["predictions"] >= 1
+    assert set(summary["metrics"]) == {"model", "copy_last", "linear", "deformation"}
+    for method, values in summary["metrics"].items():
+        assert 0 < values["brain_ssim"]["mean"] <= 1 and np.isfinite(values["brain_psnr"]["mean"]), method
+    # The model's samples spread: a forecast std per predicted session and for the session after the last.
+    forecasts = summary["forecast_uncertainty"]["sub-002"]
+    assert len(forecasts) == 1 + 1 and all(f["mean_std"] > 0 and f["horizon_days"] > 0 for f in forecasts)
+    assert summary["network_evaluations"] and summary["quality_bar"]["model_changed_ssim"] is not None
+    rows = list(csv.DictReader((folder / "evaluation" / "metrics.csv").open(encoding="utf-8")))
+    assert {r["method"] for r in rows} == set(summary["metrics"]) and {r["subject"] for r in rows} == {"sub-002"}
+    text = (folder / "evaluation" / "summary.md").read_text(encoding="utf-8")
+    assert "| copy_last |" in text and "## Forecast uncertainty" in text
+    assert (folder / "evaluation" / "figures" / "sub-002.png").stat().st_size > 1000
+    assert (folder / "model" / "ema.safetensors").is_file()
+
+
 def _check_batch(results, run, tmp_path):
     """synthesis.batch: new cases through the workflow with the model it trained, one job per case."""
     import csv
@@ -139,6 +162,7 @@ def test_tiny_preset_runs_end_to_end(tiny_workflow, tmp_path):
     assert (run / "config.yaml").is_file()
     _check_seismic_outputs(run / "seismic")
     _check_rotation_outputs(run / "rotation")
+    _check_longitudinal_outputs(run / "longitudinal")
     # Nothing left to do on a second run.
     res = _run(["--cores", "2", "--configfile", "configs/test.yaml", "--config", f"results={results}", "-n"])
     assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr
