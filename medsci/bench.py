@@ -1,8 +1,8 @@
 """``medsci bench``: speed and memory figures, each measured in a fresh process.
 
-The engine's own items are ``haar`` (the wavelet transform every Haar-domain network runs at each call) and
-``load`` (memory of a 200-case batch through ``medsci synthesize`` and the workflow, :mod:`medsci.bench_load`); every
-generator adds its items through the registry (``Task.bench_items``). Each item runs in its own spawned process
+The engine's own item is ``haar`` (the wavelet transform every Haar-domain network runs at each call); every
+generator adds its items through the registry (``Task.bench_items``), e.g. synthesis's ``load`` (memory of a
+200-case batch through ``medsci synthesize`` and the workflow). Each item runs in its own spawned process
 so its peak memory (ru_maxrss on CPU, max_memory_allocated on CUDA) is its own. Figures are machine-dependent:
 the JSON records the machine they came from.
 """
@@ -19,8 +19,6 @@ from typing import Callable
 from medsci import registry
 
 ENGINE_ITEMS = {"haar": "medsci.bench:bench_haar_item"}
-# Only when named (--items) or with --full: minutes, not seconds.
-ENGINE_FULL_ITEMS = {"load": "medsci.bench_load:bench_load_item"}
 
 
 def _peak_rss_mb() -> float:
@@ -36,7 +34,7 @@ def bench_haar_item(device=None) -> dict:
 
 def items() -> dict[str, str]:
     """Every bench item: ``{name: "module:function"}``, the engine's first."""
-    out = {**ENGINE_ITEMS, **ENGINE_FULL_ITEMS}
+    out = dict(ENGINE_ITEMS)
     for task in registry.tasks().values():
         out.update(task.bench_items)
     return out

@@ -799,47 +799,37 @@ def _rewrite_config(ck: Path, change) -> None:
     (ck / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
 
 
-@row("R66")
-def _(tmp, a):
-    ck = _ck(tmp, a, "noconfig")
-    (ck / "config.json").unlink()
-    return _interp_ck(tmp, a, ck, "noconfig", "not a medsci checkpoint folder (no config.json)")
+def _unlink(*names: str):
+    return lambda ck: [(ck / name).unlink() for name in names]
 
 
-@row("R67")
-def _(tmp, a):
-    ck = _ck(tmp, a, "badjson")
-    (ck / "config.json").write_text("{not json", encoding="utf-8")
-    return _interp_ck(tmp, a, ck, "config.json", "unreadable checkpoint config")
+def _config_text(text: str):
+    return lambda ck: (ck / "config.json").write_text(text, encoding="utf-8")
 
 
-@row("R68")
-def _(tmp, a):
-    ck = _ck(tmp, a, "othertask")
-    _rewrite_config(ck, lambda cfg: cfg.update(task="mri-synthesis"))
-    return _interp_ck(tmp, a, ck, "othertask", "checkpoint is for task 'mri-synthesis'")
+def _broken_checkpoint(name: str, edit, named: str, reason: str):
+    """The row of a copy of the checkpoint (folder ``name``) after ``edit``; the message names ``named``."""
+    def make(tmp, a):
+        ck = _ck(tmp, a, name)
+        edit(ck)
+        return _interp_ck(tmp, a, ck, named, reason)
+    return make
 
 
-@row("R69")
-def _(tmp, a):
-    ck = _ck(tmp, a, "noweights")
-    (ck / "ema.safetensors").unlink()
-    (ck / "model.safetensors").unlink()
-    return _interp_ck(tmp, a, ck, "model.safetensors", "checkpoint has no weights file")
-
-
-@row("R70")
-def _(tmp, a):
-    ck = _ck(tmp, a, "listconfig")
-    (ck / "config.json").write_text("[1, 2, 3]", encoding="utf-8")
-    return _interp_ck(tmp, a, ck, "config.json", "checkpoint config is not a JSON object")
-
-
-@row("R71")
-def _(tmp, a):
-    ck = _ck(tmp, a, "mangled")
-    _rewrite_config(ck, lambda cfg: cfg.pop("model"))
-    return _interp_ck(tmp, a, ck, "mangled", "checkpoint config lacks or mangles")
+# Checkpoint folders with one thing wrong: row -> (folder, edit, what the message names, reason).
+_BROKEN_CHECKPOINTS = {
+    "R66": ("noconfig", _unlink("config.json"), "noconfig", "not a medsci checkpoint folder (no config.json)"),
+    "R67": ("badjson", _config_text("{not json"), "config.json", "unreadable checkpoint config"),
+    "R68": ("othertask", lambda ck: _rewrite_config(ck, lambda cfg: cfg.update(task="mri-synthesis")), "othertask",
+            "checkpoint is for task 'mri-synthesis'"),
+    "R69": ("noweights", _unlink("ema.safetensors", "model.safetensors"), "model.safetensors",
+            "checkpoint has no weights file"),
+    "R70": ("listconfig", _config_text("[1, 2, 3]"), "config.json", "checkpoint config is not a JSON object"),
+    "R71": ("mangled", lambda ck: _rewrite_config(ck, lambda cfg: cfg.pop("model")), "mangled",
+            "checkpoint config lacks or mangles"),
+}
+for _rid, _spec in _BROKEN_CHECKPOINTS.items():
+    row(_rid)(_broken_checkpoint(*_spec))
 
 
 # --- BraTS case folders through `medsci preprocess synthesis --all` (a batch) --------------------------

@@ -16,7 +16,7 @@ def test_items_are_the_engine_haar_item_plus_every_generators_items():
     assert items["haar"] == "medsci.bench:bench_haar_item"
     assert {"preprocessing", "synthesis-demo", "synthesis-brats", "seismic"} <= set(items)
     assert "synthesis-brats" not in bench.default_items()  # a GPU node's item: only with --full
-    assert items["load"] == "medsci.bench_load:bench_load_item" and "load" not in bench.default_items()
+    assert items["load"] == "medsci.tasks.synthesis.bench_load:bench_load_item" and "load" not in bench.default_items()
 
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from medsci.errors import InputError
-from medsci.io.cases import (MODALITIES, Case, check_case, check_consistent_geometry, discover_cases,
+from medsci.mri.cases import (MODALITIES, Case, check_case, check_consistent_geometry, discover_cases,
                              load_case)
 from medsci.io.volume import Volume
 

@@ -10,9 +10,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from medsci.errors import InputError
-from medsci.io.dicom import (DEFAULT_MAPPING, DicomSeries, classify_series, find_series, is_dicom_folder,
-                             load_mapping, read_series, write_derived_series)
+from medsci.io.dicom import DicomSeries, find_series, is_dicom_folder, read_series, write_derived_series
 from medsci.io.volume import read_volume
+from medsci.mri.contrasts import DEFAULT_MAPPING, classify_series, load_mapping
 
 SHAPE = (12, 10, 6)
 STUDY_UID = "1.2.826.0.1.3680043.8.498.111"

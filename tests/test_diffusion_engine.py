@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from medsci.diffusion.checkpoint import load_training_state, load_weights, read_checkpoint_config
 from medsci.diffusion.conditioning import Conditions
 from medsci.diffusion.config import SamplerConfig, ScheduleConfig, TrainConfig, UNetConfig
-from medsci.diffusion.model import build_scheduler, set_inference_steps
+from medsci.diffusion.schedulers import build_scheduler, set_inference_steps
 from medsci.diffusion.networks import WindowedNetwork, build_network, network_spec
 from medsci.diffusion.sampling import sample, to_x0
 from medsci.diffusion.training import TrainingBatch, lr_factor, train

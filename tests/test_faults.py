@@ -288,7 +288,7 @@ def test_memory_estimate_matches_the_attention_of_the_lowest_level():
 
 def test_load_item_samples_the_batch_process_memory_on_a_few_cases(trained, tmp_path):  # noqa: F811
     """The 200-case load benchmark on 3 cases (batch command only): every case done, RSS reported per mark."""
-    from medsci.bench_load import bench_load_item
+    from medsci.tasks.synthesis.bench_load import bench_load_item
 
     out = bench_load_item(cases=3, workflow=False, interval=0.1, workdir=str(tmp_path), log=lambda *a: None,
                           checkpoint=str(trained["model"]))

@@ -144,13 +144,19 @@ def _safetensors_bytes() -> bytes:
 SESSIONS = "session_id\ttime_days\tage\nses-00\t0\t40\nses-01\t120.5\t40.3\nses-02\t400\tn/a\n"
 
 
-# --- NIfTI / MHA / NRRD / DICOM folders (medsci.io.volume.read_volume) -------------------------------
-def _read_volume(path):
-    from medsci.io.volume import read_volume
+def _checked_reader(reader: str, sane):
+    """The reader ``module:function`` (imported when called) wrapped so that its result must pass ``sane``."""
+    def read(path):
+        module, _, name = reader.partition(":")
+        out = getattr(importlib.import_module(module), name)(path)
+        assert sane(out), f"{reader}({path}) returned {out!r}"
+        return out
+    return read
 
-    vol = read_volume(path)
-    assert vol.array.ndim == 3 and np.isfinite(vol.affine).all()
-    return vol
+
+# --- NIfTI / MHA / NRRD / DICOM folders (medsci.io.volume.read_volume) -------------------------------
+_read_volume = _checked_reader("medsci.io.volume:read_volume",
+                               lambda vol: vol.array.ndim == 3 and np.isfinite(vol.affine).all())
 
 
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
@@ -192,12 +198,8 @@ def test_dicom_series_mutated(work, data):
 
 
 # --- SEG-Y ------------------------------------------------------------------------------------------
-def _read_segy(path):
-    from medsci.io.segy import read_segy
-
-    cube = read_segy(path)
-    assert cube.data.ndim == 3 and np.isfinite(cube.data).all()
-    return cube
+_read_segy = _checked_reader("medsci.io.segy:read_segy",
+                             lambda cube: cube.data.ndim == 3 and np.isfinite(cube.data).all())
 
 
 @FUZZ
@@ -226,12 +228,8 @@ def test_npy_cube_mutated(work, data):
 
 
 # --- radiographs: PNG, DICOM CR, NIfTI --------------------------------------------------------------
-def _read_radiograph(path):
-    from medsci.io.radiograph import read_radiograph
-
-    image = read_radiograph(path)
-    assert image.pixels.ndim == 2 and np.isfinite(image.pixels).all()
-    return image
+_read_radiograph = _checked_reader("medsci.io.radiograph:read_radiograph",
+                                   lambda image: image.pixels.ndim == 2 and np.isfinite(image.pixels).all())
 
 
 @pytest.mark.parametrize("kind", ["png", "dcm"])

@@ -180,7 +180,7 @@ def test_affine_kind_and_mattes_metric(pair):
 def test_to_sitk_is_the_inverse_of_the_reader_conversion():
     # medsci.io.volume reads ITK images into (i, j, k) + RAS affine; to_sitk must be its exact inverse,
     # including flipped and oblique grids.
-    from medsci.io.volume import _from_sitk
+    from medsci.io.voxels import from_sitk
 
     rng = np.random.default_rng(0)
     arr = rng.normal(size=(5, 6, 7)).astype(np.float32)
@@ -191,7 +191,7 @@ def test_to_sitk_is_the_inverse_of_the_reader_conversion():
         affine[:3, :3] = lin
         affine[:3, 3] = (-10.0, 20.5, 3.25)
         img = to_sitk(arr, affine)
-        back = _from_sitk(img, None, "test")
+        back = from_sitk(img, None, "test")
         assert np.array_equal(back.array, arr)
         np.testing.assert_allclose(back.affine, affine, atol=1e-9)
         # Index (i, j, k) sits at the LPS point (-x, -y, z) of its RAS position.

@@ -15,10 +15,10 @@ from scipy import ndimage
 
 from medsci.cli import main
 from medsci.errors import ConfigError, InputError
-from medsci.io.cases import MODALITIES, load_case
-from medsci.preprocessing.bench import bench_preprocessing
-from medsci.preprocessing.mri import (PreprocessConfig, load_preprocessed, preprocess_case, save_native,
-                                      summarize_preprocessed, to_native)
+from medsci.mri.cases import MODALITIES, load_case
+from medsci.mri.preprocessing.bench import bench_preprocessing
+from medsci.mri.preprocessing.stage import (PreprocessConfig, load_preprocessed, preprocess_case, save_native,
+                                            summarize_preprocessed, to_native)
 
 SHAPE = (52, 30, 22)
 TARGET = (32, 40, 32)  # axis 0 crops the grid, axes 1 and 2 pad it
@@ -89,7 +89,7 @@ def test_config_validation_and_dict_roundtrip():
 
 def test_config_module_stays_light():
     # Task config modules import PreprocessConfig and `medsci --help` must stay fast.
-    code = ("import sys, medsci.preprocessing.config; "
+    code = ("import sys, medsci.mri.preprocessing.config; "
             "print(sorted({'numpy', 'SimpleITK', 'nibabel', 'torch', 'monai', 'scipy'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

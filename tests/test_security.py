@@ -166,7 +166,7 @@ _TAGS = ["!!python/object/apply:os.system ['touch {m}']",
 @pytest.mark.parametrize("tag", _TAGS, ids=["apply", "new", "open", "name", "module"])
 def test_yaml_python_tags_are_refused_and_never_run(tmp_path, tag):
     from medsci.config import load_config
-    from medsci.io.dicom import load_mapping
+    from medsci.mri.contrasts import load_mapping
 
     marker = tmp_path / "PWNED"
     config = tmp_path / "config.yaml"

@@ -10,14 +10,8 @@ import torch
 
 from medsci.tasks.seismic.demo import make_seismic_cube
 from medsci.errors import ConfigError, InputError
-from medsci.tasks.seismic.conditioning import (
-    condition_channels,
-    denormalise,
-    first_guess,
-    normalise,
-    reinsert_observed,
-    robust_scale,
-)
+from medsci.tasks.seismic.conditioning import (condition_channels, denormalise, first_guess, normalise,
+                                               reinsert_observed, robust_scale)
 from medsci.tasks.seismic.config import SeismicConfig
 from medsci.tasks.seismic.data import SeismicTrainingTask, TrainingCube, evaluation_mask
 from medsci.tasks.seismic.evaluation import cube_metrics, cube_rows, summarize

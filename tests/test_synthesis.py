@@ -11,7 +11,7 @@ import torch
 
 from medsci.cli import main
 from medsci.tasks.synthesis.demo import write_brats_dataset
-from medsci.io.cases import MODALITIES
+from medsci.mri.cases import MODALITIES
 from medsci.tasks.synthesis.baselines import LinearRegressionBaseline, mean_of_available
 from medsci.tasks.synthesis.conditioning import condition_channels, to_image_space, to_model_space
 from medsci.tasks.synthesis.data import PreparedCase, SynthesisTrainingTask
@@ -297,7 +297,7 @@ def test_checkpoint_records_its_geometry_and_refuses_mixed_training_spacings(tra
     import types
 
     from medsci.errors import ConfigError
-    from medsci.preprocessing.config import PreprocessConfig
+    from medsci.mri.preprocessing.config import PreprocessConfig
     from medsci.tasks.synthesis.pipeline import load_model, training_geometry
 
     geometry = json.loads((trained["model"] / "config.json").read_text(encoding="utf-8"))["geometry"]

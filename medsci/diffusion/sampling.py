@@ -21,7 +21,7 @@ import torch
 
 from medsci.diffusion.conditioning import Conditions
 from medsci.diffusion.config import SamplerConfig, ScheduleConfig
-from medsci.diffusion.model import build_scheduler, set_inference_steps
+from medsci.diffusion.schedulers import build_scheduler, set_inference_steps
 from medsci.errors import ConfigError
 
 

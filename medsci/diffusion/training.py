@@ -34,7 +34,7 @@ from medsci.diffusion.checkpoint import (
 from medsci.diffusion import distributed
 from medsci.diffusion.conditioning import Conditions, drop_masks
 from medsci.diffusion.config import ScheduleConfig, TrainConfig
-from medsci.diffusion.model import build_scheduler
+from medsci.diffusion.schedulers import build_scheduler
 
 LOSS_LOG = "loss.csv"
 # Checkpoints of a run in progress live in out_dir/resume; the finished model is written to out_dir itself, and

@@ -1,7 +1,7 @@
-"""DICOM for MRI cases: find the series in a dropped folder, map them to modalities, read one as a 3D
-volume, and write a synthesized volume back as a clearly *derived* MR series.
+"""DICOM for MRI cases: find the series in a dropped folder, read one as a 3D volume, and write a synthesized
+volume back as a clearly *derived* MR series. Which contrast a series holds is :mod:`medsci.mri.contrasts`.
 
-Geometry follows :mod:`medsci.io.volume`: arrays in (i, j, k) = (column, row, slice) order with a
+Geometry follows :mod:`medsci.io.voxels`: arrays in (i, j, k) = (column, row, slice) order with a
 voxel -> RAS+ affine, while DICOM stores LPS, so positions and directions are converted both ways.
 pydicom only reads headers (fast, no pixel decoding) and writes; pixels are read by SimpleITK/GDCM as
 volume.py does for DICOM folders, so both paths give the same arrays and affines.
@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medsci.errors import InputError, MedsciError
-from medsci.io.cases import MODALITIES
-from medsci.io.volume import _LPS_TO_RAS, Volume, _from_sitk, _one_line, check_declared_size
+from medsci.errors import InputError
+from medsci.io.voxels import LPS_TO_RAS, Volume, check_declared_size, from_sitk, one_line
 
 log = logging.getLogger(__name__)
 
@@ -45,30 +44,6 @@ class DicomSeries:
     description: str
     tags: dict
     folder: Path
-
-
-# --- default modality mapping -------------------------------------------------------------------
-# Matched (case-insensitively, re.search) on "SeriesDescription | ProtocolName | SequenceName", empty
-# fields left out, so a user's "^flair$" works on a series with a description only. Word edges are
-# spelled out as (?<![a-z]) / (?![a-z]) because '_' counts as a word character for \b and vendors
-# separate words with '_' ("t1_mprage_sag_p2_iso").
-_AUX = (r"(?!.*(?:localizer|scout|survey|(?<![a-z])(?:loc|dwi|adc|trace|diff\w*|dti|swi|perf\w*|dce"
-        r"|dsc|dyn\w*|asl|sub|subtraction|maps?)(?![a-z])))")  # never a structural contrast
-_T1 = r"(?:(?<![a-z0-9])t1(?![0-9])|mp-?rage|spgr|bravo)"
-_T2 = r"(?<![a-z0-9])t2(?:w|wi)?(?![a-z0-9*])(?![-_ ]?star)"
-_FLAIR = r"(?:flair|dark[-_ ]?fluid)"
-_PRE = r"(?<![a-z])(?:pre|non|nativ|native|plain|without|w/o)(?:[-_ ]?(?:contrast|gd|gad|c))?(?![a-z])"
-_POST = (r"(?:(?<![a-z])(?:post(?![-_ ]?op)|gd(?![a-z])|gad|contrast|ce(?![a-z]))"
-         r"|\+\s*c(?![a-z])|(?<![a-z])c\s*\+)")
-DEFAULT_MAPPING: dict[str, list[str]] = {
-    "t2f": [rf"^{_AUX}(?!.*(?<![a-z0-9])t1(?![0-9])).*{_FLAIR}"],  # "T1 FLAIR" is T1-weighted
-    "t1c": [rf"^{_AUX}(?!.*{_PRE})(?=.*{_T1}).*{_POST}"],
-    "t2w": [rf"^{_AUX}(?!.*{_FLAIR})(?!.*(?<![a-z])gre(?![a-z])).*{_T2}"],  # T2 GRE is T2*-weighted
-    "t1n": [rf"^{_AUX}.*{_T1}"],
-}
-# Evaluation order: the specific pattern before the general one that would also match it.
-_PRECEDENCE = ("t2f", "t1c", "t2w", "t1n")
-_NO_AGENT = {"", "none", "no", "n/a", "na", "-"}
 
 
 def _iter_visible(folder: Path):
@@ -168,96 +143,6 @@ def find_series(folder: Path) -> list[DicomSeries]:
     return sorted(out, key=lambda s: (number(s), s.series_uid))
 
 
-def _compile(mapping: dict[str, list[str]], where: Path | None) -> dict[str, list[re.Pattern]]:
-    out = {}
-    for mod, pats in mapping.items():
-        if mod not in MODALITIES:
-            raise InputError(f"unknown modality {mod!r} in the mapping; expected "
-                             f"{', '.join(MODALITIES)}", where)
-        try:
-            out[mod] = [re.compile(p, re.IGNORECASE) for p in pats]
-        except re.error as err:
-            raise InputError(f"bad regular expression for {mod} in the mapping ({err})", where) from None
-    return out
-
-
-def load_mapping(path: Path) -> dict[str, list[str]]:
-    """A modality mapping ``{t1n: [regex, ...], ...}`` from a UTF-8 YAML file."""
-    import yaml
-
-    from medsci.config import YAML_VALUE_ERRORS, check_yaml_structure
-
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-        check_yaml_structure(text, path)  # nesting and alias limits first
-        data = yaml.safe_load(text)
-    except OSError as err:
-        raise InputError(f"cannot read modality mapping ({err.strerror or err})", path) from None
-    except MedsciError:  # the nesting and alias limits
-        raise
-    except (UnicodeDecodeError, yaml.YAMLError, *YAML_VALUE_ERRORS) as err:  # e.g. !!float 'x'
-        raise InputError(f"modality mapping is not valid UTF-8 YAML ({_one_line(err)})", path) from None
-    if not isinstance(data, dict) or not data:
-        raise InputError("modality mapping must be a YAML mapping {modality: [regex, ...]}", path)
-    out = {}
-    for mod, pats in data.items():
-        pats = [pats] if isinstance(pats, str) else pats
-        if not isinstance(pats, list) or not pats or not all(isinstance(p, str) for p in pats):
-            raise InputError(f"mapping entry {mod!r} must be a regex or a list of regexes", path)
-        out[str(mod)] = list(pats)
-    _compile(out, path)
-    return out
-
-
-def classify_series(series: list[DicomSeries], mapping: dict[str, list[str]] | None = None
-                    ) -> tuple[dict[str, DicomSeries], list[str]]:
-    """Map series to modalities; returns (modality -> series, notes on the series left out)."""
-    folders = [str(s.folder) for s in series if s.folder is not None]
-    try:
-        where = Path(os.path.commonpath(folders)) if folders else None
-    except ValueError:  # relative and absolute paths mixed
-        where = None
-    rules = _compile(DEFAULT_MAPPING if mapping is None else mapping, where)
-    order = [m for m in _PRECEDENCE if m in rules]
-    hits: dict[str, list[DicomSeries]] = {}
-    notes: list[str] = []
-    for s in series:
-        label = repr(s.description or s.tags.get("ProtocolName") or s.series_uid)
-        if "SYNTHETIC" in s.tags.get("ImageType", "").upper().split("\\"):
-            notes.append(f"ignored series {label}: synthetic, not an acquisition")  # e.g. our own output
-            continue
-        if s.tags.get("Modality", "") not in ("", "MR"):
-            notes.append(f"ignored series {label}: modality {s.tags['Modality']}, not MR")
-            continue
-        text = " | ".join(filter(None, (s.tags.get(k, "") for k in ("SeriesDescription", "ProtocolName",
-                                                                      "SequenceName"))))
-        mod = next((m for m in order if any(r.search(text) for r in rules[m])), None)
-        if mod == "t1n" and s.tags.get("ContrastBolusAgent", "").strip().lower() not in _NO_AGENT:
-            mod = "t1c"  # a contrast agent was recorded: post-contrast whatever the description says
-        if mod is None:
-            notes.append(f"ignored series {label}: matches no modality")
-        else:
-            hits.setdefault(mod, []).append(s)
-    chosen: dict[str, DicomSeries] = {}
-    for mod in MODALITIES:
-        cands = hits.get(mod, [])
-        if len(cands) > 1:
-            # Scanner reformats (ImageType DERIVED, e.g. "T1 POST MPR COR") beside their original are
-            # common in PACS exports; prefer the single ORIGINAL one, otherwise the user must choose.
-            orig = [s for s in cands if not s.tags.get("ImageType", "").upper().startswith("DERIVED")]
-            if len(orig) != 1:
-                names = ", ".join(repr(s.description or s.series_uid) for s in cands)
-                raise InputError(f"a DICOM folder mixing series: {mod} matched by {names}; remove all but "
-                                 "one of them or adjust the modality mapping", where)
-            notes += [f"ignored series {s.description!r}: derived duplicate of {mod}" for s in cands
-                      if s is not orig[0]]
-            cands = orig
-        if cands:
-            chosen[mod] = cands[0]
-    return chosen, notes
-
-
 def read_series(series: DicomSeries) -> Volume:
     """Read one series as a 3D volume, refusing geometry that a voxel grid cannot represent."""
     import SimpleITK as sitk
@@ -304,11 +189,11 @@ def read_series(series: DicomSeries) -> Volume:
     try:
         img = reader.Execute()
     except RuntimeError as err:
-        raise InputError(f"cannot read DICOM series {label} ({_one_line(err)})", where) from None
+        raise InputError(f"cannot read DICOM series {label} ({one_line(err)})", where) from None
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(warn)
     info = {"series_uid": series.series_uid, "description": series.description, "n_files": len(recs)}
-    return _from_sitk(img, where, "dicom", {"dicom": info})
+    return from_sitk(img, where, "dicom", {"dicom": info})
 
 
 def _ds(value: float) -> str:
@@ -335,8 +220,8 @@ def write_derived_series(array: np.ndarray, affine: np.ndarray, source: DicomSer
     array = np.asarray(array, dtype=np.float32)
     if array.ndim != 3 or not np.isfinite(array).all():
         raise ValueError(f"expected a finite 3D array, got shape {array.shape}")
-    m = _LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)[:3, :3]  # the flip is its own inverse
-    origin = _LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)[:3, 3]
+    m = LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)[:3, :3]  # the flip is its own inverse
+    origin = LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)[:3, 3]
     spacing = np.linalg.norm(m, axis=0)
     row, col, slc = (m / spacing).T  # i runs along a DICOM row, j down a column, k across slices
     normal = np.cross(row, col)

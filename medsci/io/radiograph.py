@@ -39,7 +39,7 @@ import numpy as np
 from medsci.errors import InputError
 from medsci.io.atomic import atomic_path, write_bytes_atomic
 from medsci.io.dicom import _ds, _has_magic, _sop_ref, _str
-from medsci.io.volume import _one_line, check_declared_size
+from medsci.io.voxels import check_declared_size, one_line
 
 __all__ = ["Radiograph", "read_radiograph", "write_radiograph", "write_png", "RADIOGRAPH_SUFFIXES"]
 
@@ -219,7 +219,7 @@ def _read_png(path: Path) -> Radiograph:
                         im = im.convert("L")
                     arr = np.asarray(im)
         except Exception as err:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError, zlib.error
-            raise InputError(f"cannot read PNG file ({_one_line(err)})", path) from None
+            raise InputError(f"cannot read PNG file ({one_line(err)})", path) from None
     bit_depth = 16 if depth == 16 else 8
     maxval = float(2 ** bit_depth - 1)
     rgb = arr.ndim == 3
@@ -244,7 +244,7 @@ def _read_png_rgb16(path: Path) -> np.ndarray:
         reader.SetFileName(str(path))
         arr = sitk.GetArrayFromImage(reader.Execute())
     except RuntimeError as err:
-        raise InputError(f"cannot read PNG file ({_one_line(err)})", path) from None
+        raise InputError(f"cannot read PNG file ({one_line(err)})", path) from None
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(warn)
     return arr
@@ -261,13 +261,13 @@ def _read_dicom(path: Path) -> Radiograph:
         except InvalidDicomError:
             raise InputError("not a DICOM file (no DICM marker at byte 128)", path) from None
         except Exception as err:  # noqa: BLE001 - pydicom raises many types on garbage
-            raise InputError(f"cannot read DICOM file ({_one_line(err)})", path) from None
+            raise InputError(f"cannot read DICOM file ({one_line(err)})", path) from None
         try:
             return _dicom_image(ds, path)
         except InputError:
             raise
         except Exception as err:  # noqa: BLE001 - malformed values surface lazily, as many types
-            raise InputError(f"cannot read DICOM image ({_one_line(err)})", path) from None
+            raise InputError(f"cannot read DICOM image ({one_line(err)})", path) from None
 
 
 def _dicom_image(ds, path: Path) -> Radiograph:
@@ -298,7 +298,7 @@ def _dicom_image(ds, path: Path) -> Radiograph:
 
             stored = apply_color_lut(stored, ds)
     except Exception as err:  # noqa: BLE001 - missing decoder plugins, short pixel data, ...
-        raise InputError(f"cannot decode DICOM pixel data ({_one_line(err)})", path) from None
+        raise InputError(f"cannot decode DICOM pixel data ({one_line(err)})", path) from None
     if stored.shape[:2] != (rows, cols) or stored.ndim != (3 if colour else 2):
         raise InputError(f"is not a single 2D image (pixel data shape {stored.shape})", path)
 
@@ -364,7 +364,7 @@ def _read_nifti(path: Path) -> Radiograph:
     except InputError:
         raise
     except Exception as err:  # noqa: BLE001 - ImageFileError, EOFError, OSError, zlib.error, ...
-        raise InputError(f"cannot read NIfTI file ({_one_line(err)})", path) from None
+        raise InputError(f"cannot read NIfTI file ({one_line(err)})", path) from None
     if data.dtype.fields is not None or not (np.issubdtype(data.dtype, np.integer)
                                              or np.issubdtype(data.dtype, np.floating)
                                              or data.dtype == np.bool_):

@@ -8,8 +8,6 @@ care which format a file came from.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,50 +15,10 @@ import numpy as np
 
 from medsci.errors import InputError
 from medsci.io.atomic import atomic_path
+from medsci.io.voxels import Volume, check_declared_size, from_sitk, one_line, squeeze_to_3d
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
-
-# LPS (ITK) <-> RAS (NIfTI): negate the first two world axes.
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
-
-
-@dataclass
-class Volume:
-    """A 3D voxel array with its voxel -> RAS+ world affine."""
-
-    array: np.ndarray
-    affine: np.ndarray
-    source: Path | None = None
-    header: Any = None  # nibabel Nifti1Header for NIfTI inputs, else None
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def spacing(self) -> tuple[float, float, float]:
-        import nibabel as nib
-
-        return tuple(float(s) for s in nib.affines.voxel_sizes(self.affine))  # type: ignore[return-value]
-
-    @property
-    def orientation(self) -> str:
-        import nibabel as nib
-
-        return "".join(nib.aff2axcodes(self.affine))
-
-
-def _one_line(err: BaseException) -> str:
-    """Squeeze a library exception (ITK messages span many lines) into one readable line."""
-    # ITK names its objects by address ("GDCMImageIO(0x55c0...)"): noise for the user.
-    lines = [re.sub(r"\(0x[0-9a-fA-F]+\)", "", ln).strip() for ln in str(err).splitlines() if ln.strip()]
-    # ITK messages look like "Exception thrown in SimpleITK ReadImage: /path...\nsitk::ERROR: reason";
-    # the sitk::ERROR line is the informative one.
-    for i, ln in enumerate(lines):
-        if "ERROR:" in ln:
-            text = ln.split("ERROR:", 1)[1].strip()
-            # NRRD puts the reason on the last of several "[nrrd] ..." lines after "Error reading <file>:".
-            return f"{text} {lines[-1]}" if text.endswith(":") and i < len(lines) - 1 else text
-    text = lines[-1] if lines else ""
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def _suffix(path: Path) -> str:
@@ -71,44 +29,11 @@ def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
-def _squeeze_to_3d(array: np.ndarray, path: Path) -> np.ndarray:
-    """Drop trailing singleton axes beyond the third (e.g. a 4D file with one time point)."""
-    while array.ndim > 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim != 3:
-        raise InputError(f"expected a 3D volume, got shape {tuple(array.shape)}", path)
-    return array
-
-
 def _check_finite(array: np.ndarray, path: Path) -> None:
     if np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
             n_bad = int(array.size - np.count_nonzero(np.isfinite(array)))
             raise InputError(f"volume contains {n_bad} NaN/Inf voxels", path)
-
-
-# Voxel data medsci agrees to hold in memory: a header may declare any size, and allocating first would
-# crash (or swap) the machine instead of refusing the file.
-MAX_VOLUME_BYTES = 8 * 1024**3
-# Deflate (gzip, zlib) expands data by at most ~1032:1, so a compressed file declaring more voxel bytes
-# than this many times its own size cannot hold them.
-_MAX_COMPRESSION = 1100
-
-
-def check_declared_size(shape, itemsize: int, path: Path, file_bytes: int | None = None,
-                        compressed: bool = True, what: str = "header") -> None:
-    """Refuse a declared array (from a header, before reading it) that is empty, larger than
-    :data:`MAX_VOLUME_BYTES` or larger than ``file_bytes`` can hold."""
-    dims = tuple(int(s) for s in shape)
-    if any(d < 1 for d in dims):
-        raise InputError(f"{what} declares an empty image (shape {dims})", path)
-    nbytes = int(np.prod(dims, dtype=object)) * int(itemsize)
-    if nbytes > MAX_VOLUME_BYTES:
-        raise InputError(f"{what} declares shape {dims} ({nbytes / 2**30:.3g} GiB of voxel data), more than the "
-                         f"{MAX_VOLUME_BYTES // 2**30} GiB medsci reads; crop or downsample it first", path)
-    if file_bytes is not None and nbytes > file_bytes * (_MAX_COMPRESSION if compressed else 1):
-        raise InputError(f"file is truncated: the {what} declares shape {dims} ({nbytes} bytes of voxel data) "
-                         f"but the file holds {file_bytes} bytes", path)
 
 
 def load_npy(path: Path, what: str = ".npy array") -> np.ndarray:
@@ -127,7 +52,7 @@ def load_npy(path: Path, what: str = ".npy array") -> np.ndarray:
             shape, _, dtype = read_header(fh)
             data_bytes = path.stat().st_size - fh.tell()
     except Exception as err:  # noqa: BLE001 - numpy's header parser raises ValueError, SyntaxError, TokenError...
-        raise InputError(f"not a readable {what} ({_one_line(err)})", path) from None
+        raise InputError(f"not a readable {what} ({one_line(err)})", path) from None
     if dtype.hasobject:
         raise InputError(f"{what} holds Python objects (it would have to be unpickled); refused", path)
     if np.issubdtype(dtype, np.complexfloating):
@@ -136,7 +61,7 @@ def load_npy(path: Path, what: str = ".npy array") -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
-        raise InputError(f"not a readable {what} ({_one_line(err)})", path) from None
+        raise InputError(f"not a readable {what} ({one_line(err)})", path) from None
 
 
 def _check_scalar_dtype(dtype: np.dtype, path: Path, fmt: str) -> None:
@@ -154,7 +79,7 @@ def _check_scalar_dtype(dtype: np.dtype, path: Path, fmt: str) -> None:
 
 
 def _check_3d_shape(shape, path: Path) -> None:
-    """The same rule as :func:`_squeeze_to_3d`, on a declared shape (before any voxel is read)."""
+    """The same rule as :func:`squeeze_to_3d`, on a declared shape (before any voxel is read)."""
     dims = tuple(int(s) for s in shape)
     while len(dims) > 3 and dims[-1] == 1:
         dims = dims[:-1]
@@ -168,13 +93,13 @@ def _read_nifti(path: Path) -> Volume:
     try:
         img = nib.load(str(path), mmap=False)  # the header only; voxels are read below
     except Exception as err:  # nibabel raises many types (ImageFileError, EOFError, OSError, zlib.error)
-        raise InputError(f"cannot read NIfTI file ({_one_line(err)})", path) from None
+        raise InputError(f"cannot read NIfTI file ({one_line(err)})", path) from None
     header = img.header
     try:
         dtype, shape = header.get_data_dtype(), header.get_data_shape()
         offset = int(getattr(img.dataobj, "offset", None) or header.get_data_offset())
     except Exception as err:  # noqa: BLE001 - a mangled header surfaces here as many types
-        raise InputError(f"cannot read NIfTI header ({_one_line(err)})", path) from None
+        raise InputError(f"cannot read NIfTI header ({one_line(err)})", path) from None
     _check_scalar_dtype(dtype, path, "NIfTI")
     _check_3d_shape(shape, path)
     compressed = path.name.lower().endswith(".gz")
@@ -186,8 +111,8 @@ def _read_nifti(path: Path) -> Volume:
         array = np.asanyarray(img.dataobj)
         affine = np.asarray(img.affine, dtype=np.float64)
     except Exception as err:  # nibabel raises many types (ImageFileError, EOFError, OSError, zlib.error)
-        raise InputError(f"cannot read NIfTI file ({_one_line(err)})", path) from None
-    array = _squeeze_to_3d(array, path)
+        raise InputError(f"cannot read NIfTI file ({one_line(err)})", path) from None
+    array = squeeze_to_3d(array, path)
     meta = {
         "format": "nifti",
         "dtype": str(dtype),
@@ -195,29 +120,6 @@ def _read_nifti(path: Path) -> Volume:
         "sform_code": int(header["sform_code"]),
     }
     return Volume(array=array, affine=affine, source=path, header=header, meta=meta)
-
-
-def _from_sitk(img, path: Path, fmt: str, extra: dict | None = None) -> Volume:
-    import SimpleITK as sitk
-
-    if img.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"expected a scalar volume, got {img.GetNumberOfComponentsPerPixel()} components "
-                         "per voxel", path)
-    dim = img.GetDimension()
-    size = img.GetSize()
-    if dim < 3 or (dim > 3 and any(s != 1 for s in size[3:])):
-        raise InputError(f"expected a 3D volume, got size {tuple(size)}", path)
-    array = sitk.GetArrayFromImage(img)  # (..., k, j, i): reverse to the file's (i, j, k) order
-    array = _squeeze_to_3d(array.transpose(tuple(range(array.ndim))[::-1]), path)
-    direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(dim, dim)[:3, :3]
-    spacing = np.asarray(img.GetSpacing(), dtype=np.float64)[:3]
-    origin = np.asarray(img.GetOrigin(), dtype=np.float64)[:3]
-    affine = np.eye(4)
-    affine[:3, :3] = _LPS_TO_RAS @ direction @ np.diag(spacing)
-    affine[:3, 3] = _LPS_TO_RAS @ origin
-    meta = {"format": fmt, "dtype": str(array.dtype)}
-    meta.update(extra or {})
-    return Volume(array=array, affine=affine, source=path, header=None, meta=meta)
 
 
 def _read_itk(path: Path, fmt: str) -> Volume:
@@ -236,10 +138,10 @@ def _read_itk(path: Path, fmt: str) -> Volume:
         check_declared_size(reader.GetSize(), one.nbytes, path, None if detached else path.stat().st_size)
         img = reader.Execute()
     except RuntimeError as err:
-        raise InputError(f"cannot read {fmt} file ({_one_line(err)})", path) from None
+        raise InputError(f"cannot read {fmt} file ({one_line(err)})", path) from None
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(warn)
-    return _from_sitk(img, path, fmt)
+    return from_sitk(img, path, fmt)
 
 
 def _read_dicom_series(folder: Path) -> Volume:

@@ -1,1 +1,2 @@
-"""Preprocessing of raw inputs into model-ready arrays; the MRI stage is :mod:`medsci.preprocessing.mri`."""
+"""Generic preprocessing of volumes: voxel-grid geometry (:mod:`.geometry`) and the ``.npz`` + sidecar store
+(:mod:`.store`); the MRI stage built on them is :mod:`medsci.mri.preprocessing.stage`."""

@@ -13,7 +13,7 @@ from medsci.diffusion.device import default_device
 
 
 def bench_longitudinal_item(device: str | None = None, frames: tuple[int, ...] = (2, 4, 8), steps: int = 2) -> dict:
-    from medsci.diffusion.model import build_scheduler
+    from medsci.diffusion.schedulers import build_scheduler
     from medsci.diffusion.networks import build_network
     from medsci.diffusion.training import diffusion_loss
     from medsci.tasks.longitudinal.config import LongitudinalConfig

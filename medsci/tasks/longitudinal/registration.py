@@ -2,7 +2,7 @@
 
 Arrays follow :mod:`medsci.io.volume`: voxel order (i, j, k) and a 4x4 voxel -> RAS+ mm affine. ITK works in
 LPS physical space with arrays in (k, j, i) order; :func:`to_sitk` does both conversions (it is the inverse of
-the reader's ``medsci.io.volume._from_sitk``), so callers never see ITK conventions except in the returned
+the reader's ``medsci.io.voxels.from_sitk``), so callers never see ITK conventions except in the returned
 transform, whose meaning is spelled out in :class:`RigidResult` (and :func:`transform_to_ras` turns it into
 a plain RAS matrix).
 """
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from medsci.errors import InputError
-from medsci.io.volume import _LPS_TO_RAS
+from medsci.io.voxels import LPS_TO_RAS
 from medsci.preprocessing.geometry import voxel_spacing
 
 KINDS = ("rigid", "affine")
@@ -53,8 +53,8 @@ def to_sitk(array: np.ndarray, affine: np.ndarray, dtype: Any = np.float32):
     if affine.shape != (4, 4) or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise ValueError("expected a finite, non-singular 4x4 voxel-to-world affine")
     spacing = np.asarray(voxel_spacing(affine))
-    direction = _LPS_TO_RAS @ affine[:3, :3] / spacing  # RAS -> LPS: the flip is its own inverse
-    origin = _LPS_TO_RAS @ affine[:3, 3]
+    direction = LPS_TO_RAS @ affine[:3, :3] / spacing  # RAS -> LPS: the flip is its own inverse
+    origin = LPS_TO_RAS @ affine[:3, 3]
     img = sitk.GetImageFromArray(np.ascontiguousarray(array.T, dtype=dtype))  # (i,j,k) -> ITK's (k,j,i) buffer
     img.SetSpacing([float(s) for s in spacing])
     img.SetDirection([float(v) for v in direction.ravel()])

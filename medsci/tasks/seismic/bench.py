@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from medsci.diffusion.device import default_device
-from medsci.diffusion.model import build_scheduler
+from medsci.diffusion.schedulers import build_scheduler
 from medsci.diffusion.networks import build_network
 from medsci.diffusion.training import diffusion_loss
 from medsci.tasks.seismic.conditioning import robust_scale

@@ -6,7 +6,6 @@ serve the workflow's held-out evaluation.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from medsci.commands.args import (add_common_args, add_force_arg, add_shape_arg, bounded_int, check_demo_output,
@@ -14,6 +13,7 @@ from medsci.commands.args import (add_common_args, add_force_arg, add_shape_arg,
                                   positive_int, setup_torch)
 
 from medsci.errors import InputError, MedsciError
+from medsci.tasks.seismic.interpolate import limit_blas_threads
 
 # Method names in the tables; numpy and torch are imported inside the handlers (fast `medsci --help`).
 GUIDED, UNGUIDED = "model", "model_unguided"
@@ -81,16 +81,6 @@ def run_demo_data(args) -> int:
     written = write_seismic_dataset(args.out, cubes=args.cubes, seed=args.seed, shape=tuple(args.shape))
     print(f"wrote {len(written)} synthetic seismic cubes to {args.out}")
     return 0
-
-
-def limit_blas_threads() -> None:
-    """One OpenBLAS thread unless the user chose otherwise; call before numpy/scipy are imported.
-
-    scipy's Delaunay triangulation (linear-interpolation baseline and first guess) calls OpenBLAS, whose
-    worker threads busy-wait: on a 2-core machine shared with another job one small call took ~1-4 s
-    instead of ~3 ms. torch (MKL, its own thread pool) is not affected.
-    """
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def _cube_paths(data: str, cube_ids: list[str]) -> list[Path]:

@@ -10,8 +10,19 @@ the (slow) reconstruction starts, and the output is written atomically: on any e
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+
+def limit_blas_threads() -> None:
+    """One OpenBLAS thread unless the user chose otherwise; call before numpy/scipy are imported.
+
+    scipy's Delaunay triangulation (linear-interpolation baseline and first guess) calls OpenBLAS, whose
+    worker threads busy-wait: on a 2-core machine shared with another job one small call took ~1-4 s
+    instead of ~3 ms. torch (MKL, its own thread pool) is not affected.
+    """
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def register_interpolate(subparsers) -> None:
@@ -64,8 +75,6 @@ def _check_output(args, inp: Path, out: Path) -> None:
 
 
 def run(args) -> int:
-    from medsci.tasks.seismic.commands import limit_blas_threads
-
     limit_blas_threads()  # before numpy/scipy load OpenBLAS
 
     import numpy as np

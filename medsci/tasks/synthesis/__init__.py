@@ -12,6 +12,7 @@ TASK = register(Task(
     schema="schema.yaml",
     bench_items={"preprocessing": "medsci.tasks.synthesis.bench:bench_preprocessing_item",
                  "synthesis-demo": "medsci.tasks.synthesis.bench:bench_demo_item",
-                 "synthesis-brats": "medsci.tasks.synthesis.bench:bench_brats_item"},
+                 "synthesis-brats": "medsci.tasks.synthesis.bench:bench_brats_item",
+                 "load": "medsci.tasks.synthesis.bench_load:bench_load_item"},
     default_bench=("preprocessing", "synthesis-demo"),
 ))

@@ -16,7 +16,7 @@ from itertools import combinations_with_replacement
 
 import numpy as np
 
-from medsci.io.cases import MODALITIES
+from medsci.mri.cases import MODALITIES
 
 
 def mean_of_available(image: np.ndarray, available: tuple[str, ...], mask: np.ndarray) -> np.ndarray:

@@ -43,10 +43,10 @@ def bench_synthesis(preset: str | dict, device=None, steps: int = 3, sample_step
     import torch
 
     from medsci.diffusion.device import default_device
-    from medsci.diffusion.model import build_scheduler
+    from medsci.diffusion.schedulers import build_scheduler
     from medsci.diffusion.networks import build_network
     from medsci.diffusion.training import diffusion_loss, step_generator
-    from medsci.io.cases import MODALITIES
+    from medsci.mri.cases import MODALITIES
     from medsci.tasks.synthesis.baselines import LinearRegressionBaseline
     from medsci.tasks.synthesis.config import SynthesisConfig
     from medsci.tasks.synthesis.data import PreparedCase, SynthesisTrainingTask
@@ -131,7 +131,7 @@ def bench_brats_item(device=None) -> dict:
 
 
 def bench_preprocessing_item(device=None) -> dict:
-    from medsci.preprocessing.bench import bench_preprocessing
+    from medsci.mri.preprocessing.bench import bench_preprocessing
 
     with tempfile.TemporaryDirectory(prefix="medsci-bench-") as tmp:
         return bench_preprocessing(tmp)

@@ -25,7 +25,7 @@ import numpy as np
 
 from medsci.errors import InputError, MedsciError
 from medsci.io.atomic import atomic_path, safe_join, write_json_atomic, write_text_atomic
-from medsci.io.cases import MODALITIES, Case
+from medsci.mri.cases import MODALITIES, Case
 from medsci.io.paths import inside, refuse_links_outside
 
 SYNTHETIC = "SYNTHETIC"
@@ -134,7 +134,8 @@ def modality_from_name(name: str) -> str | None:
 def scan_case(case_id: str, folder: Path, patterns: dict[str, str] | None = None,
               dicom_mapping: dict | None = None) -> CaseInputs:
     """Files of one case: NIfTI (file-name patterns or contrast tokens) or DICOM series (descriptions)."""
-    from medsci.io.dicom import classify_series, find_series, is_dicom_folder
+    from medsci.io.dicom import find_series, is_dicom_folder
+    from medsci.mri.contrasts import classify_series
 
     files = sorted(p for p in folder.rglob("*") if p.is_file() and _is_volume(p)
                    and not any(part.startswith(".") for part in p.relative_to(folder).parts))
@@ -214,7 +215,7 @@ def _done_before(settings: BatchSettings, case_id: str, key: str) -> CaseRecord 
 def synthesize_case(loaded, sampler, inputs: CaseInputs, settings: BatchSettings, model_key: str) -> CaseRecord:
     """Synthesise the one missing contrast of a case; returns its record (refusals raise MedsciError)."""
     from medsci.io.volume import read_volume
-    from medsci.preprocessing.mri import preprocess_case, to_native, save_native
+    from medsci.mri.preprocessing.stage import preprocess_case, to_native, save_native
     from medsci.tasks.synthesis.data import load_case
     from medsci.tasks.synthesis.pipeline import synthesize
 

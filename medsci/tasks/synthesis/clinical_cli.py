@@ -69,8 +69,7 @@ def _check_paths(args) -> None:
 def _prepare(args):
     from medsci.config import load_config
     from medsci.provenance import enable_determinism
-    from medsci.tasks.synthesis.commands import sampler_for
-    from medsci.tasks.synthesis.pipeline import load_model
+    from medsci.tasks.synthesis.pipeline import load_model, sampler_for
     from medsci.tasks.synthesis.preprocess_cli import parse_patterns
 
     config = load_config(args.config) if args.config else None
@@ -109,7 +108,7 @@ def run_synthesize(args) -> int:
     if args.report_only:
         records = load_records(args.output)
     else:
-        from medsci.io.dicom import load_mapping
+        from medsci.mri.contrasts import load_mapping
 
         mapping = load_mapping(args.dicom_mapping) if args.dicom_mapping else None
         loaded, sampler, patterns = _prepare(args)

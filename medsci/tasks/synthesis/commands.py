@@ -100,18 +100,6 @@ def register_sample(tasks) -> None:
     p.set_defaults(handler=run_sample)
 
 
-def sampler_for(config, loaded, overrides: dict):
-    """The config's sampler (or the one stored with the checkpoint) with command-line overrides checked."""
-    from medsci.diffusion.config import SamplerConfig
-    from medsci.diffusion.inference import sampler_with
-
-    if config is not None:
-        base = config.synthesis.sample
-    else:  # the sampler stored with the checkpoint
-        base = SamplerConfig.from_dict(loaded.config.get("sample"), "checkpoint sample")
-    return sampler_with(base, loaded.schedule, **overrides)
-
-
 def run_sample(args) -> int:
     from medsci.config import load_config
 
@@ -126,7 +114,7 @@ def run_sample(args) -> int:
     device = setup_torch(args, config)
     use_ema = not args.raw_weights and (config is None or config.synthesis.sample.use_ema)
     check_steps_fit(args.checkpoint, args.steps)
-    from medsci.tasks.synthesis.pipeline import load_model  # torch and MONAI: after the checks
+    from medsci.tasks.synthesis.pipeline import load_model, sampler_for  # torch and MONAI: after the checks
 
     loaded = load_model(args.checkpoint, device, use_ema=use_ema)
     sampler = sampler_for(config, loaded, {**sampler_overrides(args),
@@ -146,8 +134,8 @@ def _sample_prepared(args, loaded, sampler) -> int:
 
 def _sample_prepared_case(args, case_id, loaded, sampler) -> None:
     from medsci.io.atomic import atomic_path, safe_join, write_json_atomic
-    from medsci.io.cases import MODALITIES
-    from medsci.preprocessing.mri import save_native
+    from medsci.mri.cases import MODALITIES
+    from medsci.mri.preprocessing.stage import save_native
     from medsci.tasks.synthesis.data import load_case
     from medsci.tasks.synthesis.pipeline import synthesize
 
@@ -184,7 +172,7 @@ def _steps_curve_case(args, case_id, loaded, sampler) -> None:
 
     from medsci.evaluation.metrics import image_metrics
     from medsci.io.atomic import safe_join, write_json_atomic
-    from medsci.io.cases import MODALITIES
+    from medsci.mri.cases import MODALITIES
     from medsci.tasks.synthesis.data import load_case
     from medsci.tasks.synthesis.pipeline import synthesize
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from medsci.io.cases import MODALITIES
+from medsci.mri.cases import MODALITIES
 
 
 def to_model_space(image01: torch.Tensor) -> torch.Tensor:

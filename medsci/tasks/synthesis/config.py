@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from medsci.config_section import ConfigSection
 from medsci.diffusion.config import SamplerConfig, ScheduleConfig, TrainConfig, UNetConfig
 from medsci.errors import ConfigError
-from medsci.io.cases import MODALITIES
-from medsci.preprocessing.config import PreprocessConfig
+from medsci.mri.cases import MODALITIES
+from medsci.mri.preprocessing.config import PreprocessConfig
 from medsci.tasks.synthesis.segmentation import SegmentationConfig
 
 

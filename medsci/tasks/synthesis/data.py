@@ -11,8 +11,8 @@ import torch
 from medsci.diffusion.conditioning import Conditions
 from medsci.diffusion.training import TrainingBatch
 from medsci.errors import InputError
-from medsci.io.cases import MODALITIES
-from medsci.preprocessing.mri import load_preprocessed
+from medsci.mri.cases import MODALITIES
+from medsci.mri.preprocessing.stage import load_preprocessed
 from medsci.tasks.synthesis.baselines import LinearRegressionBaseline
 from medsci.tasks.synthesis.conditioning import condition_channels, target_index, to_model_space
 

@@ -11,7 +11,7 @@ import numpy as np
 from medsci.evaluation.metrics import image_metrics
 from medsci.evaluation.tables import metric_stats
 from medsci.io.atomic import atomic_path
-from medsci.io.cases import MODALITIES
+from medsci.mri.cases import MODALITIES
 from medsci.tasks.synthesis.baselines import LinearRegressionBaseline, mean_of_available
 from medsci.tasks.synthesis.data import PreparedCase
 
@@ -177,7 +177,7 @@ def evaluate_heldout(data, train_cases: list[str], cases: list[str], samples, ou
 
     from medsci.errors import MedsciError
     from medsci.io.atomic import write_json_atomic, write_text_atomic
-    from medsci.io.cases import MODALITIES
+    from medsci.mri.cases import MODALITIES
     from medsci.evaluation.tables import write_rows_csv
     from medsci.tasks.synthesis.baselines import LinearRegressionBaseline
     from medsci.tasks.synthesis.data import load_case, load_training_cases

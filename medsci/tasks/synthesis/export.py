@@ -27,7 +27,7 @@ from typing import Any
 
 from medsci.errors import ConfigError, InputError
 from medsci.io.atomic import output_mode
-from medsci.io.cases import MODALITIES
+from medsci.mri.cases import MODALITIES
 from medsci.io.paths import inside
 
 CARD_FORMAT = "medsci-model-card"

@@ -12,12 +12,12 @@ from medsci.diffusion.checkpoint import load_for_inference
 from medsci.diffusion.conditioning import Conditions
 from medsci.diffusion.config import InferenceConfig, SamplerConfig, ScheduleConfig
 from medsci.diffusion.device import default_device
-from medsci.diffusion.inference import generate
+from medsci.diffusion.inference import generate, sampler_with
 from medsci.diffusion.networks import build_network, network_spec
 from medsci.diffusion.training import train
 from medsci.errors import ConfigError, InputError
-from medsci.io.cases import MODALITIES
-from medsci.preprocessing.mri import PreprocessConfig
+from medsci.mri.cases import MODALITIES
+from medsci.mri.preprocessing.stage import PreprocessConfig
 from medsci.tasks.synthesis.conditioning import (
     condition_channels,
     image_space_clamp,
@@ -117,6 +117,15 @@ def load_model(checkpoint: str | Path, device: str | None = "auto", use_ema: boo
     model, ckcfg, (schedule, prep, prior), dev = load_for_inference(checkpoint, TASK, build_network, parse,
                                                                     device, use_ema)
     return LoadedModel(model, ckcfg, schedule, prep, dev, prior)
+
+
+def sampler_for(config, loaded: LoadedModel, overrides: dict) -> SamplerConfig:
+    """The config's sampler (or the one stored with the checkpoint) with command-line overrides checked."""
+    if config is not None:
+        base = config.synthesis.sample
+    else:  # the sampler stored with the checkpoint
+        base = SamplerConfig.from_dict(loaded.config.get("sample"), "checkpoint sample")
+    return sampler_with(base, loaded.schedule, **overrides)
 
 
 @dataclass

@@ -66,7 +66,7 @@ def parse_patterns(items: list[str]) -> dict[str, str]:
 
 def build_config(args: argparse.Namespace):
     """PreprocessConfig from --config (if any) with the command-line flags applied on top."""
-    from medsci.preprocessing.mri import PreprocessConfig
+    from medsci.mri.preprocessing.stage import PreprocessConfig
 
     if args.config is not None:
         from medsci.config import load_config  # written elsewhere; imported only when asked for
@@ -90,9 +90,9 @@ def build_config(args: argparse.Namespace):
 def run_preprocess(args: argparse.Namespace) -> int:
     from medsci.commands.args import check_outputs
     from medsci.errors import InputError, MedsciError
-    from medsci.io.cases import check_case, discover_cases, load_case
+    from medsci.mri.cases import check_case, discover_cases, load_case
     from medsci.io.paths import refuse_links_outside
-    from medsci.preprocessing.mri import preprocess_case
+    from medsci.mri.preprocessing.stage import preprocess_case
 
     check_outputs(args.out, [args.case_dir, args.config])
     if args.spacing and len(args.spacing) not in (1, 3):
@@ -135,7 +135,7 @@ def run_preprocess(args: argparse.Namespace) -> int:
 def run_summarize(args: argparse.Namespace) -> int:
     from medsci.commands.args import check_outputs
     from medsci.io.atomic import write_json_atomic
-    from medsci.preprocessing.mri import summarize_preprocessed
+    from medsci.mri.preprocessing.stage import summarize_preprocessed
 
     check_outputs(args.out, folder=False)  # the workflow keeps summary.json beside the cases it summarises
     summary = summarize_preprocessed(args.preprocessed_dir)

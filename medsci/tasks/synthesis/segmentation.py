@@ -31,7 +31,7 @@ import numpy as np
 
 from medsci.config_section import ConfigSection
 from medsci.errors import ConfigError, InputError
-from medsci.io.cases import MODALITIES  # the network's input order
+from medsci.mri.cases import MODALITIES  # the network's input order
 
 TASK = "mri-synthesis-segmenter"
 REGIONS = ("WT", "TC", "ET")

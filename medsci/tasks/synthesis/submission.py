@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from medsci.errors import InputError
-from medsci.io.cases import MODALITIES
+from medsci.mri.cases import MODALITIES
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "medsci-brasyn-submission"
@@ -272,7 +272,7 @@ def verify_submission(out_dir: str | Path, input_dir: str | Path | None = None,
 
 def _verify_against_inputs(root: Path, by_case: dict[str, list[tuple[str, str]]], volumes: dict,
                            manifest: dict | None, problems: list[str]) -> None:
-    from medsci.io.cases import discover_cases
+    from medsci.mri.cases import discover_cases
 
     cases = {c.case_id: c for c in discover_cases(root, layout="brats")}
     if len(by_case) != len(cases):

@@ -3,8 +3,9 @@ optionally resampled to ``cfg.spacing``, brain-masked, optionally N4-corrected, 
 percentiles and scaled to [0, 1], then cropped/padded to ``cfg.shape`` around the brain. Writes
 ``<case>.npz`` (``image`` float32 [4, *shape] in :data:`MODALITIES` order, missing modalities zero;
 ``mask`` uint8; ``seg`` uint8 when present) and a ``<case>.json`` sidecar with all :func:`to_native`
-needs to put a result back on the native grid. The concern modules of :mod:`medsci.preprocessing` do the
-work; this module is the stage's public face and re-exports what its callers use.
+needs to put a result back on the native grid. The concern modules of :mod:`medsci.mri.preprocessing` and
+:mod:`medsci.preprocessing` do the work; this module is the stage's public face and re-exports what its
+callers use.
 """
 
 from __future__ import annotations
@@ -15,16 +16,16 @@ import numpy as np
 
 from medsci.errors import InputError
 from medsci.io.atomic import safe_join, write_json_atomic
-from medsci.io.cases import MODALITIES, Case, check_consistent_geometry
+from medsci.mri.cases import MODALITIES, Case, check_consistent_geometry
 from medsci.io.volume import Volume, read_volume
-from medsci.preprocessing.config import PreprocessConfig
+from medsci.mri.preprocessing.config import PreprocessConfig
 from medsci.preprocessing.geometry import (crop_record, crop_window, extract_window, orientation_transform,
                                            reorient, reoriented_affine, resample_to_spacing, voxel_spacing)
-from medsci.preprocessing.intensity import clip_window, n4, normalise_into
-from medsci.preprocessing.masking import brain_mask_in_bbox, union_mask
-from medsci.preprocessing.native import save_native, to_native
+from medsci.mri.preprocessing.intensity import clip_window, n4, normalise_into
+from medsci.mri.preprocessing.masking import brain_mask_in_bbox, union_mask
+from medsci.mri.preprocessing.native import save_native, to_native
 from medsci.preprocessing.store import SIDECAR_VERSION, load_preprocessed, write_npz
-from medsci.preprocessing.summary import summarize_preprocessed
+from medsci.mri.preprocessing.summary import summarize_preprocessed
 
 __all__ = ["PreprocessConfig", "SIDECAR_VERSION", "load_preprocessed", "preprocess_case", "save_native",
            "summarize_preprocessed", "to_native"]

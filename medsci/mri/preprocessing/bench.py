@@ -1,4 +1,4 @@
-"""Benchmark of :func:`~medsci.preprocessing.mri.preprocess_case` on a synthetic BraTS-sized case against
+"""Benchmark of :func:`~medsci.mri.preprocessing.stage.preprocess_case` on a synthetic BraTS-sized case against
 the plain nibabel read/write floor (used by ``medsci bench``)."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import Sequence
 
 import numpy as np
 
-from medsci.io.cases import MODALITIES, Case
-from medsci.preprocessing.config import PreprocessConfig
-from medsci.preprocessing.mri import preprocess_case
+from medsci.mri.cases import MODALITIES, Case
+from medsci.mri.preprocessing.config import PreprocessConfig
+from medsci.mri.preprocessing.stage import preprocess_case
 
 
 def _synthetic_case(folder: Path, case_id: str, shape: Sequence[int], seed: int = 0) -> Case:

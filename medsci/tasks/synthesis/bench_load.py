@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 DISTINCT_CASES = 10
 # Growth over the run (after the first 10 % of the cases) below which memory counts as flat: allocator noise
 # and lazily imported modules, not a leak (a leak of one 32^3 float volume per case is 0.13 MB x cases).
@@ -129,10 +129,12 @@ def _run_synthesize(model: Path, batch: Path, out: Path, cases: int, interval: f
 
 
 def _run_workflow(model: Path, batch: Path, out: Path, root: Path, cases: int, interval: float, cores: int) -> dict:
+    from medsci import registry
+
     extra = root / "load.yaml"
+    others = {name: {"enabled": False} for name in registry.tasks() if name != "synthesis"}  # the batch rules only
     extra.write_text(yaml.safe_dump({
-        "synthesis": {"batch": {"input": str(batch), "checkpoint": str(model), "output": str(out)}},
-        "seismic": {"enabled": False}, "rotation": {"enabled": False}, "longitudinal": {"enabled": False}}),
+        "synthesis": {"batch": {"input": str(batch), "checkpoint": str(model), "output": str(out)}}, **others}),
         encoding="utf-8")
     cmd = [sys.executable, "-m", "snakemake", str(out / "summary.csv"), "-s", str(REPO / "Snakefile"),
            "-d", str(root / "work"), "--cores", str(cores), "--quiet", "rules", "--configfile",

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from medsci.errors import InputError
-from medsci.io.cases import MODALITIES
+from medsci.mri.cases import MODALITIES
 from medsci.preprocessing.store import load_preprocessed
 
 
