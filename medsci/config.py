@@ -142,12 +142,16 @@ def read_preset(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
         return data
     if not isinstance(base, str) or not base:
         raise ConfigError(f"{DEFAULTS_KEY}: must name one preset file (a path relative to this file)", path)
-    base_path = (Path(path).parent / base).resolve()
+    try:
+        base_path = (Path(path).parent / base).resolve()
+        found = base_path.is_file()
+    except (OSError, ValueError) as err:  # a NUL byte, a name too long
+        raise ConfigError(f"{DEFAULTS_KEY}: {base!r} is not a usable file name ({err})", path) from None
     seen = (*_seen, Path(path).resolve())
     if base_path in seen:
         raise ConfigError(f"{DEFAULTS_KEY}: {base} leads back to itself "
                           f"({' -> '.join(p.name for p in (*seen, base_path))})", path)
-    if not base_path.is_file():
+    if not found:
         raise ConfigError(f"{DEFAULTS_KEY}: {base} not found ({base_path})", path)
     return merge_settings(read_preset(base_path, seen), data)
 

@@ -229,6 +229,8 @@ def tree(tmp_path_factory) -> Path:
     (root / "userdir").mkdir()
     (root / "userdir" / "notes.txt").write_text("my notes\n")
     (root / "configs").mkdir()
+    for name in ("test.yaml", "demo.yaml"):  # test.yaml builds on demo.yaml (defaults:)
+        (root / "configs" / name).write_text((REPO / "configs" / name).read_text())
     (root / "configs" / "ok.yaml").write_text((REPO / "configs" / "test.yaml").read_text())
     for row_id, text in CONFIGS.items():
         (root / "configs" / f"{row_id}.yaml").write_bytes(text if isinstance(text, bytes) else text.encode())

@@ -34,6 +34,7 @@ _WEIRD_VALUES = ["-1", "0", ".nan", "-.inf", "1e999", "[]", "{}", "null", "''", 
 def folder():
     load_config(TEST_YAML)  # imports and the schema validator, built once: not part of any example's deadline
     with tempfile.TemporaryDirectory() as name:
+        (Path(name) / "demo.yaml").write_bytes((TEST_YAML.parent / "demo.yaml").read_bytes())  # test.yaml's defaults:
         yield Path(name)
 
 

@@ -28,6 +28,7 @@ def test_shipped_configs_validate(name):
 
 def test_unknown_or_wrong_keys_are_refused_with_the_file_named(tmp_path):
     data = yaml.safe_load((REPO / "configs" / "test.yaml").read_text(encoding="utf-8"))
+    data["defaults"] = str(REPO / "configs" / data["defaults"])
     data["synthesis"]["train"]["stepz"] = 3
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(data), encoding="utf-8")

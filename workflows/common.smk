@@ -88,7 +88,7 @@ def part_rule_name(prefix, index):
 
 def heldout_split(ids, heldout, key, what):
     """The last `heldout` ids (sorted) are held out; returns (training ids, held-out ids). At least one id is
-    left to train on: `key` (the setting, "<generator>.data.heldout") and `what` (the items) name them in the refusal."""
+    left to train on; `key` (the setting, "<generator>.data.heldout") and `what` (the items) word the refusal."""
     if heldout and heldout >= len(ids):
         raise ConfigError(f"{key}: {heldout} to hold out, but there are only {len(ids)} {what} in all; it must be "
                           "smaller, to leave some to train on", _SOURCE)
