@@ -20,12 +20,8 @@ there are three code paths, equal up to float rounding (tested against each othe
   cache-blocked on CPU.
 * **autograd** (an input that requires grad, grad mode on): the same butterflies out of place.
 
-Speed (:func:`bench_haar`, ``medsci bench --items haar``): dwt + idwt of a 224x224x160 float32 volume on a
-2-core x86 VM with one intra-op thread, median of 38 rounds on a heavily loaded machine: about 20 + 23 ms
-against about 9.6 ms for ``x.clone()``, i.e. 4.4x a copy (the previous butterfly code: 9.5x; target 3x, not
-met: the transform needs a read pass and a write pass over memory that a single copy overlaps, plus the
-de-interleave). With two threads on a busy machine every figure is dominated by OpenMP threads waiting for
-each other; compare on a quiet machine.
+Speed (:func:`bench_haar`, ``medsci bench --items haar``): dwt + idwt of a 224x224x160 float32 volume costs a few
+copies of it (about 4.4-5.3x ``x.clone()``; target 3x, not met). Figures: docs/measurements.md#haar-transform-speed
 
 Layout
     ``haar_dwt3d``: ``(B, C, D, H, W) -> (B, 8*C, D/2, H/2, W/2)``. The 8 subbands of input channel ``c``

@@ -1,37 +1,10 @@
 """Quality regression guard: a tiny seismic model, trained for seconds, beats its own first guess on held-out cubes.
 
-The seismic generator diffuses the residual over a POCS first guess (``condition: pocs``, ``residual: true``);
-a network that learned nothing returns that first guess (its zero-initialised output layer gives a zero
-residual; the second test checks that the baseline used here is exactly that). So "model SNR > first-guess SNR
-on held-out cubes" only holds if training, the conditioning and the guided sampler all work: a broken loss or
-optimiser, a condition the network does not see, a lost offset, a wrong amplitude scale or window blending
-leave the model at, or below, its first guess. Checked once by hand: with the condition channels zeroed in the
-training batches the model ends at -0.06 dB against its first guess (every cube -0.04 to -0.09) and the guard
-fails.
-
-Tiny preset, chosen by measurement (2 CPU cores shared with other jobs, 1 torch thread; timings noisy):
-
-- data: 6 training and 8 held-out demo cubes of 16x16x32 (``make_seismic_cube``, seeds ``[7, i]``); held-out
-  masks: every 2nd inline missing (``decimate``, factor 2); first guess: POCS exactly as ``reconstruct`` makes it;
-- model: the pipeline defaults (Haar domain, POCS condition, residual) with a 2-level UNet (8, 16), 8x8x32
-  patches, ``decimate`` training masks only, 300 steps of batch 4, sampler 5 DDIM steps x 2 samples;
-- schedule ``beta_end: 0.2`` instead of 0.02: about 90 % of the training timesteps are then near pure noise,
-  where the x0 prediction is the conditional mean, the part that can beat the first guess. With the demo
-  schedule the same model needs much more than a minute (at 400 steps: -0.09 dB with 1 DDIM step; +0.03 to
-  +0.25 dB pooled with 5 steps x 2 samples depending on the training seed, single cubes down to -0.36 dB);
-- no random 50 % masks: on them the tiny model does not beat POCS within a minute of training (measured -0.03
-  to -0.6 dB after 300-600 steps, either schedule, POCS or linear condition); the demo preset gains only
-  ~0.25 dB there, after 1200 steps on 16x16x64 patches.
-
-Measured with this file: SNR on the missing traces, pooled over the 8 held-out cubes, first guess 7.285 dB,
-model 7.615 dB (+0.33 dB); per cube +0.58, +0.54, +0.40, +0.09, +0.27, -0.11, +0.05, +0.45 dB. SSIM barely
-moves and is not asserted (mean inline-section SSIM 0.8720 -> 0.8717, crossline 0.8648 -> 0.8673): the
-network's conditional mean lowers the squared error, not the structure term. The same preset with other
-training seeds (1, 2) and held-out/training data seeds (9, 11) gave pooled gains of +0.31, +0.32, +0.49 and
-+0.31 dB (at least 6 of 8 cubes better each time), so the asserted margin, +0.15 dB pooled, is half the smallest
-gain measured. Fixture (data, training, 8+1 reconstructions) 20-26 s; whole module 30-46 s of pytest time
-(49 s wall with interpreter start) under a load average of 8. Repeated runs gave identical bytes (same seeds,
-CPU, one thread; two threads give other bytes and the same figures to 3 decimals).
+The generator diffuses the residual over a POCS first guess, and a network that learned nothing returns that
+first guess (zero-initialised output layer; the second test checks the baseline is exactly that). So "model SNR >
+first-guess SNR" only holds if training, the conditioning and the guided sampler all work: a broken loss, an unseen
+condition, a lost offset, a wrong amplitude scale or window blending leave the model at, or below, its first guess.
+Tiny preset and margin chosen by measurement; figures: docs/measurements.md#seismic-quality-guard
 """
 
 from __future__ import annotations
@@ -53,7 +26,7 @@ from medsci.tasks.seismic.masks import regular_decimation
 
 SHAPE = (16, 16, 32)
 N_TRAIN, N_HELDOUT = 6, 8
-MARGIN_DB = 0.15  # pooled SNR gain over the first guess that the model must exceed (measured: see docstring)
+MARGIN_DB = 0.15  # pooled SNR gain over the first guess that the model must exceed: half the smallest gain measured
 
 GUARD = {
     "model": {"unet": {"channels": [8, 16], "attention_levels": [False, False], "norm_num_groups": 8,

@@ -2,10 +2,9 @@
 
 The estimate is dominated by self-attention: MONAI's UNet always attends at its lowest level (middle block) and
 at every level with ``attention_levels`` true, over all voxels of that level at once, so scores and their
-softmax take ``2 x heads x tokens^2`` floats per item. Measured on CPU (networks of the test and demo presets,
-16^3 to 64^3 voxels) the estimate was within 10 % of the peak RSS of one network call. What the guard misses
-(other networks, fragmentation) still ends in a clean message: :func:`out_of_memory_error` turns the
-allocator's error into one.
+softmax take ``2 x heads x tokens^2`` floats per item (within 10 % of the measured peak on CPU; figures:
+docs/measurements.md#sampling-memory-estimate). What the guard misses (other networks, fragmentation) still ends
+in a clean message: :func:`out_of_memory_error` turns the allocator's error into one.
 """
 
 from __future__ import annotations

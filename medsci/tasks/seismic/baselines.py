@@ -177,7 +177,7 @@ def pocs_interpolation(observed: np.ndarray, mask: np.ndarray, n_iter: int = 50,
 # ----------------------------------------------------------------------------------------------------- MSSA
 # Defaults of :func:`mssa_interpolation`, chosen on the training crosslines 0..102 of the F3 subset
 # (/work/shared/data/f3_dev.segy; three 10 x 45 windows, random / block / decimate masks), never on the held-out
-# crosslines; see the docstring for the measurements.
+# crosslines; measurements: docs/seismic-real-data.md, section 5.
 MSSA_RANK = 16
 MSSA_ITERATIONS = 5
 MSSA_WINDOW = 64  # time samples (256 ms at 4 ms), half-overlapping
@@ -322,15 +322,8 @@ def mssa_interpolation(observed: np.ndarray, mask: np.ndarray, rank: int | None 
       per outer iteration (warm-started, seeded: deterministic), then exact within it; on F3 1 or 4 steps
       give the same SNR to 0.01 dB.
 
-    Defaults measured on the F3 training crosslines (three 10 x 45 windows, masks random 50 %, block of 2
-    inlines, decimation x2 of the inlines; SNR on missing traces, mean of the windows; linear 9.59 / 7.00 /
-    11.60 dB, POCS-50 9.08 / 4.65 / 10.66): textbook MSSA (one window, zero start, 30 iterations) peaks at
-    9.1 / 3.7 dB (rank 12 / 2) and stays below 0 dB on decimation at every rank up to 24; a linear start
-    fixes decimation (9.6 dB at rank 12); time windows of 64 samples
-    with tapers add ~1 dB; SNR grows with the rank up to 16 (limit of the tuning) and falls with the number
-    of iterations (block gaps lose amplitude at each pass): rank 16, 5 iterations, 64 samples gives 10.92 /
-    6.93 / 10.94 dB. The real data are far from low-rank (rank 16 keeps only ~15 dB of the complete
-    cube's energy), so rank reduction mostly helps against scattered gaps.
+    Defaults (rank 16, 5 iterations from a linear start, 64-sample windows) chosen on the F3 training
+    crosslines; figures: docs/seismic-real-data.md#5-mssa-defaults-tuning-on-the-training-crosslines
     """
     observed = np.asarray(observed, dtype=np.float32)
     if observed.ndim != 3:
