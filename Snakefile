@@ -21,6 +21,8 @@ if CFG.container:
 
 
 include: "workflows/config.smk"
+# The makers of the rules every generator repeats (demo data, train, per-part sampling, evaluation).
+include: "workflows/templates.smk"
 
 
 for _task in TASKS.values():
