@@ -31,6 +31,9 @@ try:
 
     include: "workflows/config.smk"
 
+    # The makers of the rules every generator repeats (demo data, train, per-part sampling, evaluation).
+    include: "workflows/templates.smk"
+
     for _task in TASKS.values():
 
         include: _task.rules_path(Path(workflow.basedir) / "workflows")

@@ -14,6 +14,7 @@ SEIS_MODEL = SEIS_DIR / "model"
 SEIS_RECON = SEIS_DIR / "reconstructions"
 SEIS_BENCH = SEIS_DIR / "benchmark"
 SEIS_EVAL = SEIS_DIR / "evaluation"
+SEIS_CATEGORY = "Seismic interpolation"  # of the report
 
 
 SEIS_SURVEY = SEIS.data.survey if SEIS_ENABLED else None
@@ -23,36 +24,22 @@ SEIS_FILES = seis_workflow.cube_files(SEIS, SEIS_RAW)
 SEIS_CUBES = list(SEIS_FILES)
 SEIS_ALL_SEGY = all(f.lower().endswith((".segy", ".sgy")) for f in SEIS_FILES.values())
 SEIS_TRAIN, SEIS_HELDOUT = (
-    (["train"], ["heldout"]) if SEIS_SURVEY else heldout_split(SEIS_CUBES, SEIS.data.heldout if SEIS_ENABLED else 0, "seismic.data.heldout", "cubes")
+    (["train"], ["heldout"])
+    if SEIS_SURVEY
+    else heldout_split(SEIS_CUBES, SEIS.data.heldout if SEIS_ENABLED else 0, "seismic.data.heldout", "cubes")
 )
 SEIS_PATTERNS = list(SEIS.evaluation.patterns) if SEIS_ENABLED else []
 SEIS_METHODS = ["model", "model_unguided"] if SEIS_ENABLED and SEIS.evaluation.unguided else ["model"]
 SEIS_BENCH_CUBES = (
-    first(SEIS_HELDOUT, SEIS.evaluation.benchmark_cubes, "seismic.evaluation.benchmark_cubes", "held-out cubes") if SEIS_ENABLED and SEIS.evaluation.benchmark else []
+    first(SEIS_HELDOUT, SEIS.evaluation.benchmark_cubes, "seismic.evaluation.benchmark_cubes", "held-out cubes")
+    if SEIS_ENABLED and SEIS.evaluation.benchmark
+    else []
 )
 
 
 TARGETS["seismic"] = [str(SEIS_EVAL / "summary.json")] if SEIS_ENABLED else []
 if SEIS_SURVEY:  # and the survey itself with its dead traces filled
     TARGETS["seismic"].append(str(SEIS_DIR / "survey_filled.segy"))
-
-
-SEIS_EVAL_OUTPUTS = {
-    "summary": report(str(SEIS_EVAL / "summary.json"), category="Seismic interpolation", subcategory="evaluation"),
-    "table": report(str(SEIS_EVAL / "metrics.csv"), category="Seismic interpolation", subcategory="evaluation"),
-    "markdown": str(SEIS_EVAL / "summary.md"),
-    "sections": report(
-        directory(str(SEIS_EVAL / "sections")),
-        patterns=["{name}.png"],
-        category="Seismic interpolation",
-        subcategory="sections",
-    ),
-    **(
-        {"benchmark": report(str(SEIS_EVAL / "benchmark.png"), category="Seismic interpolation", subcategory="benchmark")}
-        if SEIS_BENCH_CUBES
-        else {}
-    ),
-}
 
 
 if SEIS_ENABLED:
@@ -107,27 +94,14 @@ if SEIS_ENABLED:
 
     elif not SEIS.data.raw_dir:
 
-        rule seismic_demo_data:
-            """Deterministic synthetic post-stack cubes (folds, faults, Ricker wavelet), written as SEG-Y."""
-            output:
-                cubes=[SEIS_FILES[c] for c in SEIS_CUBES],
-                dataset=str(SEIS_RAW / "dataset.json"),
-            params:
-                folder=parent("dataset"),
-                cubes=SEIS.data.demo.cubes,
-                seed=SEIS.data.demo.seed,
-                shape=" ".join(str(s) for s in SEIS.data.demo.shape),
-            log:
-                log_path("seismic", "demo_data.log"),
-            threads: 1
-            resources:
-                mem_mb=1000,
-                runtime=10,
-            conda:
-                ENV
-            shell:
-                "medsci demo-data seismic {params.folder} --cubes {params.cubes} --seed {params.seed} "
-                "--shape {params.shape} > {log} 2>&1"
+        demo_data_rule(
+            "seismic",
+            "Deterministic synthetic post-stack cubes (folds, faults, Ricker wavelet), written as SEG-Y.",
+            {"cubes": [SEIS_FILES[c] for c in SEIS_CUBES], "dataset": str(SEIS_RAW / "dataset.json")},
+            folder=parent("dataset"),
+            options=("cubes", "seed", "shape"),
+            mem_mb=1000,
+        )
 
 
     rule seismic_masks:
@@ -154,77 +128,50 @@ if SEIS_ENABLED:
             "--out {params.out} > {log} 2>&1"
 
 
-    rule seismic_train:
-        """3D conditional diffusion model on patches (observation + mask as condition), random masks of all patterns."""
-        input:
-            cubes=[SEIS_FILES[c] for c in SEIS_TRAIN],
-            cfg=RESOLVED_CONFIG,
-        output:
-            config=str(SEIS_MODEL / "config.json"),
-            ema=str(SEIS_MODEL / "ema.safetensors"),
-            loss=report(str(SEIS_MODEL / "loss.csv"), category="Seismic interpolation", subcategory="training"),
-        params:
-            cubes=" ".join(SEIS_TRAIN),
-            data=lambda wc, input: os.path.dirname(input.cubes[0]),
-            model=parent("config"),
-        log:
-            log_path("seismic", "train.log"),
-        threads: train_threads("seismic")
-        resources:
-            mem_mb=4000,
-            runtime=24 * 60,
-            gpu=train_gpus(),
-        conda:
-            ENV
-        shell:
-            train_launcher() + " train seismic --config {input.cfg} --data {params.data} --cubes {params.cubes} "
-            "--out {params.model} --threads {threads} --no-progress 2> {log}"
+    train_rule(
+        "seismic",
+        "3D conditional diffusion model on patches (observation + mask as condition), random masks of all patterns.",
+        SEIS_MODEL,
+        SEIS_CATEGORY,
+        inputs={"cubes": [SEIS_FILES[c] for c in SEIS_TRAIN]},
+        args="--data {params.data} --cubes {params.cubes}",
+        params={"cubes": " ".join(SEIS_TRAIN), "data": lambda wc, input: os.path.dirname(input.cubes[0])},
+    )
 
 
-    for _i, (_part, _cubes) in enumerate(sample_parts(SEIS_HELDOUT)):
-
-        rule:
-            """Every mask pattern of held-out cubes, with and without input guidance (sliding-window sampling)."""
-            name:
-                part_rule_name("seismic_reconstruct", _i)
-            input:
-                model=rules.seismic_train.output.config,
-                cubes=[SEIS_FILES[c] for c in _cubes],
-                masks=expand(str(SEIS_MASKS / "{cube}-{pattern}.npy"), cube=_cubes, pattern=SEIS_PATTERNS),
-                cfg=RESOLVED_CONFIG,
-            output:
-                timing=expand(str(SEIS_RECON / "{cube}" / "{cube}-timing.json"), cube=_cubes),
-                cubes=expand(
-                    str(SEIS_RECON / "{cube}" / "{cube}-{pattern}-{method}.npy"),
-                    cube=_cubes,
-                    pattern=SEIS_PATTERNS,
-                    method=SEIS_METHODS,
-                ),
-                # SEG-Y cubes also get the guided reconstruction as SEG-Y (the input's headers, filled samples).
-                segy=expand(
-                    str(SEIS_RECON / "{cube}" / "{cube}-{pattern}-model.segy"), cube=_cubes, pattern=SEIS_PATTERNS
-                )
-                if SEIS_ALL_SEGY
-                else [],
-            params:
-                cubes=" ".join(_cubes),
-                data=lambda wc, input: os.path.dirname(input.cubes[0]),
-                masks=lambda wc, input: os.path.dirname(input.masks[0]),
-                model=lambda wc, input: os.path.dirname(input.model),
-                out=lambda wc, output: os.path.dirname(os.path.dirname(output.timing[0])),
-            log:
-                log_path("seismic", "reconstruct", f"{_part}.log"),
-            threads: 1
-            resources:
-                mem_mb=3000,
-                runtime=60 * len(_cubes),
-                gpu=uses_gpu(),
-            conda:
-                ENV
-            shell:
-                "medsci sample seismic --config {input.cfg} --checkpoint {params.model} --data {params.data} "
-                "--cubes {params.cubes} --masks {params.masks} --out {params.out} --threads {threads} "
-                "> {log} 2>&1"
+    sample_rules(
+        "seismic",
+        "reconstruct",
+        SEIS_HELDOUT,
+        "Every mask pattern of held-out cubes, with and without input guidance (sliding-window sampling).",
+        inputs=lambda cubes: {
+            "cubes": [SEIS_FILES[c] for c in cubes],
+            "masks": expand(str(SEIS_MASKS / "{cube}-{pattern}.npy"), cube=cubes, pattern=SEIS_PATTERNS),
+        },
+        outputs=lambda cubes: {
+            "timing": expand(str(SEIS_RECON / "{cube}" / "{cube}-timing.json"), cube=cubes),
+            "cubes": expand(
+                str(SEIS_RECON / "{cube}" / "{cube}-{pattern}-{method}.npy"),
+                cube=cubes,
+                pattern=SEIS_PATTERNS,
+                method=SEIS_METHODS,
+            ),
+            # SEG-Y cubes also get the guided reconstruction as SEG-Y (the input's headers, filled samples).
+            "segy": expand(
+                str(SEIS_RECON / "{cube}" / "{cube}-{pattern}-model.segy"), cube=cubes, pattern=SEIS_PATTERNS
+            )
+            if SEIS_ALL_SEGY
+            else [],
+        },
+        params=lambda cubes: {
+            "cubes": " ".join(cubes),
+            "data": lambda wc, input: os.path.dirname(input.cubes[0]),
+            "masks": lambda wc, input: os.path.dirname(input.masks[0]),
+            "out": lambda wc, output: os.path.dirname(os.path.dirname(output.timing[0])),
+        },
+        command="medsci sample seismic --config {input.cfg} --checkpoint {params.model} --data {params.data} "
+        "--cubes {params.cubes} --masks {params.masks} --out {params.out} --threads {threads} > {log} 2>&1",
+    )
 
 
     rule seismic_benchmark:
@@ -256,32 +203,32 @@ if SEIS_ENABLED:
             "> {log} 2>&1"
 
 
-    rule seismic_evaluate:
-        """Model (with / without input guidance), linear interpolation and POCS side by side on held-out cubes."""
-        input:
-            cubes=[SEIS_FILES[c] for c in SEIS_HELDOUT],
-            timings=expand(str(SEIS_RECON / "{cube}" / "{cube}-timing.json"), cube=SEIS_HELDOUT),
-            benchmark=expand(str(SEIS_BENCH / "{cube}-benchmark.json"), cube=SEIS_BENCH_CUBES),
-            masks=expand(str(SEIS_MASKS / "{cube}-{pattern}.npy"), cube=SEIS_HELDOUT, pattern=SEIS_PATTERNS),
-            cfg=RESOLVED_CONFIG,
-        output:
-            **SEIS_EVAL_OUTPUTS,
-        params:
-            data=lambda wc, input: os.path.dirname(input.cubes[0]),
-            heldout=" ".join(SEIS_HELDOUT),
-            train=" ".join(SEIS_TRAIN),
-            masks=lambda wc, input: os.path.dirname(input.masks[0]),
-            samples=lambda wc, input: os.path.dirname(os.path.dirname(input.timings[0])),
-            out=parent("summary"),
-        log:
-            log_path("seismic", "evaluate.log"),
-        threads: 1
-        resources:
-            mem_mb=3000,
-            runtime=30,
-        conda:
-            ENV
-        shell:
-            "medsci evaluate seismic --config {input.cfg} --data {params.data} --cubes {params.heldout} "
-            "--train-cubes {params.train} --masks {params.masks} --samples {params.samples} "
-            "--benchmark {input.benchmark} --out {params.out} > {log} 2>&1"
+    evaluate_rule(
+        "seismic",
+        "Model (with / without input guidance), linear interpolation and POCS side by side on held-out cubes.",
+        SEIS_EVAL,
+        SEIS_CATEGORY,
+        "sections",
+        inputs={
+            "cubes": [SEIS_FILES[c] for c in SEIS_HELDOUT],
+            "timings": expand(str(SEIS_RECON / "{cube}" / "{cube}-timing.json"), cube=SEIS_HELDOUT),
+            "benchmark": expand(str(SEIS_BENCH / "{cube}-benchmark.json"), cube=SEIS_BENCH_CUBES),
+            "masks": expand(str(SEIS_MASKS / "{cube}-{pattern}.npy"), cube=SEIS_HELDOUT, pattern=SEIS_PATTERNS),
+            "cfg": RESOLVED_CONFIG,
+        },
+        extra_outputs={
+            "benchmark": report(str(SEIS_EVAL / "benchmark.png"), category=SEIS_CATEGORY, subcategory="benchmark")
+        }
+        if SEIS_BENCH_CUBES
+        else {},
+        params={
+            "data": lambda wc, input: os.path.dirname(input.cubes[0]),
+            "heldout": " ".join(SEIS_HELDOUT),
+            "train": " ".join(SEIS_TRAIN),
+            "masks": lambda wc, input: os.path.dirname(input.masks[0]),
+            "samples": lambda wc, input: os.path.dirname(os.path.dirname(input.timings[0])),
+        },
+        command="medsci evaluate seismic --config {input.cfg} --data {params.data} --cubes {params.heldout} "
+        "--train-cubes {params.train} --masks {params.masks} --samples {params.samples} "
+        "--benchmark {input.benchmark} --out {params.out} > {log} 2>&1",
+    )

@@ -11,6 +11,7 @@ SYN_MODEL = SYN_DIR / "model"
 SYN_SAMPLES = SYN_DIR / "samples"
 SYN_CURVES = SYN_DIR / "steps_curve"
 SYN_EVAL = SYN_DIR / "evaluation"
+SYN_CATEGORY = "MRI synthesis"  # of the report
 # The tumour segmenter of the downstream (BraSyn) test: trained on the training cases unless
 # segmentation.weights names a segmenter folder of one's own; none when segmentation is disabled.
 SYN_SEG = SYN.segmentation
@@ -21,7 +22,9 @@ MODS = syn_workflow.MODS
 
 SYN_CASES = syn_workflow.case_ids(SYN, SYN_RAW)
 SYN_TRAIN, SYN_HELDOUT = heldout_split(SYN_CASES, SYN.data.heldout, "synthesis.data.heldout", "cases")
-SYN_CURVE_CASES = first(SYN_HELDOUT, SYN.evaluation.curve_cases, "synthesis.evaluation.curve_cases", "held-out cases")
+SYN_CURVE_CASES = first(
+    SYN_HELDOUT, SYN.evaluation.curve_cases, "synthesis.evaluation.curve_cases", "held-out cases"
+)
 
 
 TARGETS["synthesis"] = [str(SYN_PREP / "summary.json"), str(SYN_EVAL / "summary.json")] if SYN.enabled else []
@@ -31,27 +34,17 @@ if SYN.enabled:
 
     if not SYN.data.raw_dir:
 
-        rule synthesis_demo_data:
-            """Deterministic synthetic BraTS-layout cases (brain, tumour, four contrasts, labels)."""
-            output:
+        demo_data_rule(
+            "synthesis",
+            "Deterministic synthetic BraTS-layout cases (brain, tumour, four contrasts, labels).",
+            Files(
                 expand(str(SYN_RAW / "{case}" / "{case}-{mod}.nii.gz"), case=SYN_CASES, mod=(*MODS, "seg")),
                 dataset=str(SYN_RAW / "dataset.json"),
-            params:
-                folder=parent("dataset"),
-                cases=SYN.data.demo.cases,
-                seed=SYN.data.demo.seed,
-                shape=" ".join(str(s) for s in SYN.data.demo.shape),
-            log:
-                log_path("synthesis", "demo_data.log"),
-            threads: 1
-            resources:
-                mem_mb=2000,
-                runtime=20,
-            conda:
-                ENV
-            shell:
-                "medsci demo-data synthesis {params.folder} --cases {params.cases} --seed {params.seed} "
-                "--shape {params.shape} > {log} 2>&1"
+            ),
+            folder=parent("dataset"),
+            options=("cases", "seed", "shape"),
+            runtime=20,
+        )
 
 
     rule synthesis_preprocess:
@@ -83,7 +76,7 @@ if SYN.enabled:
         input:
             expand(str(SYN_PREP / "{case}.npz"), case=SYN_CASES),
         output:
-            summary=report(str(SYN_PREP / "summary.json"), category="MRI synthesis", subcategory="data"),
+            summary=report(str(SYN_PREP / "summary.json"), category=SYN_CATEGORY, subcategory="data"),
         params:
             folder=parent("summary"),
         log:
@@ -98,31 +91,17 @@ if SYN.enabled:
             "medsci summarize {params.folder} --out {output.summary} > {log} 2>&1"
 
 
-    rule synthesis_train:
-        """One wavelet-domain conditional diffusion model for any single missing contrast."""
-        input:
-            cases=expand(str(SYN_PREP / "{case}.npz"), case=SYN_TRAIN),
-            cfg=RESOLVED_CONFIG,
-        output:
-            config=str(SYN_MODEL / "config.json"),
-            ema=str(SYN_MODEL / "ema.safetensors"),
-            loss=report(str(SYN_MODEL / "loss.csv"), category="MRI synthesis", subcategory="training"),
-        params:
-            cases=" ".join(SYN_TRAIN),
-            data=lambda wc, input: os.path.dirname(input.cases[0]),
-            model=parent("config"),
-        log:
-            log_path("synthesis", "train.log"),
-        threads: train_threads("synthesis")
-        resources:
-            mem_mb=8000,
-            runtime=24 * 60,
-            gpu=train_gpus(),
-        conda:
-            ENV
-        shell:
-            train_launcher() + " train synthesis --config {input.cfg} --data {params.data} --cases {params.cases} "
-            "--out {params.model} --threads {threads} --no-progress > {log} 2>&1"
+    train_rule(
+        "synthesis",
+        "One wavelet-domain conditional diffusion model for any single missing contrast.",
+        SYN_MODEL,
+        SYN_CATEGORY,
+        inputs={"cases": expand(str(SYN_PREP / "{case}.npz"), case=SYN_TRAIN)},
+        args="--data {params.data} --cases {params.cases}",
+        params={"cases": " ".join(SYN_TRAIN), "data": lambda wc, input: os.path.dirname(input.cases[0])},
+        mem_mb=8000,
+        log_to="> {log} 2>&1",
+    )
 
 
     if SYN_SEG.enabled and not SYN_SEG.weights:
@@ -136,7 +115,7 @@ if SYN.enabled:
             output:
                 config=str(SYN_SEGMENTER / "config.json"),
                 weights=str(SYN_SEGMENTER / "model.safetensors"),
-                loss=report(str(SYN_SEGMENTER / "loss.csv"), category="MRI synthesis", subcategory="segmenter"),
+                loss=report(str(SYN_SEGMENTER / "loss.csv"), category=SYN_CATEGORY, subcategory="segmenter"),
             params:
                 cases=" ".join(SYN_TRAIN),
                 data=lambda wc, input: os.path.dirname(input.cases[0]),
@@ -155,41 +134,30 @@ if SYN.enabled:
                 "--out {params.out} --threads {threads} --no-progress > {log} 2>&1"
 
 
-    for _i, (_part, _cases) in enumerate(sample_parts(SYN_HELDOUT)):
-
-        rule:
-            """Synthesise every target contrast of held-out cases from the other three (one model load per job)."""
-            name:
-                part_rule_name("synthesis_sample", _i)
-            input:
-                model=rules.synthesis_train.output.config,
-                cases=expand(str(SYN_PREP / "{case}.npz"), case=_cases),
-                cfg=RESOLVED_CONFIG,
-            output:
-                timing=expand(str(SYN_SAMPLES / "{case}" / "{case}-timing.json"), case=_cases),
-                npz=expand(str(SYN_SAMPLES / "{case}" / "{case}-{mod}.npz"), case=_cases, mod=SYN.evaluation.targets),
-                nifti=expand(
-                    str(SYN_SAMPLES / "{case}" / "{case}-{mod}.nii.gz"), case=_cases, mod=SYN.evaluation.targets
-                ),
-            params:
-                cases=" ".join(_cases),
-                targets=" ".join(SYN.evaluation.targets),
-                data=lambda wc, input: os.path.dirname(input.cases[0]),
-                model=lambda wc, input: os.path.dirname(input.model),
-                out=lambda wc, output: os.path.dirname(os.path.dirname(output.timing[0])),
-            log:
-                log_path("synthesis", "sample", f"{_part}.log"),
-            threads: 1
-            resources:
-                mem_mb=4000,
-                runtime=60 * len(_cases),
-                gpu=uses_gpu(),
-            conda:
-                ENV
-            shell:
-                "medsci sample synthesis --config {input.cfg} --checkpoint {params.model} --data {params.data} "
-                "--case {params.cases} --targets {params.targets} --out {params.out} --threads {threads} "
-                "--no-progress > {log} 2>&1"
+    sample_rules(
+        "synthesis",
+        "sample",
+        SYN_HELDOUT,
+        "Synthesise every target contrast of held-out cases from the other three (one model load per job).",
+        inputs=lambda cases: {"cases": expand(str(SYN_PREP / "{case}.npz"), case=cases)},
+        outputs=lambda cases: {
+            "timing": expand(str(SYN_SAMPLES / "{case}" / "{case}-timing.json"), case=cases),
+            "npz": expand(str(SYN_SAMPLES / "{case}" / "{case}-{mod}.npz"), case=cases, mod=SYN.evaluation.targets),
+            "nifti": expand(
+                str(SYN_SAMPLES / "{case}" / "{case}-{mod}.nii.gz"), case=cases, mod=SYN.evaluation.targets
+            ),
+        },
+        params=lambda cases: {
+            "cases": " ".join(cases),
+            "targets": " ".join(SYN.evaluation.targets),
+            "data": lambda wc, input: os.path.dirname(input.cases[0]),
+            "out": lambda wc, output: os.path.dirname(os.path.dirname(output.timing[0])),
+        },
+        command="medsci sample synthesis --config {input.cfg} --checkpoint {params.model} --data {params.data} "
+        "--case {params.cases} --targets {params.targets} --out {params.out} --threads {threads} "
+        "--no-progress > {log} 2>&1",
+        mem_mb=4000,
+    )
 
 
     rule synthesis_steps_curve:
@@ -221,59 +189,46 @@ if SYN.enabled:
             "--threads {threads} --no-progress > {log} 2>&1"
 
 
-    rule synthesis_evaluate:
-        """Model, voxelwise linear regression and mean-of-inputs, side by side, on held-out cases."""
-        input:
-            samples=expand(str(SYN_SAMPLES / "{case}" / "{case}-timing.json"), case=SYN_HELDOUT),
-            curves=expand(str(SYN_CURVES / "{case}-curve.json"), case=SYN_CURVE_CASES),
-            data=expand(str(SYN_PREP / "{case}.npz"), case=SYN_CASES),
-            model=str(SYN_MODEL / "config.json"),
+    evaluate_rule(
+        "synthesis",
+        "Model, voxelwise linear regression and mean-of-inputs, side by side, on held-out cases.",
+        SYN_EVAL,
+        SYN_CATEGORY,
+        "montages",
+        inputs={
+            "samples": expand(str(SYN_SAMPLES / "{case}" / "{case}-timing.json"), case=SYN_HELDOUT),
+            "curves": expand(str(SYN_CURVES / "{case}-curve.json"), case=SYN_CURVE_CASES),
+            "data": expand(str(SYN_PREP / "{case}.npz"), case=SYN_CASES),
+            "model": str(SYN_MODEL / "config.json"),
             **SYN_SEG_INPUT,
-        output:
-            summary=report(str(SYN_EVAL / "summary.json"), category="MRI synthesis", subcategory="evaluation"),
-            table=report(str(SYN_EVAL / "metrics.csv"), category="MRI synthesis", subcategory="evaluation"),
-            markdown=str(SYN_EVAL / "summary.md"),
-            montages=report(
-                directory(str(SYN_EVAL / "montages")),
-                patterns=["{name}.png"],
-                category="MRI synthesis",
-                subcategory="montages",
-            ),
-            **(
-                {
-                    "curve": report(
-                        str(SYN_EVAL / "steps_curve.png"),
-                        caption="report/steps_curve.rst",
-                        category="MRI synthesis",
-                        subcategory="sampling steps",
-                    )
-                }
-                if SYN_CURVE_CASES
-                else {}
-            ),
-        params:
-            train=" ".join(SYN_TRAIN),
-            heldout=" ".join(SYN_HELDOUT),
-            targets=" ".join(SYN.evaluation.targets),
-            data=lambda wc, input: os.path.dirname(input.data[0]),
-            samples=lambda wc, input: os.path.dirname(os.path.dirname(input.samples[0])),
-            model=lambda wc, input: os.path.dirname(input.model),
-            segmenter=lambda wc, input: f"--segmenter {os.path.dirname(input.segmenter)}" if SYN_SEG.enabled else "",
-            out=parent("summary"),
-        log:
-            log_path("synthesis", "evaluate.log"),
-        threads: 1
-        resources:
-            mem_mb=4000,
-            runtime=30 if not SYN_SEG.enabled else 4 * 60,
-            gpu=uses_gpu() if SYN_SEG.enabled else 0,  # the segmenter runs 1 + 5 x targets times per case
-        conda:
-            ENV
-        shell:
-            "medsci evaluate synthesis --data {params.data} --train-cases {params.train} --cases {params.heldout} "
-            "--checkpoint {params.model} {params.segmenter} "
-            "--samples {params.samples} --targets {params.targets} --curves {input.curves} --out {params.out} "
-            "--threads {threads} > {log} 2>&1"
+        },
+        extra_outputs={
+            "curve": report(
+                str(SYN_EVAL / "steps_curve.png"),
+                caption="report/steps_curve.rst",
+                category=SYN_CATEGORY,
+                subcategory="sampling steps",
+            )
+        }
+        if SYN_CURVE_CASES
+        else {},
+        params={
+            "train": " ".join(SYN_TRAIN),
+            "heldout": " ".join(SYN_HELDOUT),
+            "targets": " ".join(SYN.evaluation.targets),
+            "data": lambda wc, input: os.path.dirname(input.data[0]),
+            "samples": lambda wc, input: os.path.dirname(os.path.dirname(input.samples[0])),
+            "model": lambda wc, input: os.path.dirname(input.model),
+            "segmenter": lambda wc, input: f"--segmenter {os.path.dirname(input.segmenter)}" if SYN_SEG.enabled else "",
+        },
+        command="medsci evaluate synthesis --data {params.data} --train-cases {params.train} --cases {params.heldout} "
+        "--checkpoint {params.model} {params.segmenter} "
+        "--samples {params.samples} --targets {params.targets} --curves {input.curves} --out {params.out} "
+        "--threads {threads} > {log} 2>&1",
+        mem_mb=4000,
+        runtime=30 if not SYN_SEG.enabled else 4 * 60,
+        gpu=uses_gpu() if SYN_SEG.enabled else 0,  # the segmenter runs 1 + 5 x targets times per case
+    )
 
 
 # A folder of new cases (synthesis.batch.input): one `medsci synthesize --case` job per case, so a cluster
@@ -317,7 +272,7 @@ if SYN.enabled and SYN_BATCH.input:
         input:
             expand(str(SYN_BATCH_OUT / "{bcase}" / "{bcase}.json"), bcase=SYN_BATCH_CASES),
         output:
-            csv=report(str(SYN_BATCH_OUT / "summary.csv"), category="MRI synthesis", subcategory="batch"),
+            csv=report(str(SYN_BATCH_OUT / "summary.csv"), category=SYN_CATEGORY, subcategory="batch"),
             html=str(SYN_BATCH_OUT / "report.html"),
         params:
             args=SYN_BATCH_ARGS,
