@@ -1,6 +1,7 @@
 # Helpers shared by every generator's rules: the validated typed config, result folders, logs, targets.
-# Rules live in the generators' .smk files; this file holds no rules. Each generator's file reads its section
-# (CFG.<name>), defines its rules only when the section is enabled, and adds its final outputs to TARGETS.
+# Rules live in the generators' .smk files; this file holds no rules. The Snakefile includes a generator's file
+# only when the preset enables its section; the file reads that section (CFG.<name>) and adds its final outputs
+# to TARGETS.
 
 import os
 import sys
