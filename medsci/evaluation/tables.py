@@ -1,4 +1,5 @@
-"""Result tables shared by every generator: per-item metric rows -> CSV, and mean/std summaries."""
+"""Result tables shared by every generator: per-item metric rows -> CSV, mean/std summaries, and the three
+result files (metrics.csv, summary.json, summary.md) of an evaluation."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medsci.io.atomic import write_text_atomic
+from medsci.io.atomic import write_json_atomic, write_text_atomic
 
 
 def metric_stats(rows: list[dict], metrics: tuple[str, ...]) -> dict:
@@ -29,3 +30,13 @@ def write_rows_csv(path: str | Path, rows: list[dict]) -> None:
         writer.writeheader()
         writer.writerows(rows)
     write_text_atomic(path, buf.getvalue())
+
+
+def write_tables(out: str | Path, rows: list[dict], summary: dict, sections: str | list[str]) -> None:
+    """The three result files of every generator's evaluation in ``out``: ``metrics.csv`` (one row per scored
+    item, columns in the order of the first row), ``summary.json`` (sorted keys, 2-space indent) and
+    ``summary.md`` (``sections`` joined as they are). Each is written atomically, csv first, markdown last."""
+    out = Path(out)
+    write_rows_csv(out / "metrics.csv", rows)
+    write_json_atomic(out / "summary.json", summary)
+    write_text_atomic(out / "summary.md", sections if isinstance(sections, str) else "".join(sections))

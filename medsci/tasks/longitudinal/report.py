@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 
-from medsci.evaluation.tables import metric_stats, write_rows_csv
-from medsci.io.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
+from medsci.evaluation.figures import Panel, save_image_grid
+from medsci.evaluation.tables import metric_stats, write_tables
 
 METHODS = ("model", "copy_last", "linear", "deformation")
 COLUMNS = ("brain_ssim", "brain_psnr", "brain_mae", "changed_ssim", "changed_psnr", "changed_mae")
@@ -81,11 +80,6 @@ def markdown(s: dict) -> str:
 
 def sequence_figure(path: Path, record: dict, predicted: dict) -> None:
     """Middle axial slice of every session, the truth, each method and the model's error and std."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     frames = np.asarray(record["frames"])
     z = frames.shape[3] // 2
     panels = [(f"{t:.0f} d", fr[:, :, z]) for t, fr in zip(record["times"][:-1], frames[:-1])]
@@ -93,28 +87,15 @@ def sequence_figure(path: Path, record: dict, predicted: dict) -> None:
     panels += [(m, predicted["methods"][m][:, :, z]) for m in METHODS if m in predicted["methods"]]
     err = np.abs(predicted["methods"]["model"] - predicted["truth"])[:, :, z]
     vmax = float(np.percentile(frames, 99.5))
-    fig, ax = plt.subplots(1, len(panels) + 2, figsize=(1.8 * (len(panels) + 2), 2.2))
-    for a, (title, img) in zip(ax, panels):
-        a.imshow(np.rot90(img), cmap="gray", vmin=0, vmax=vmax)
-        a.set_title(title, fontsize=7)
-    ax[-2].imshow(np.rot90(err), cmap="magma", vmin=0, vmax=0.2 * vmax)
-    ax[-2].set_title("|model - truth|", fontsize=7)
-    if predicted.get("std") is not None:
-        ax[-1].imshow(np.rot90(predicted["std"][:, :, z]), cmap="viridis")
-    ax[-1].set_title("model std", fontsize=7)
-    for a in ax:
-        a.set_xticks([])
-        a.set_yticks([])
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
+    std = predicted.get("std")
+    row = [Panel(np.rot90(img), title, vmin=0, vmax=vmax) for title, img in panels]
+    row.append(Panel(np.rot90(err), "|model - truth|", cmap="magma", vmin=0, vmax=0.2 * vmax))
+    row.append(Panel(None if std is None else np.rot90(std[:, :, z]), "model std", cmap="viridis"))
+    save_image_grid(path, [row], figsize=(1.8 * (len(panels) + 2), 2.2), fontsize=7, frame=True, png_dpi=100,
+                    tight=True)
 
 
 def write_evaluation(out: Path, rows: list[dict], forecasts: dict, nfe: dict) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    write_rows_csv(out / "metrics.csv", rows)
     summary = summarise(rows, forecasts, nfe)
-    write_json_atomic(out / "summary.json", summary)
-    write_text_atomic(out / "summary.md", markdown(summary))
+    write_tables(out, rows, summary, markdown(summary))
     return summary

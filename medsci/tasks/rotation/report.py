@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medsci.evaluation.tables import metric_stats, write_rows_csv
-from medsci.io.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
+from medsci.evaluation.figures import Panel, save_image_grid
+from medsci.evaluation.tables import metric_stats, write_tables
+from medsci.io.atomic import write_bytes_atomic
 from medsci.tasks.rotation.data import load_pairs
 from medsci.tasks.rotation.evaluation import METRICS, load_predictions, score
 
@@ -46,12 +47,10 @@ def write_evaluation(cfg, pair_paths: list[Path], predictions_dir: Path, out: Pa
             _prediction_grid(out / "figures" / f"{ct}_grid.png", pairs, predicted["predictions"]["none"], axes, mags)
         if first is None:
             first = (ct, pairs, predicted["predictions"]["none"])
-    write_rows_csv(out / "metrics.csv", rows)
     methods = list(dict.fromkeys(r["method"] for r in rows))
     summary = _summary(cfg, rows, methods, info)
     summary["refused"] = refused
-    write_json_atomic(out / "summary.json", summary)
-    write_text_atomic(out / "summary.md", _markdown(cfg, summary, methods))
+    write_tables(out, rows, summary, _markdown(cfg, summary, methods))
     if first is not None:
         _sweep(out / "figures", *first, axes, mags)
     return summary
@@ -138,22 +137,8 @@ def _markdown(cfg, s, methods) -> str:
     return "\n".join(lines)
 
 
-def _png(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": "medsci"})
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
-
-
 def _prediction_grid(path: Path, pairs, preds: dict, axes, mags, per_axis: int = 1) -> None:
     """Rows: the largest rotation about each axis and one combined; columns: input, truth, each method, error."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     picks = []
     for axis in ("x", "y", "z", "xyz"):
         idx = [k for k, a in enumerate(axes) if a == axis]
@@ -161,28 +146,20 @@ def _prediction_grid(path: Path, pairs, preds: dict, axes, mags, per_axis: int =
             picks.append(max(idx, key=lambda k: (mags[k], pairs.angles[k].sum())))
     methods = ["identity", "warp", "model"]
     cols = ["input", "truth", *methods, "|model - truth|"]
-    fig, ax = plt.subplots(len(picks), len(cols), figsize=(2 * len(cols), 2 * len(picks)), squeeze=False)
+    rows = []
     for r, k in enumerate(picks):
         imgs = [pairs.source, pairs.targets[k], *[preds[m][k] for m in methods],
                 np.abs(preds["model"][k] - pairs.targets[k])]
-        for c, (img, title) in enumerate(zip(imgs, cols)):
-            ax[r, c].imshow(img, cmap="gray" if c < len(cols) - 1 else "magma", vmin=0,
-                            vmax=1 if c < len(cols) - 1 else 0.25)
-            ax[r, c].set_xticks([])
-            ax[r, c].set_yticks([])
-            if r == 0:
-                ax[r, c].set_title(title, fontsize=9)
+        rows.append([Panel(img, title if r == 0 else None, cmap="gray" if c < len(cols) - 1 else "magma", vmin=0,
+                           vmax=1 if c < len(cols) - 1 else 0.25) for c, (img, title) in enumerate(zip(imgs, cols))])
         a = pairs.angles[k]
-        ax[r, 0].set_ylabel(f"{a[0]:+.0f},{a[1]:+.0f},{a[2]:+.0f}", fontsize=8)
-    _png(fig, path)
+        rows[-1][0].ylabel = f"{a[0]:+.0f},{a[1]:+.0f},{a[2]:+.0f}"
+    save_image_grid(path, rows, figsize=(2 * len(cols), 2 * len(picks)), fontsize=9, frame=True, png_dpi=100,
+                    tight=True)
 
 
 def _sweep(folder: Path, ct: str, pairs, preds: dict, axes, mags) -> None:
     """One input swept about z (turning the patient): predictions above the truths, as a strip and a GIF."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from PIL import Image
 
     idx = sorted([k for k, a in enumerate(axes) if a == "z"], key=lambda k: pairs.angles[k][2])
@@ -193,16 +170,12 @@ def _sweep(folder: Path, ct: str, pairs, preds: dict, axes, mags) -> None:
     frames_pred = [(preds["model"][idx[j]] if j < len(idx) else pairs.source) for j in order]
     frames_true = [(pairs.targets[idx[j]] if j < len(idx) else pairs.source) for j in order]
     labels = [(angles + [0.0])[j] for j in order]
-    fig, ax = plt.subplots(2, len(order), figsize=(1.6 * len(order), 3.4), squeeze=False)
-    for c, (p, t, a) in enumerate(zip(frames_pred, frames_true, labels)):
-        for r, img in enumerate((p, t)):
-            ax[r, c].imshow(img, cmap="gray", vmin=0, vmax=1)
-            ax[r, c].set_xticks([])
-            ax[r, c].set_yticks([])
-        ax[0, c].set_title(f"z {a:+.0f} deg", fontsize=8)
-    ax[0, 0].set_ylabel("model", fontsize=8)
-    ax[1, 0].set_ylabel("true DRR", fontsize=8)
-    _png(fig, folder / f"{ct}_sweep.png")
+    rows = [[Panel(img, vmin=0, vmax=1) for img in frames] for frames in (frames_pred, frames_true)]
+    for panel, a in zip(rows[0], labels):
+        panel.title = f"z {a:+.0f} deg"
+    rows[0][0].ylabel, rows[1][0].ylabel = "model", "true DRR"
+    save_image_grid(folder / f"{ct}_sweep.png", rows, figsize=(1.6 * len(order), 3.4), frame=True, png_dpi=100,
+                    tight=True)
     frames = [Image.fromarray((np.clip(f, 0, 1) * 255).astype(np.uint8)).resize((f.shape[1] * 3, f.shape[0] * 3))
               for f in frames_pred + frames_pred[-2:0:-1]]
     buf = io.BytesIO()

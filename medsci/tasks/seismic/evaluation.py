@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from medsci.evaluation.figures import Panel, new_figure, save_image_grid, save_png
 from medsci.evaluation.metrics import section_ssim, snr_db
 from medsci.evaluation.tables import metric_stats
-from medsci.io.atomic import atomic_path
 from medsci.tasks.seismic.baselines import linear_interpolation, mssa_interpolation, pocs_interpolation
 
 METHODS = ("model", "model_unguided", "linear", "pocs", "mssa")
@@ -110,41 +110,24 @@ def _most_missing(mask: np.ndarray, axis: int) -> int:
     return int(order[0])
 
 
-def _savefig(fig, path: str | Path, **kw) -> None:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", **kw)
-    plt.close(fig)
-
-
 def save_sections(path: str | Path, cube_id: str, pattern: str, observed: np.ndarray, truth: np.ndarray,
                   reconstruction: np.ndarray, mask: np.ndarray, linear: np.ndarray | None = None) -> None:
     """Inline (top) and crossline (bottom) sections: observed, truth, reconstruction, [linear], difference."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     clip = float(np.percentile(np.abs(truth), 99)) or 1.0
     panels = [("observed", observed), ("truth", truth), ("reconstruction", reconstruction)]
     if linear is not None:
         panels.append(("linear", linear))
     panels.append(("reconstruction - truth", reconstruction - truth))
-    fig, axes = plt.subplots(2, len(panels), figsize=(2.3 * len(panels), 5.2), dpi=100, squeeze=False)
-    for row, axis in enumerate((0, 1)):
+    rows = []
+    for axis in (0, 1):
         index = _most_missing(mask, axis)
         name = "inline" if axis == 0 else "crossline"
-        for col, (title, cube) in enumerate(panels):
-            section = np.take(cube, index, axis=axis)  # (other lateral axis, t)
-            ax = axes[row, col]
-            ax.imshow(section.T, cmap="seismic", vmin=-clip, vmax=clip, aspect="auto", interpolation="nearest")
-            ax.set_title(f"{title}\n{name} {index}", fontsize=8)
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle(f"{cube_id} - {pattern} ({(~mask).mean():.0%} traces missing)", fontsize=9)
-    fig.tight_layout()
-    _savefig(fig, path)
+        # np.take: the (other lateral axis, t) section, shown with time down
+        rows.append([Panel(np.take(cube, index, axis=axis).T, f"{title}\n{name} {index}", cmap="seismic",
+                           vmin=-clip, vmax=clip) for title, cube in panels])
+    save_image_grid(path, rows, figsize=(2.3 * len(panels), 5.2), dpi=100, frame=True, tight_layout=True,
+                    suptitle=f"{cube_id} - {pattern} ({(~mask).mean():.0%} traces missing)",
+                    aspect="auto", interpolation="nearest")
 
 
 # (method, colour, line width) of the spectrum figure; "model" is the guided reconstruction.
@@ -163,11 +146,6 @@ def save_spectra(path: str | Path, cube_id: str, pattern: str, truth: np.ndarray
     """Mean amplitude spectrum (dB, 0 dB = the truth's peak) of the missing traces: truth and each method
     (left), and of each method's error ``prediction - truth`` (right). Methods absent from ``predictions``
     are left out; frequency in Hz with a sample interval, else in cycles per sample."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     n_t = truth.shape[-1]
     if sample_interval_ms:
         freqs, unit = np.fft.rfftfreq(n_t, d=sample_interval_ms / 1000.0), "Hz"
@@ -179,7 +157,7 @@ def save_spectra(path: str | Path, cube_id: str, pattern: str, truth: np.ndarray
     def db(amp: np.ndarray) -> np.ndarray:
         return 20.0 * np.log10(np.maximum(amp / peak, 1e-6))
 
-    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.4), dpi=100, sharey=True)
+    fig, axes = new_figure(1, 2, figsize=(9.0, 3.4), dpi=100, sharey=True)
     for name, color, width in SPECTRUM_METHODS:
         cube = truth if name == "truth" else predictions.get(name)
         if cube is None:
@@ -200,17 +178,12 @@ def save_spectra(path: str | Path, cube_id: str, pattern: str, truth: np.ndarray
         ax.legend(fontsize=7, loc="lower left")
     fig.suptitle(f"{cube_id} - {pattern} ({(~mask).mean():.0%} traces missing)", fontsize=9)
     fig.tight_layout()
-    _savefig(fig, path, metadata={"Software": None})
+    save_png(fig, path)
 
 
 def save_benchmark(path: str | Path, rows: list[dict], baselines: dict[str, float] | None = None) -> None:
     """SNR on the missing traces against network evaluations per window, one line per jump setting."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.0, 3.4), dpi=100)
+    fig, ax = new_figure(figsize=(5.0, 3.4), dpi=100)
     by_jumps: dict[int, list[dict]] = defaultdict(list)
     for r in rows:
         by_jumps[(int(r["resample_jumps"]), int(r.get("n_samples", 1)))].append(r)
@@ -232,7 +205,7 @@ def save_benchmark(path: str | Path, rows: list[dict], baselines: dict[str, floa
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    _savefig(fig, path)
+    save_png(fig, path)
 
 
 GUIDED, UNGUIDED = "model", "model_unguided"
@@ -255,8 +228,7 @@ def evaluate_heldout(cfg, data, cubes: list[str], train_cubes: list[str], masks,
     import json
 
     from medsci.errors import InputError, MedsciError
-    from medsci.io.atomic import write_json_atomic, write_text_atomic
-    from medsci.evaluation.tables import write_rows_csv
+    from medsci.evaluation.tables import write_tables
     from medsci.tasks.seismic.data import find_cube, load_cube
 
     overlap = set(train_cubes) & set(cubes)
@@ -306,7 +278,8 @@ def evaluate_heldout(cfg, data, cubes: list[str], train_cubes: list[str], masks,
         summary["sampling"]["device"] = timings[0]["device"]
         summary["sampling"]["sampler"] = timings[0]["sampler"]
     bench = [row for f in benchmark for row in json.loads(Path(f).read_text(encoding="utf-8"))]
-    text = f"# Seismic trace interpolation, held-out cubes ({len(cubes)})\n\n{markdown_table(summary['metrics'])}\n"
+    sections = [f"# Seismic trace interpolation, held-out cubes ({len(cubes)})\n\n"
+                f"{markdown_table(summary['metrics'])}\n"]
     if bench:
         summary["benchmark"] = bench
         # Baselines on the same cube(s) and mask as the benchmark runs, so the lines compare like with like.
@@ -318,8 +291,6 @@ def evaluate_heldout(cfg, data, cubes: list[str], train_cubes: list[str], masks,
             if vals:
                 baselines[f"{m} (same cube{'s' if len(bench_cubes) > 1 else ''})"] = float(np.mean(vals))
         save_benchmark(out / "benchmark.png", bench, baselines)
-        text += f"\n## Sampling benchmark (pattern {bench[0]['pattern']})\n\n{benchmark_table(bench)}\n"
-    write_rows_csv(out / "metrics.csv", rows)
-    write_json_atomic(out / "summary.json", summary)
-    write_text_atomic(out / "summary.md", text)
-    return text
+        sections.append(f"\n## Sampling benchmark (pattern {bench[0]['pattern']})\n\n{benchmark_table(bench)}\n")
+    write_tables(out, rows, summary, sections)
+    return "".join(sections)

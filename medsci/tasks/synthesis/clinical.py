@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from medsci.errors import InputError, MedsciError
-from medsci.io.atomic import atomic_path, safe_join, write_json_atomic, write_text_atomic
+from medsci.io.atomic import safe_join, write_json_atomic, write_text_atomic
 from medsci.mri.cases import MODALITIES, Case
 from medsci.io.paths import inside, refuse_links_outside
 
@@ -399,10 +399,7 @@ sampler), {counts['refused']} refused.</p>
 def qc_figure(image: np.ndarray, mean: np.ndarray, std: np.ndarray | None, mask: np.ndarray,
               available: Sequence[str], target: str, path: Path, case_id: str) -> None:
     """Mid-brain axial, coronal and sagittal slices of the inputs, the synthesis and its uncertainty."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from medsci.evaluation.figures import Panel, save_image_grid
 
     idx = np.argwhere(mask)
     centre = idx.mean(axis=0).round().astype(int) if len(idx) else np.array(mask.shape) // 2
@@ -410,17 +407,13 @@ def qc_figure(image: np.ndarray, mean: np.ndarray, std: np.ndarray | None, mask:
     panels.append((f"{target} {SYNTHETIC}", mean, "gray"))
     if std is not None:
         panels.append((f"{target} std", std, "magma"))
-    fig, axes = plt.subplots(3, len(panels), figsize=(1.9 * len(panels), 5.6), squeeze=False)
     cuts = [lambda v: v[:, :, centre[2]], lambda v: v[:, centre[1], :], lambda v: v[centre[0], :, :]]
-    for col, (label, vol, cmap) in enumerate(panels):
+    rows: list[list[Panel]] = [[] for _ in cuts]
+    for label, vol, cmap in panels:
         vmax = float(np.percentile(vol[mask], 99.5)) if mask.any() else float(vol.max())
-        for row, cut in enumerate(cuts):
-            ax = axes[row, col]
-            ax.imshow(np.rot90(cut(vol)), cmap=cmap, vmin=0, vmax=vmax or 1.0)
-            ax.set_axis_off()
-        axes[0, col].set_title(label, fontsize=8, color="red" if SYNTHETIC in label else "black")
-    fig.suptitle(f"{case_id}: {target} is {SYNTHETIC} (not acquired)", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=80, format="png", metadata={"Software": None})
-    plt.close(fig)
+        for row, cut in zip(rows, cuts):
+            row.append(Panel(np.rot90(cut(vol)), cmap=cmap, vmin=0, vmax=vmax or 1.0))
+        rows[0][-1].title = label  # the column's label, above its axial slice
+        rows[0][-1].title_color = "red" if SYNTHETIC in label else "black"
+    save_image_grid(path, rows, figsize=(1.9 * len(panels), 5.6), png_dpi=80, tight_layout=True,
+                    suptitle=f"{case_id}: {target} is {SYNTHETIC} (not acquired)")

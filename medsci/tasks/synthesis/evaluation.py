@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from medsci.evaluation.figures import Panel, new_figure, save_image_grid, save_png
 from medsci.evaluation.metrics import image_metrics
 from medsci.evaluation.tables import metric_stats
-from medsci.io.atomic import atomic_path
 from medsci.mri.cases import MODALITIES
 from medsci.tasks.synthesis.baselines import LinearRegressionBaseline, mean_of_available
 from medsci.tasks.synthesis.data import PreparedCase
@@ -112,11 +112,6 @@ def curve_markdown(curve: list[dict]) -> tuple[str, dict | None]:
 def save_montage(path: str | Path, case: PreparedCase, target: str, synthesis: np.ndarray,
                  std: np.ndarray | None, regression: np.ndarray | None = None) -> None:
     """One axial slice through the tumour (or the brain centre): inputs, truth, synthesis, |error|, uncertainty."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     focus = case.seg > 0 if case.seg is not None and case.seg.any() else case.mask
     z = int(np.round(np.nonzero(focus)[2].mean()))
     truth = case.image[MODALITIES.index(target)]
@@ -127,30 +122,20 @@ def save_montage(path: str | Path, case: PreparedCase, target: str, synthesis: n
     panels.append(("|error| synthesis", np.abs(synthesis - truth)))
     if std is not None:
         panels.append(("uncertainty (std)", std))
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels), 2.6), dpi=100)
-    for ax, (title, vol) in zip(axes, panels):
+    row = []
+    for title, vol in panels:
         err = title.startswith("|error|") or title.startswith("uncertainty")
-        ax.imshow(np.rot90(vol[:, :, z]), cmap="magma" if err else "gray", vmin=0,
-                  vmax=(0.5 if title.startswith("|error|") else max(float(vol.max()), 1e-6)) if err else 1)
-        ax.set_title(title, fontsize=8)
-        ax.axis("off")
-    fig.suptitle(f"{case.case_id} — synthesised {target} (axial slice {z})", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+        row.append(Panel(np.rot90(vol[:, :, z]), title, cmap="magma" if err else "gray", vmin=0,
+                         vmax=(0.5 if title.startswith("|error|") else max(float(vol.max()), 1e-6)) if err else 1))
+    save_image_grid(path, [row], figsize=(2.2 * len(panels), 2.6), dpi=100, tight_layout=True,
+                    suptitle=f"{case.case_id} — synthesised {target} (axial slice {z})")
 
 
 def save_steps_curve(path: str | Path, curve: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     by_sampler = defaultdict(list)
     for row in curve:
         by_sampler[row["sampler"]].append(row)
-    fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=100)
+    fig, ax = new_figure(figsize=(4.5, 3.2), dpi=100)
     for sampler, rows in by_sampler.items():
         steps = sorted({r["network_evaluations"] for r in rows})
         ssim = [np.mean([r["brain_ssim"] for r in rows if r["network_evaluations"] == s]) for s in steps]
@@ -161,9 +146,7 @@ def save_steps_curve(path: str | Path, curve: list[dict]) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def evaluate_heldout(data, train_cases: list[str], cases: list[str], samples, out, targets=None, curves=(),
@@ -176,9 +159,9 @@ def evaluate_heldout(data, train_cases: list[str], cases: list[str], samples, ou
     import json
 
     from medsci.errors import MedsciError
-    from medsci.io.atomic import write_json_atomic, write_text_atomic
+    from medsci.io.atomic import write_json_atomic
     from medsci.mri.cases import MODALITIES
-    from medsci.evaluation.tables import write_rows_csv
+    from medsci.evaluation.tables import write_tables
     from medsci.tasks.synthesis.baselines import LinearRegressionBaseline
     from medsci.tasks.synthesis.data import load_case, load_training_cases
 
@@ -255,8 +238,6 @@ def evaluate_heldout(data, train_cases: list[str], cases: list[str], samples, ou
         rows = [{**dict.fromkeys(columns, ""), **r} for r in rows + dice_rows]
     # Written only now that every case was scored: a failed evaluation leaves no partial results behind.
     write_json_atomic(out / "regression_baseline.json", regression.to_dict())
-    write_rows_csv(out / "metrics.csv", rows)
-    write_json_atomic(out / "summary.json", summary)
     table = markdown_table(summary["metrics"], "brain")
     sections = [f"# MRI synthesis, held-out cases ({len(cases)})\n\n{table}\n"]
     tumour = summary["metrics"]["all"].get("model", {}).get("tumour")
@@ -269,5 +250,5 @@ def evaluate_heldout(data, train_cases: list[str], cases: list[str], samples, ou
 
         sections.append(dice_markdown(summary["segmentation"]["metrics"], list(targets),
                                       len({r["case"] for r in dice_rows})))
-    write_text_atomic(out / "summary.md", "".join(sections) + curve_text)
+    write_tables(out, rows, summary, [*sections, curve_text])
     return table
