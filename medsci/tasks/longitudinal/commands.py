@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from medsci.commands.args import (add_command, add_common_args, add_demo_data, write_demo, add_sampler_args,
-                                  check_outputs, check_steps_fit, device_name, finite_float, sampler_overrides,
-                                  setup_torch, spacing_mm, thread_count)
+from medsci.commands.args import (add_command, add_common_args, add_demo_data, add_sampler_args, check_outputs,
+                                  check_steps_fit, device_name, finite_float, sampler_overrides, setup_torch,
+                                  spacing_mm, thread_count, write_demo)
 from medsci.errors import InputError, MedsciError
 from medsci.generator import add_evaluate, add_sample, add_train
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medsci.commands.args import (add_command, add_demo_data, write_demo, add_sampler_args, bounded_float, bounded_int,
+from medsci.commands.args import (add_command, add_demo_data, add_sampler_args, bounded_float, bounded_int,
                                   check_outputs, check_steps_fit, device_name, non_negative_int, sampler_overrides,
-                                  setup_torch, spacing_mm, thread_count)
+                                  setup_torch, spacing_mm, thread_count, write_demo)
 from medsci.errors import InputError
 from medsci.generator import add_evaluate, add_sample, add_train
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from medsci.commands.args import (add_command, add_demo_data, write_demo, bounded_int, check_outputs, check_steps_fit,
-                                  fraction, non_negative_int, positive_int, setup_torch)
+from medsci.commands.args import (add_command, add_demo_data, bounded_int, check_outputs, check_steps_fit, fraction,
+                                  non_negative_int, positive_int, setup_torch, write_demo)
 
 from medsci.errors import MedsciError
 from medsci.generator import add_train

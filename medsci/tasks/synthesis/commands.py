@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from medsci.commands.args import (add_command, add_common_args, add_demo_data, write_demo, add_sampler_args,
-                                  check_outputs, check_steps_fit, count_of, sampler_overrides, setup_torch, spacing_mm,
-                                  thread_count)
+from medsci.commands.args import (add_command, add_common_args, add_demo_data, add_sampler_args, check_outputs,
+                                  check_steps_fit, count_of, sampler_overrides, setup_torch, spacing_mm, thread_count,
+                                  write_demo)
 from medsci.errors import MedsciError
 from medsci.generator import add_train
 from medsci.tasks.synthesis.preprocess_cli import register_preprocess, register_summarize  # noqa: F401  (verb hooks)
