@@ -7,6 +7,7 @@ not a silent default), lists become tuples where the field is a tuple, nested se
 from __future__ import annotations
 
 import dataclasses
+import sys
 import typing
 from typing import Any, TypeVar
 
@@ -15,8 +16,28 @@ from medsci.errors import ConfigError
 T = TypeVar("T", bound="ConfigSection")
 
 
+def preset(section: type, **values):
+    """A field defaulting to ``section(**values)``: a generator's own defaults of a shared section."""
+    return dataclasses.field(default_factory=lambda: section(**values))
+
+
 @dataclasses.dataclass
 class ConfigSection:
+    def __init_subclass__(cls, **kwargs):
+        # A field typed as a section and given no default defaults to that section's defaults, so a generator's
+        # config lists its sections as `data: SeismicDataConfig` (runs before @dataclass reads the fields).
+        super().__init_subclass__(**kwargs)
+        names = vars(sys.modules[cls.__module__])
+        for name, hint in vars(cls).get("__annotations__", {}).items():
+            if name in vars(cls):
+                continue
+            try:
+                kind = eval(hint, names) if isinstance(hint, str) else hint
+            except Exception:  # a hint this module cannot resolve yet: not a section
+                continue
+            if isinstance(kind, type) and issubclass(kind, ConfigSection):
+                setattr(cls, name, dataclasses.field(default_factory=kind))
+
     @classmethod
     def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
         data = dict(data or {})

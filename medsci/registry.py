@@ -105,6 +105,27 @@ def register(task: Task) -> Task:
     return task
 
 
+def register_package(package: str, title: str, config: type, bench: dict[str, str] | None = None,
+                     default_bench: tuple[str, ...] | None = None, **overrides) -> Task:
+    """Register the generator of ``package`` (pass its ``__name__``) by the layout every generator follows:
+    the name is the package's last part; commands in ``<package>.commands``; the rule file ``<name>.smk``
+    beside the package's ``__init__.py`` if it is there (a plugin), else in the repository's ``workflows/``;
+    the schema fragment ``schema.yaml`` beside its config module; ``bench`` ``{item: function name in
+    <package>.bench, or "module:function" for another module of the package}``, each run by ``medsci bench`` unless ``default_bench`` names fewer. ``overrides``: other
+    :class:`Task` fields."""
+    import sys
+
+    name = package.rsplit(".", 1)[-1]
+    beside = Path(sys.modules[package].__file__).with_name(f"{name}.smk")
+    items = {item: f"{package}.{function}" if ":" in function else f"{package}.bench:{function}"
+             for item, function in (bench or {}).items()}
+    fields = dict(name=name, title=title, config=config, commands=f"{package}.commands",
+                  rules=str(beside) if beside.is_file() else f"{name}.smk",
+                  schema="schema.yaml", bench_items=items,
+                  default_bench=tuple(items) if default_bench is None else tuple(default_bench))
+    return register(Task(**{**fields, **overrides}))
+
+
 def unregister(name: str) -> None:
     """Remove a generator (tests)."""
     _TASKS.pop(name, None)

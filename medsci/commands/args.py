@@ -9,6 +9,7 @@ refuses output paths that lie inside an input or under an existing file, also be
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import re
 from pathlib import Path
@@ -21,6 +22,20 @@ MAX_COUNT = 100_000  # cases, samples, cubes... per command
 MAX_SIDE = 4096  # voxels or pixels along one axis
 MAX_VOXELS = 512 ** 3  # per volume: 0.5 GiB of float32; BraTS is 240 x 240 x 155 = 8.9 million
 MAX_SPACING_MM = 1000.0
+
+
+def add_command(subparsers, name: str, handler, common: bool = False, **kwargs) -> argparse.ArgumentParser:
+    """Sub-command ``name`` that runs ``handler``. Its ``--help`` comes from the handler's docstring: the first
+    paragraph is the one-line help in the command list, the rest the description (argparse reflows both).
+    ``common``: with the options of every config-driven command (:func:`add_common_args`)."""
+    paragraphs = inspect.cleandoc(handler.__doc__ or "").split("\n\n", 1)
+    kwargs.setdefault("help", " ".join(paragraphs[0].split()) or None)
+    kwargs.setdefault("description", " ".join(paragraphs[1].split()) if len(paragraphs) > 1 else None)
+    parser = subparsers.add_parser(name, **kwargs)
+    parser.set_defaults(handler=handler)
+    if common:
+        add_common_args(parser)
+    return parser
 
 
 def bounded_int(low: int, high: int, what: str = "an integer"):
@@ -110,6 +125,31 @@ def add_shape_arg(parser, flag: str, nargs: int = 3, **kwargs) -> None:
 def add_force_arg(parser) -> None:
     parser.add_argument("--force", action="store_true",
                         help="write into OUT even when it holds files demo-data did not write (they may be replaced)")
+
+
+def add_demo_data(tasks, name: str, handler, count: tuple[str, str, int], shape: list[int] | None = None,
+                  **shape_kw):
+    """``medsci demo-data <name>`` with the options every generator's demo data has: OUT, how many (``count``:
+    its flag, what it counts, the default), --seed, --shape (``shape``: the default; None: no --shape) and
+    --force."""
+    flag, what, default = count
+    p = add_command(tasks, name, handler)
+    p.add_argument("out", type=Path, metavar="OUT", help="output folder")
+    p.add_argument(flag, type=count_of(what), default=default, help=f"number of {what} (default {default})")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+    if shape is not None:
+        add_shape_arg(p, "--shape", default=shape, **shape_kw)
+    add_force_arg(p)
+    return p
+
+
+def write_demo(args, own: tuple[str, ...], what: str, write) -> int:
+    """The demo-data handler's frame: check OUT (``own``: see :func:`check_demo_output`), ``write()`` the files,
+    say how many ``what`` it wrote."""
+    check_demo_output(args.out, args.force, own=own)
+    written = write()
+    print(f"wrote {len(written)} {what} to {args.out}")
+    return 0
 
 
 def check_demo_output(out: str | Path, force: bool, own: tuple[str, ...]) -> None:

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 
 def register(subparsers) -> None:
-    from medsci.commands.args import device_name
+    from medsci.commands.args import add_command, device_name
 
-    p = subparsers.add_parser("bench", help="measure speed and memory (JSON)",
-                              description="The engine's Haar DWT+IDWT against a plain copy (224x224x160) and "
-                                          "every registered generator's items (preprocessing, training step, "
-                                          "sampling per volume or cube at its demo preset; with --full also the "
-                                          "full-size presets meant for GPU nodes). Each item runs in a fresh "
-                                          "process. --list shows the items.")
+    p = add_command(subparsers, "bench", run)
     p.add_argument("--items", nargs="+", help="subset to run (default: every item but the full-size ones)")
     p.add_argument("--full", action="store_true", help="every item, the full-size ones included (GPU node)")
     p.add_argument("--list", action="store_true", help="list the items and exit")
     p.add_argument("--device", type=device_name, default=None, help="auto | cpu | cuda")
     p.add_argument("--out", default="results/bench.json", help="JSON file to write")
-    p.set_defaults(handler=run)
 
 
 def run(args) -> int:
+    """measure speed and memory (JSON)
+
+    The engine's Haar DWT+IDWT against a plain copy (224x224x160) and every registered generator's items
+    (preprocessing, training step, sampling per volume or cube at its demo preset; with --full also the full-size
+    presets meant for GPU nodes). Each item runs in a fresh process. --list shows the items.
+    """
     import json
 
     from medsci import bench

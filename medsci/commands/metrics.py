@@ -12,16 +12,9 @@ GRID_TOLERANCE_MM = 1e-3
 
 
 def register(subparsers) -> None:
-    from medsci.commands.args import bounded_float
+    from medsci.commands.args import add_command, bounded_float
 
-    parser = subparsers.add_parser(
-        "metrics",
-        help="compare a predicted volume with its target (SSIM, PSNR, MSE, MAE) and print JSON",
-        description="Read two volumes of the same shape (and optionally a mask) and print SSIM (MONAI's formula, "
-                    "Gaussian window 11, sigma 1.5), PSNR, MSE and MAE as JSON; with --mask also "
-                    "mask_ssim, mask_psnr, mask_mse, mask_mae over the voxels where the mask is > 0. "
-                    "PSNR of identical volumes is Infinity; metrics of an empty mask are NaN.",
-    )
+    parser = add_command(subparsers, "metrics", run)
     parser.add_argument("--pred", type=Path, required=True, help="predicted volume (.nii, .nii.gz, .mha, .nrrd, ...)")
     parser.add_argument("--target", type=Path, required=True, help="reference volume, same shape as --pred")
     parser.add_argument("--mask", type=Path, default=None, help="optional mask volume; voxels > 0 are inside")
@@ -29,10 +22,15 @@ def register(subparsers) -> None:
         "--data-range", type=bounded_float(0.0, 1e12, "an intensity range", low_open=True), default=None,
         help="intensity range for SSIM/PSNR (default: target max - min)",
     )
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """compare a predicted volume with its target (SSIM, PSNR, MSE, MAE) and print JSON
+
+    Read two volumes of the same shape (and optionally a mask) and print SSIM (MONAI's formula, Gaussian window 11,
+    sigma 1.5), PSNR, MSE and MAE as JSON; with --mask also mask_ssim, mask_psnr, mask_mse, mask_mae over the voxels
+    where the mask is > 0. PSNR of identical volumes is Infinity; metrics of an empty mask are NaN.
+    """
     import numpy as np
 
     from medsci.errors import InputError

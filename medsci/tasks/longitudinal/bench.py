@@ -55,7 +55,8 @@ def bench_longitudinal_item(device: str | None = None, frames: tuple[int, ...] =
         if dev.type == "cuda":
             out["peak_memory_mb"][str(n)] = torch.cuda.max_memory_allocated(dev) / 2 ** 20
         if n == frames[-1]:
-            loaded = LoadedModel(model.eval(), ck, cfg.model.schedule, n, shape, cfg.sample, dev)
+            loaded = LoadedModel(model=model.eval(), config=ck, schedule=cfg.model.schedule, device=dev, max_frames=n,
+                                 shape=shape, sample=cfg.sample)
             p = predict(loaded, subject["frames"][:-1], subject["times"][:-1], float(subject["times"][-1]))
             out["sampling_seconds_per_frame"] = p.seconds
             out["network_evaluations_per_frame"] = p.network_evaluations

@@ -7,19 +7,15 @@ import json
 import sys
 from pathlib import Path
 
-from medsci.commands.args import (add_common_args, add_force_arg, add_sampler_args, add_shape_arg, check_demo_output,
-                                  check_outputs, check_steps_fit, count_of, device_name, finite_float,
-                                  non_negative_int, sampler_overrides, setup_torch, spacing_mm, thread_count)
+from medsci.commands.args import (add_command, add_common_args, add_demo_data, add_sampler_args, check_outputs,
+                                  check_steps_fit, device_name, finite_float, sampler_overrides, setup_torch,
+                                  spacing_mm, thread_count, write_demo)
 from medsci.errors import InputError, MedsciError
+from medsci.generator import add_evaluate, add_sample, add_train
 
 
 def register_commands(subparsers) -> None:
-    p = subparsers.add_parser(
-        "forecast", help="a subject's volume at a requested time from its earlier sessions",
-        description="Reads SUBJECT (sessions.tsv + one volume per session, or BIDS sub-*/ses-*), registers every "
-                    "session to the first, predicts the volume at --time (days, on the sessions.tsv clock; between "
-                    "sessions: from the earlier ones; after the last: extrapolated) and writes it on the first "
-                    "session's native grid, with OUT_std.nii.gz (the voxelwise std over --n-samples) and OUT.json.")
+    p = add_command(subparsers, "forecast", run_forecast)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--subject", required=True, type=Path)
     p.add_argument("--time", required=True, type=finite_float, nargs="+",
@@ -30,7 +26,6 @@ def register_commands(subparsers) -> None:
     p.add_argument("--allow-other-spacing", action="store_true",
                    help="forecast a subject scanned at a voxel size more than 10 %% away from the model's")
     add_sampler_args(p)
-    p.set_defaults(handler=run_forecast)
 
 # Measured on demo subjects scanned at 3 mm and resampled to a 4 mm model's grid: the model scored below copying the
 # last session (SSIM in the changed region 0.965 vs 0.969); the same subjects at 4 mm: 0.981 vs 0.967.
@@ -38,6 +33,13 @@ SPACING_TOLERANCE = 0.10
 
 
 def run_forecast(args) -> int:
+    """a subject's volume at a requested time from its earlier sessions
+
+    Reads SUBJECT (sessions.tsv + one volume per session, or BIDS sub-*/ses-*), registers every session to the
+    first, predicts the volume at --time (days, on the sessions.tsv clock; between sessions: from the earlier ones;
+    after the last: extrapolated) and writes it on the first session's native grid, with OUT_std.nii.gz (the
+    voxelwise std over --n-samples) and OUT.json.
+    """
     import numpy as np
     import torch
 
@@ -100,26 +102,20 @@ def run_forecast(args) -> int:
 
 
 def register_demo_data(tasks) -> None:
-    p = tasks.add_parser("longitudinal", help="synthetic subjects with timestamped, gappy brain MRI sequences",
-                         description="sub-XXX/ses-YY.nii.gz + sessions.tsv; ventricles enlarge, cortex thins, a "
-                                     "lesion grows or shrinks at per-subject rates; the same seed gives the same bytes.")
-    p.add_argument("out", type=Path, metavar="OUT")
-    p.add_argument("--subjects", type=count_of("subjects"), default=12)
-    p.add_argument("--seed", type=non_negative_int, default=0)
-    add_shape_arg(p, "--shape", default=[48, 56, 48])
+    p = add_demo_data(tasks, "longitudinal", run_demo_data, ("--subjects", "subjects", 12), [48, 56, 48])
     p.add_argument("--spacing", type=spacing_mm, nargs=3, default=[4.0, 4.0, 4.0])
-    add_force_arg(p)
-    p.set_defaults(handler=run_demo_data)
 
 
 def run_demo_data(args) -> int:
+    """synthetic subjects with timestamped, gappy brain MRI sequences
+
+    sub-XXX/ses-YY.nii.gz + sessions.tsv; ventricles enlarge, cortex thins, a lesion grows or shrinks at per-subject
+    rates; the same seed gives the same bytes.
+    """
     from medsci.tasks.longitudinal.demo import write_demo_subjects
 
-    check_demo_output(args.out, args.force, own=("sub-*",))
-    written = write_demo_subjects(args.out, n=args.subjects, seed=args.seed, shape=tuple(args.shape),
-                                  spacing=tuple(args.spacing))
-    print(f"wrote {len(written)} synthetic subjects to {args.out}")
-    return 0
+    return write_demo(args, ("sub-*",), "synthetic subjects", lambda: write_demo_subjects(
+        args.out, n=args.subjects, seed=args.seed, shape=tuple(args.shape), spacing=tuple(args.spacing)))
 
 
 def register_preprocess(tasks) -> None:
@@ -156,78 +152,24 @@ def run_preprocess(args) -> int:
     return 1 if failed else 0
 
 
+STAGES = "medsci.tasks.longitudinal.pipeline:STAGES"
+SUBJECT_FILES = "preprocessed subject files (.npz)"
+
+
 def register_train(tasks) -> None:
-    p = tasks.add_parser("longitudinal", help="train the longitudinal model")
-    add_common_args(p)
-    p.add_argument("--subjects", nargs="+", required=True, type=Path, help="preprocessed subject files (.npz)")
-    p.add_argument("--out", required=True)
-    p.set_defaults(handler=run_train)
-
-
-def run_train(args) -> int:
-    from medsci.config import load_config
-    from medsci.tasks.longitudinal.pipeline import train_longitudinal
-
-    check_outputs(args.out, [*args.subjects, args.config])
-    config = load_config(args.config)
-    device = setup_torch(args, config)
-    out = train_longitudinal(config.longitudinal, args.subjects, args.out, device, progress=not args.no_progress)
-    print(f"checkpoint: {out}")
-    return 0
+    p = add_train(tasks, "longitudinal", STAGES, "train the longitudinal model", inputs=lambda a: a.subjects)
+    p.add_argument("--subjects", nargs="+", required=True, type=Path, help=SUBJECT_FILES)
 
 
 def register_sample(tasks) -> None:
-    p = tasks.add_parser("longitudinal", help="predict held-out subjects' last session (model and baselines)")
-    add_common_args(p)
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--subjects", nargs="+", required=True, type=Path, help="preprocessed subject files (.npz)")
-    p.add_argument("--out", required=True, type=Path)
-    p.set_defaults(handler=run_sample)
-
-
-def run_sample(args) -> int:
-
-    from medsci.config import load_config
-    from medsci.io.atomic import safe_join, write_json_atomic
-    from medsci.preprocessing.store import write_npz
-    from medsci.tasks.longitudinal.evaluation import predict_subject
-    from medsci.tasks.longitudinal.pipeline import load_model
-    from medsci.tasks.longitudinal.preprocess import load_subject
-
-    check_outputs(args.out, [*args.subjects, args.checkpoint, args.config], named_after=args.subjects)
-    config = load_config(args.config)
-    cfg = config.longitudinal
-    device = setup_torch(args, config)
-    loaded = load_model(args.checkpoint, device, use_ema=cfg.sample.use_ema)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for path in args.subjects:
-        record = load_subject(path)
-        pred = predict_subject(loaded, record, cfg.evaluation, cfg.sample)
-        arrays, targets = {}, []
-        for target in pred["targets"]:
-            key = f"s{target['session']}_"
-            arrays[key + "truth"] = target["truth"]
-            arrays.update({f"{key}method_{k}": v for k, v in target["methods"].items()})
-            if target["std"] is not None:
-                arrays[key + "std"] = target["std"]
-            targets.append({k: target[k] for k in ("session", "horizon_days", "network_evaluations", "seconds")})
-        for i, fut in enumerate(pred.get("future", [])):
-            arrays[f"future_{i}"] = fut
-        write_npz(safe_join(args.out, path.name), arrays)
-        write_json_atomic(safe_join(args.out, path.with_suffix(".json").name),
-                          {"targets": targets, "forecast": pred["forecast"]})
-        print(f"{record['subject']}: sessions " + ", ".join(
-            f"{t['session']} ({t['horizon_days']:.0f} d)" for t in targets))
-    return 0
+    p = add_sample(tasks, "longitudinal", STAGES, "predict held-out subjects' last session (model and baselines)",
+                   inputs=lambda a: a.subjects)
+    p.add_argument("--subjects", nargs="+", required=True, type=Path, help=SUBJECT_FILES)
 
 
 def register_evaluate(tasks) -> None:
-    p = tasks.add_parser("longitudinal", help="score held-out predictions beside the baselines")
-    add_common_args(p)
-    p.add_argument("--subjects", nargs="+", required=True, type=Path, help="preprocessed subject files (.npz)")
-    p.add_argument("--predictions", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
-    p.set_defaults(handler=run_evaluate)
+    p = add_evaluate(tasks, "longitudinal", run_evaluate, "score held-out predictions beside the baselines")
+    p.add_argument("--subjects", nargs="+", required=True, type=Path, help=SUBJECT_FILES)
 
 
 def run_evaluate(args) -> int:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from medsci.config_section import ConfigSection
+from medsci.config_section import ConfigSection, preset
 from medsci.diffusion.config import SamplerConfig, ScheduleConfig, TrainConfig, UNetConfig
 from medsci.errors import ConfigError
 
@@ -20,7 +20,7 @@ class LongitudinalDemoConfig(ConfigSection):
 @dataclass
 class LongitudinalDataConfig(ConfigSection):
     raw_dir: str | None = None  # subjects (sub-*/ with sessions.tsv); null = demo subjects
-    demo: LongitudinalDemoConfig = field(default_factory=LongitudinalDemoConfig)
+    demo: LongitudinalDemoConfig
     heldout: int = 3  # the last N subjects (sorted by id) are never trained on
 
 
@@ -41,10 +41,9 @@ class LongitudinalPreprocessConfig(ConfigSection):
 
 @dataclass
 class LongitudinalModelConfig(ConfigSection):
-    unet: UNetConfig = field(default_factory=lambda: UNetConfig(channels=(16, 32, 64),
-                                                                attention_levels=(False, False, True),
-                                                                norm_num_groups=8, num_head_channels=16))
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    unet: UNetConfig = preset(UNetConfig, channels=(16, 32, 64), attention_levels=(False, False, True),
+                              norm_num_groups=8, num_head_channels=16)
+    schedule: ScheduleConfig
     domain: str = "haar"
     max_frames: int = 4  # context frames the transformer sees (the latest ones; older frames are left out)
     frame_patch: int = 8  # 3D patch of the frame embedding
@@ -73,11 +72,10 @@ class LongitudinalEvalConfig(ConfigSection):
 @dataclass
 class LongitudinalConfig(ConfigSection):
     enabled: bool = True
-    data: LongitudinalDataConfig = field(default_factory=LongitudinalDataConfig)
-    preprocess: LongitudinalPreprocessConfig = field(default_factory=LongitudinalPreprocessConfig)
-    model: LongitudinalModelConfig = field(default_factory=LongitudinalModelConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=1300, batch_size=2, lr=1e-3, warmup_steps=50, ema_decay=0.995, checkpoint_every=250,
-        condition_dropout={"context": 0.1}))
-    sample: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=10, n_samples=1))
-    evaluation: LongitudinalEvalConfig = field(default_factory=LongitudinalEvalConfig)
+    data: LongitudinalDataConfig
+    preprocess: LongitudinalPreprocessConfig
+    model: LongitudinalModelConfig
+    train: TrainConfig = preset(TrainConfig, steps=1300, batch_size=2, lr=1e-3, warmup_steps=50, ema_decay=0.995,
+                                checkpoint_every=250, condition_dropout={"context": 0.1})
+    sample: SamplerConfig = preset(SamplerConfig, steps=10, n_samples=1)
+    evaluation: LongitudinalEvalConfig

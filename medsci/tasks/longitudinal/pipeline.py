@@ -10,18 +10,19 @@ the last frame (x0 prediction of ``CHANGE_SCALE * (target - last)``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from medsci.diffusion.checkpoint import load_for_inference
-from medsci.diffusion.config import InferenceConfig, SamplerConfig, ScheduleConfig
+from medsci.diffusion.config import InferenceConfig, SamplerConfig
 from medsci.diffusion.device import default_device
 from medsci.diffusion.inference import generate
 from medsci.diffusion.networks import build_network, network_spec
 from medsci.diffusion.training import train
 from medsci.errors import InputError
+from medsci.generator import Generator, LoadedModel as EngineModel
 from medsci.tasks.longitudinal.config import LongitudinalConfig
 from medsci.tasks.longitudinal.data import (CHANGE_SCALE, CONDITION_CHANNELS, VECTOR_DIM, LongitudinalTrainingTask,
                                            model_inputs)
@@ -63,24 +64,50 @@ def train_longitudinal(cfg: LongitudinalConfig, subject_paths: list[Path], out_d
 
 
 @dataclass
-class LoadedModel:
-    model: torch.nn.Module
-    config: dict
-    schedule: ScheduleConfig
+class LoadedModel(EngineModel):
     max_frames: int
     shape: tuple[int, int, int]
     sample: SamplerConfig
-    device: torch.device
 
 
-def load_model(checkpoint: str | Path, device: str | None = "auto", use_ema: bool = True) -> LoadedModel:
-    def parse(ck: dict) -> tuple:
-        schedule = ScheduleConfig.from_dict(ck["schedule"], "schedule")
+class Longitudinal(Generator, name="longitudinal", checkpoint_task=TASK, loaded_model=LoadedModel):
+    def parse(self, ck: dict) -> dict:
         shape = tuple(int(s) for s in ck["preprocess"]["shape"])
-        return schedule, int(ck["max_frames"]), shape, SamplerConfig.from_dict(ck.get("sample"), "sample")
+        return {"shape": shape, "max_frames": int(ck["max_frames"]),
+                "sample": SamplerConfig.from_dict(ck.get("sample"), "sample")}
 
-    model, ck, parsed, dev = load_for_inference(checkpoint, TASK, build_network, parse, device, use_ema)
-    return LoadedModel(model, ck, *parsed, dev)
+    def train(self, section: LongitudinalConfig, args: Any, device, progress: bool = True) -> Path:
+        return train_longitudinal(section, args.subjects, args.out, device, progress=progress)
+
+    def sample(self, section: LongitudinalConfig, loaded: LoadedModel, args: Any) -> int:
+        """Held-out subjects' last sessions (model and baselines): <subject>.npz arrays + <subject>.json."""
+        from medsci.io.atomic import safe_join, write_json_atomic
+        from medsci.preprocessing.store import write_npz
+        from medsci.tasks.longitudinal.evaluation import predict_subject
+
+        for path in args.subjects:
+            record = load_subject(path)
+            pred = predict_subject(loaded, record, section.evaluation, section.sample)
+            arrays, targets = {}, []
+            for target in pred["targets"]:
+                key = f"s{target['session']}_"
+                arrays[key + "truth"] = target["truth"]
+                arrays.update({f"{key}method_{k}": v for k, v in target["methods"].items()})
+                if target["std"] is not None:
+                    arrays[key + "std"] = target["std"]
+                targets.append({k: target[k] for k in ("session", "horizon_days", "network_evaluations", "seconds")})
+            for i, fut in enumerate(pred.get("future", [])):
+                arrays[f"future_{i}"] = fut
+            write_npz(safe_join(args.out, path.name), arrays)
+            write_json_atomic(safe_join(args.out, path.with_suffix(".json").name),
+                              {"targets": targets, "forecast": pred["forecast"]})
+            print(f"{record['subject']}: sessions " + ", ".join(
+                f"{t['session']} ({t['horizon_days']:.0f} d)" for t in targets))
+        return 0
+
+
+STAGES = Longitudinal()
+load_model = STAGES.load
 
 
 @dataclass

@@ -48,9 +48,10 @@ def bench_rotation_item(device: str | None = None, ct_shape: tuple[int, int, int
     ckcfg = checkpoint_config(cfg)
     model = build_network(ckcfg["model"]).to(dev).eval()
     geometry = DetectorGeometry(pixels=tuple(cfg.drr.pixels), spacing=tuple(cfg.drr.spacing))
-    loaded = LoadedModel(model, ckcfg, cfg.model.schedule, cfg.model.residual, cfg.model.first_guess,
-                         tuple(cfg.pairs.max_angle),
-                         tuple(cfg.drr.pixels), geometry, cfg.sample, dev)
+    loaded = LoadedModel(model=model, config=ckcfg, schedule=cfg.model.schedule, device=dev,
+                         residual=cfg.model.residual, first_guess=cfg.model.first_guess,
+                         max_angle=tuple(cfg.pairs.max_angle), pixels=tuple(cfg.drr.pixels), geometry=geometry,
+                         sample=cfg.sample)
     source = np.random.default_rng(0).random((1, *cfg.drr.pixels)).astype(np.float32)
     out["image"] = list(cfg.drr.pixels)
     out["parameters"] = sum(p.numel() for p in model.parameters())

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medsci.commands.args import (add_common_args, add_force_arg, add_sampler_args, add_shape_arg, bounded_float,
-                                  bounded_int, check_demo_output, check_outputs, check_steps_fit, count_of,
-                                  device_name, non_negative_int, sampler_overrides, setup_torch, spacing_mm,
-                                  thread_count)
+from medsci.commands.args import (add_command, add_demo_data, add_sampler_args, bounded_float, bounded_int,
+                                  check_outputs, check_steps_fit, device_name, non_negative_int, sampler_overrides,
+                                  setup_torch, spacing_mm, thread_count, write_demo)
 from medsci.errors import InputError
+from medsci.generator import add_evaluate, add_sample, add_train
 
 
 # Beyond the trained range `rotate` warns up to WARN_LIMIT x the range and refuses further out unless
@@ -36,13 +36,7 @@ def parse_angles(text) -> tuple[float, float, float]:
 
 
 def register_commands(subparsers) -> None:
-    p = subparsers.add_parser(
-        "rotate", help="a radiograph seen from a rotated viewpoint (PNG, DICOM CR/DX, NIfTI)",
-        description="Writes OUT in the input's format (PNG bit depth, DICOM derived image, NIfTI affine), marked "
-                    "as synthetic, plus OUT.json with the rotation, sampler, network evaluations and warnings. "
-                    "Angles (degrees) turn the patient about x (left-right, tilt), y (beam, in-plane) and z "
-                    "(head-foot, turn), applied x, then y, then z. The image is resampled to the model's "
-                    "detector grid and back.")
+    p = add_command(subparsers, "rotate", run_rotate)
     p.add_argument("--checkpoint", required=True, help="trained rotation model folder")
     p.add_argument("--input", required=True, type=Path, help="radiograph: .png, .dcm, .nii/.nii.gz")
     p.add_argument("--angles", required=True, nargs="+",
@@ -54,11 +48,8 @@ def register_commands(subparsers) -> None:
                    help="rotate up to 1.9x the trained angle range (otherwise refused beyond 1.5x; beyond the "
                         "range itself, a warning in the output's metadata)")
     add_sampler_args(p)
-    p.set_defaults(handler=run_rotate)
 
-    d = subparsers.add_parser("drr", help="render digitally reconstructed radiographs of a CT (HU)",
-                              description="Cone-beam PA DRR of a CT volume (NIfTI/MHA/NRRD/DICOM folder, HU) turned "
-                                          "by each rotation; one PNG (16-bit) or NIfTI per rotation.")
+    d = add_command(subparsers, "drr", run_drr)
     d.add_argument("--ct", required=True, type=Path)
     d.add_argument("--angles", action="extend", nargs="+", metavar="RX,RY,RZ",
                    help="one or more rotations in degrees, e.g. --angles 0,0,0 0,0,10 (default 0,0,0); the option "
@@ -72,10 +63,14 @@ def register_commands(subparsers) -> None:
     d.add_argument("--beer-lambert", action="store_true", help="write exp(-line integral) instead of the display")
     d.add_argument("--device", type=device_name, default="cpu")
     d.add_argument("--threads", type=thread_count)
-    d.set_defaults(handler=run_drr)
 
 
 def run_drr(args) -> int:
+    """render digitally reconstructed radiographs of a CT (HU)
+
+    Cone-beam PA DRR of a CT volume (NIfTI/MHA/NRRD/DICOM folder, HU) turned by each rotation; one PNG (16-bit) or
+    NIfTI per rotation.
+    """
     import numpy as np
 
     from medsci.io.atomic import safe_join
@@ -123,6 +118,13 @@ def run_drr(args) -> int:
 
 
 def run_rotate(args) -> int:
+    """a radiograph seen from a rotated viewpoint (PNG, DICOM CR/DX, NIfTI)
+
+    Writes OUT in the input's format (PNG bit depth, DICOM derived image, NIfTI affine), marked as synthetic, plus
+    OUT.json with the rotation, sampler, network evaluations and warnings. Angles (degrees) turn the patient about x
+    (left-right, tilt), y (beam, in-plane) and z (head-foot, turn), applied x, then y, then z. The image is
+    resampled to the model's detector grid and back.
+    """
     import numpy as np
     import torch
 
@@ -201,34 +203,24 @@ def _resize(image, shape):
 
 # ---------------------------------------------------------------------------------------------- workflow verbs
 def register_demo_data(tasks) -> None:
-    p = tasks.add_parser("rotation", help="synthetic chest CTs in HU (NIfTI)",
-                         description="Synthetic chest CTs (body, lungs, heart, liver, spine, ribs) in HU with an "
-                                     "affine; the same seed gives the same bytes.")
-    p.add_argument("out", type=Path, metavar="OUT")
-    p.add_argument("--cts", type=count_of("CTs"), default=10)
-    p.add_argument("--seed", type=non_negative_int, default=0)
-    add_shape_arg(p, "--shape", default=[64, 64, 64])
+    p = add_demo_data(tasks, "rotation", run_demo_data, ("--cts", "CTs", 10), [64, 64, 64])
     p.add_argument("--spacing", type=spacing_mm, nargs=3, default=[5.0, 5.0, 5.0])
-    add_force_arg(p)
-    p.set_defaults(handler=run_demo_data)
 
 
 def run_demo_data(args) -> int:
+    """synthetic chest CTs in HU (NIfTI)
+
+    Synthetic chest CTs (body, lungs, heart, liver, spine, ribs) in HU with an affine; the same seed gives the same
+    bytes.
+    """
     from medsci.tasks.rotation.demo import write_demo_cts
 
-    check_demo_output(args.out, args.force, own=("ct_*.nii.gz",))
-    written = write_demo_cts(args.out, n=args.cts, seed=args.seed, shape=tuple(args.shape),
-                             spacing=tuple(args.spacing))
-    print(f"wrote {len(written)} synthetic chest CTs to {args.out}")
-    return 0
+    return write_demo(args, ("ct_*.nii.gz",), "synthetic chest CTs", lambda: write_demo_cts(
+        args.out, n=args.cts, seed=args.seed, shape=tuple(args.shape), spacing=tuple(args.spacing)))
 
 
 def register_preprocess(tasks) -> None:
-    p = tasks.add_parser("rotation", help="render (source view, rotated view, rotation) pairs of CTs",
-                         description="One <ct>.npz per CT: its PA view and rotated views. Training CTs get "
-                                     "rotation.pairs.per_ct random rotations; with --evaluation, the evaluation "
-                                     "angles (every magnitude about each axis, and random combined rotations).")
-    add_common_args(p)
+    p = add_command(tasks, "rotation", run_preprocess, common=True)
     p.add_argument("--cts", nargs="+", required=True, type=Path, help="CT files (HU)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--evaluation", action="store_true")
@@ -236,10 +228,14 @@ def register_preprocess(tasks) -> None:
                    help="a refused CT gets a <ct>.npz that records why (exit 0), so a workflow's other CTs go on")
     p.add_argument("--index", type=non_negative_int, default=0,
                    help="position of the first CT in the data set: CT i draws its angles from (seed, i)")
-    p.set_defaults(handler=run_preprocess)
 
 
 def run_preprocess(args) -> int:
+    """render (source view, rotated view, rotation) pairs of CTs
+
+    One <ct>.npz per CT: its PA view and rotated views. Training CTs get rotation.pairs.per_ct random rotations;
+    with --evaluation, the evaluation angles (every magnitude about each axis, and random combined rotations).
+    """
     import numpy as np
 
     from medsci.config import load_config
@@ -287,70 +283,24 @@ def _ct_id(path: Path) -> str:
     return Path(path).stem
 
 
+STAGES = "medsci.tasks.rotation.pipeline:STAGES"
+
+
 def register_train(tasks) -> None:
-    p = tasks.add_parser("rotation", help="train the radiograph-rotation model")
-    add_common_args(p)
+    p = add_train(tasks, "rotation", STAGES, "train the radiograph-rotation model", inputs=lambda a: a.pairs)
     p.add_argument("--pairs", nargs="+", required=True, type=Path, help="training pair files (<ct>.npz)")
-    p.add_argument("--out", required=True, help="checkpoint folder (resumed if it holds a checkpoint)")
-    p.set_defaults(handler=run_train)
-
-
-def run_train(args) -> int:
-    from medsci.config import load_config
-    from medsci.tasks.rotation.pipeline import train_rotation
-
-    check_outputs(args.out, [*args.pairs, args.config])
-    config = load_config(args.config)
-    device = setup_torch(args, config)
-    out = train_rotation(config.rotation, args.pairs, args.out, device, progress=not args.no_progress)
-    print(f"checkpoint: {out}")
-    return 0
 
 
 def register_sample(tasks) -> None:
-    p = tasks.add_parser("rotation", help="rotate the held-out views with the model and the baselines")
-    add_common_args(p)
-    p.add_argument("--checkpoint", required=True)
+    p = add_sample(tasks, "rotation", STAGES, "rotate the held-out views with the model and the baselines",
+                   inputs=lambda a: a.pairs, out_help="folder of <ct>.npz predictions")
     p.add_argument("--pairs", nargs="+", required=True, type=Path, help="held-out pair files (--evaluation)")
-    p.add_argument("--out", required=True, type=Path, help="folder of <ct>.npz predictions")
-    p.set_defaults(handler=run_sample)
-
-
-def run_sample(args) -> int:
-    from medsci.config import load_config
-    from medsci.io.atomic import safe_join
-    from medsci.tasks.rotation.data import geometry_of, load_pairs
-    from medsci.tasks.rotation.evaluation import predict_heldout, save_predictions
-    from medsci.tasks.rotation.pipeline import load_model
-
-    check_outputs(args.out, [*args.pairs, args.checkpoint, args.config], named_after=args.pairs)
-    config = load_config(args.config)
-    cfg = config.rotation
-    device = setup_torch(args, config)
-    loaded = load_model(args.checkpoint, device, use_ema=cfg.sample.use_ema)
-    loaded.sample = cfg.sample
-    args.out.mkdir(parents=True, exist_ok=True)
-    from medsci.tasks.rotation.data import refusal_of, save_refusal
-
-    for path in args.pairs:
-        reason = refusal_of(path)
-        if reason is not None:  # refused at the pairs step: recorded, and the other CTs go on
-            save_refusal(safe_join(args.out, path.name), reason)
-            print(f"{path.stem}: refused earlier ({reason})")
-            continue
-        result = predict_heldout(loaded, load_pairs(path), cfg, geometry_of(cfg.drr))
-        save_predictions(safe_join(args.out, path.name), result)
-        print(f"{path.stem}: {result['nfe']} network evaluations")
-    return 0
 
 
 def register_evaluate(tasks) -> None:
-    p = tasks.add_parser("rotation", help="score held-out rotations beside the identity and the projective warp")
-    add_common_args(p)
+    p = add_evaluate(tasks, "rotation", run_evaluate,
+                     "score held-out rotations beside the identity and the projective warp")
     p.add_argument("--pairs", nargs="+", required=True, type=Path)
-    p.add_argument("--predictions", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
-    p.set_defaults(handler=run_evaluate)
 
 
 def run_evaluate(args) -> int:

@@ -12,18 +12,19 @@ exact for in-plane rotations), so an untrained network returns the warp.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from medsci.diffusion.checkpoint import load_for_inference
-from medsci.diffusion.config import InferenceConfig, SamplerConfig, ScheduleConfig
+from medsci.diffusion.config import InferenceConfig, SamplerConfig
 from medsci.diffusion.device import default_device
 from medsci.diffusion.inference import generate
 from medsci.diffusion.networks import build_network, network_spec
 from medsci.diffusion.training import train
 from medsci.errors import InputError
+from medsci.generator import Generator, LoadedModel as EngineModel
 from medsci.tasks.rotation.config import DRRConfig, RotationConfig
 from medsci.tasks.rotation.data import MODEL_SCALE, RotationTrainingTask, geometry_of, load_pairs, model_inputs
 from medsci.tasks.rotation.drr import DetectorGeometry
@@ -74,22 +75,17 @@ def train_rotation(cfg: RotationConfig, pair_paths: list[Path], out_dir: str | P
 
 
 @dataclass
-class LoadedModel:
-    model: torch.nn.Module
-    config: dict
-    schedule: ScheduleConfig
+class LoadedModel(EngineModel):
     residual: bool
     first_guess: str
     max_angle: tuple[float, float, float]
     pixels: tuple[int, int]
     geometry: DetectorGeometry
     sample: SamplerConfig
-    device: torch.device
 
 
-def load_model(checkpoint: str | Path, device: str | None = "auto", use_ema: bool = True) -> LoadedModel:
-    def parse(ck: dict) -> tuple:
-        schedule = ScheduleConfig.from_dict(ck["schedule"], "schedule")
+class Rotation(Generator, name="rotation", checkpoint_task=TASK, loaded_model=LoadedModel):
+    def parse(self, ck: dict) -> dict:
         geometry = geometry_of(DRRConfig.from_dict(ck["drr"], "drr"))
         max_angle = tuple(float(a) for a in ck["max_angle"])
         if len(max_angle) != 3:
@@ -99,10 +95,33 @@ def load_model(checkpoint: str | Path, device: str | None = "auto", use_ema: boo
         channels = 2 if first_guess == "warp" else 1
         if ck["model"]["condition_channels"] != channels:
             raise ValueError(f"first_guess {first_guess!r} does not fit the network's condition channels")
-        return schedule, bool(ck["residual"]), first_guess, max_angle, geometry.pixels, geometry, sampler
+        return {"residual": bool(ck["residual"]), "first_guess": first_guess, "max_angle": max_angle,
+                "pixels": geometry.pixels, "geometry": geometry, "sample": sampler}
 
-    model, ck, parsed, dev = load_for_inference(checkpoint, TASK, build_network, parse, device, use_ema)
-    return LoadedModel(model, ck, *parsed, dev)
+    def train(self, section: RotationConfig, args: Any, device, progress: bool = True) -> Path:
+        return train_rotation(section, args.pairs, args.out, device, progress=progress)
+
+    def sample(self, section: RotationConfig, loaded: LoadedModel, args: Any) -> int:
+        """Held-out views rotated by the model and the baselines: one <ct>.npz each (a refused CT: its reason)."""
+        from medsci.io.atomic import safe_join
+        from medsci.tasks.rotation.data import refusal_of, save_refusal
+        from medsci.tasks.rotation.evaluation import predict_heldout, save_predictions
+
+        loaded.sample = section.sample
+        for path in args.pairs:
+            reason = refusal_of(path)
+            if reason is not None:  # refused at the pairs step: recorded, and the other CTs go on
+                save_refusal(safe_join(args.out, path.name), reason)
+                print(f"{path.stem}: refused earlier ({reason})")
+                continue
+            result = predict_heldout(loaded, load_pairs(path), section, geometry_of(section.drr))
+            save_predictions(safe_join(args.out, path.name), result)
+            print(f"{path.stem}: {result['nfe']} network evaluations")
+        return 0
+
+
+STAGES = Rotation()
+load_model = STAGES.load
 
 
 @dataclass

@@ -49,9 +49,10 @@ def bench_seismic_item(device: str | None = None, steps: int = 3,
         if i:  # the first step warms up kernels and allocator
             times.append(time.perf_counter() - start)
     sampler = cfg.sample if sample_steps is None else replace(cfg.sample, steps=sample_steps, n_samples=1)
-    loaded = LoadedModel(model.eval(), ckcfg, cfg.model.schedule, tuple(cfg.model.patch), cfg.model.scale_percentile,
-                         cfg.model.scale_value, cfg.model.condition, cfg.model.residual, sampler,
-                         cfg.inference, dev)
+    loaded = LoadedModel(model=model.eval(), config=ckcfg, schedule=cfg.model.schedule, device=dev,
+                         patch=tuple(cfg.model.patch), scale_percentile=cfg.model.scale_percentile,
+                         scale_value=cfg.model.scale_value, condition=cfg.model.condition,
+                         residual=cfg.model.residual, sample=sampler, inference=cfg.inference)
     mask = random_traces(shape, 0.5, np.random.default_rng(0))
     rec = reconstruct(loaded, np.where(mask[..., None], cube, 0.0), mask)
     return {"device": str(dev), "cube": list(shape), "patch": list(cfg.model.patch),

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medsci.commands.args import (add_common_args, add_force_arg, add_shape_arg, bounded_int, check_demo_output,
-                                  check_outputs, check_steps_fit, count_of, fraction, non_negative_int,
-                                  positive_int, setup_torch)
+from medsci.commands.args import (add_command, add_demo_data, bounded_int, check_outputs, check_steps_fit, fraction,
+                                  non_negative_int, positive_int, setup_torch, write_demo)
 
-from medsci.errors import InputError, MedsciError
+from medsci.errors import MedsciError
+from medsci.generator import add_train
 from medsci.tasks.seismic.interpolate import limit_blas_threads
 
 # Method names in the tables; numpy and torch are imported inside the handlers (fast `medsci --help`).
@@ -24,20 +24,21 @@ def register_commands(subparsers) -> None:
     from medsci.tasks.seismic.interpolate import register_interpolate
 
     register_interpolate(subparsers)
-    p = subparsers.add_parser("split-survey", help="cut one SEG-Y survey into training and held-out blocks",
-                              description="Writes OUT/train.segy, OUT/heldout.segy (the survey's line numbers) and "
-                                          "OUT/split.json. The held-out block is the last FRACTION of the lines "
-                                          "along --axis, --gap lines away from the training block.")
+    p = add_command(subparsers, "split-survey", run_split_survey)
     p.add_argument("survey", help="SEG-Y file (3D post-stack, regular geometry)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--config", help="medsci config: split settings from seismic.data, patch checked from seismic.model")
     p.add_argument("--heldout", type=fraction, help="fraction of lines held out (default 0.3)")
     p.add_argument("--axis", choices=["inline", "crossline"], help="axis to cut along (default crossline)")
     p.add_argument("--gap", type=bounded_int(0, 10_000, "a line count"), help="lines left out between the blocks (default 2)")
-    p.set_defaults(handler=run_split_survey)
 
 
 def run_split_survey(args) -> int:
+    """cut one SEG-Y survey into training and held-out blocks
+
+    Writes OUT/train.segy, OUT/heldout.segy (the survey's line numbers) and OUT/split.json. The held-out block is
+    the last FRACTION of the lines along --axis, --gap lines away from the training block.
+    """
     from medsci.tasks.seismic.config import SeismicConfig
     from medsci.tasks.seismic.data import load_cube
     from medsci.tasks.seismic.survey import split_survey
@@ -62,35 +63,21 @@ def run_split_survey(args) -> int:
 
 # ---------------------------------------------------------------------------------------------- demo-data
 def register_demo_data(tasks) -> None:
-    p = tasks.add_parser("seismic", help="synthetic post-stack seismic cubes (SEG-Y)",
-                         description="Synthetic seismic cubes for the trace-interpolation task; the same seed "
-                                     "gives the same bytes.")
-    p.add_argument("out", type=Path, metavar="OUT", help="output folder")
-    p.add_argument("--cubes", type=count_of("cubes"), default=8, help="number of cubes (default 8)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
-    add_shape_arg(p, "--shape", default=[32, 32, 128], metavar=("IL", "XL", "T"),
+    add_demo_data(tasks, "seismic", run_demo_data, ("--cubes", "cubes", 8), [32, 32, 128], metavar=("IL", "XL", "T"),
                   help="inlines, crosslines, time samples (default 32 32 128)")
-    add_force_arg(p)
-    p.set_defaults(handler=run_demo_data)
 
 
 def run_demo_data(args) -> int:
+    """synthetic post-stack seismic cubes (SEG-Y)
+
+    Synthetic seismic cubes for the trace-interpolation task; the same seed gives the same bytes.
+    """
     from medsci.tasks.seismic.demo import write_seismic_dataset
 
-    check_demo_output(args.out, args.force, own=("cube_*.segy", "dataset.json"))
-    written = write_seismic_dataset(args.out, cubes=args.cubes, seed=args.seed, shape=tuple(args.shape))
-    print(f"wrote {len(written)} synthetic seismic cubes to {args.out}")
-    return 0
+    return write_demo(args, ("cube_*.segy", "dataset.json"), "synthetic seismic cubes", lambda: write_seismic_dataset(
+        args.out, cubes=args.cubes, seed=args.seed, shape=tuple(args.shape)))
 
 
-def _cube_paths(data: str, cube_ids: list[str]) -> list[Path]:
-    from medsci.tasks.seismic.data import cube_files
-
-    files = cube_files(data)
-    missing = [c for c in cube_ids if c not in files]
-    if missing:
-        raise InputError(f"no cube file for {missing}", data)
-    return [files[c] for c in cube_ids]
 
 
 def mask_file(folder: str | Path, cube_id: str, pattern: str) -> Path:
@@ -112,40 +99,20 @@ def _save_npy(path: Path, array) -> None:
 
 # ---------------------------------------------------------------------------------------------- train
 def register_train(tasks) -> None:
-    p = tasks.add_parser("seismic", help="train the seismic trace-interpolation model")
-    add_common_args(p)
+    p = add_train(tasks, "seismic", "medsci.tasks.seismic.pipeline:STAGES",
+                  "train the seismic trace-interpolation model", inputs=_train_inputs)
     p.add_argument("--data", required=True, help="folder of complete cubes (.segy/.sgy/.npy)")
     p.add_argument("--cubes", nargs="+", required=True, help="training cube ids (file stems)")
-    p.add_argument("--out", required=True, help="checkpoint folder (resumed if it holds a checkpoint)")
-    p.set_defaults(handler=run_train)
 
 
-def run_train(args) -> int:
-    limit_blas_threads()
-    from medsci.config import load_config
-    from medsci.tasks.seismic.pipeline import train_seismic
-
-    check_outputs(args.out, [args.data, args.config])
-    config = load_config(args.config)
-    device = setup_torch(args, config)
-    out = train_seismic(config.seismic, _cube_paths(args.data, args.cubes), args.out, device,
-                        progress=not args.no_progress)
-    print(f"checkpoint: {out}")
-    return 0
+def _train_inputs(args) -> list:
+    limit_blas_threads()  # first: before numpy is imported
+    return [args.data]
 
 
 # ---------------------------------------------------------------------------------------------- sample
 def register_sample(tasks) -> None:
-    p = tasks.add_parser(
-        "seismic",
-        help="held-out masks and reconstructions of seismic cubes",
-        description="Three modes for the held-out evaluation: --make-masks writes <cube>-<pattern>.npy for "
-                    "every evaluation pattern of the config; with --checkpoint, each of --cubes is reconstructed "
-                    "for every pattern, with and without input guidance; --benchmark instead runs the "
-                    "config's [steps, jumps] list on the `random` pattern and writes <cube>-benchmark.json. "
-                    "For a single survey use `medsci interpolate`.",
-    )
-    add_common_args(p)
+    p = add_command(tasks, "seismic", run_sample, common=True)
     p.add_argument("--data", required=True, help="folder of complete cubes")
     p.add_argument("--cubes", nargs="+", required=True, help="cube ids")
     p.add_argument("--out", required=True, help="output folder")
@@ -155,17 +122,25 @@ def register_sample(tasks) -> None:
     p.add_argument("--benchmark", action="store_true", help="network evaluations / time / SNR benchmark")
     p.add_argument("--steps", type=positive_int, help="DDIM steps (default: config)")
     p.add_argument("--seed", type=non_negative_int)
-    p.set_defaults(handler=run_sample)
 
 
 def run_sample(args) -> int:
+    """held-out masks and reconstructions of seismic cubes
+
+    Three modes for the held-out evaluation: --make-masks writes <cube>-<pattern>.npy for every evaluation pattern
+    of the config; with --checkpoint, each of --cubes is reconstructed for every pattern, with and without input
+    guidance; --benchmark instead runs the config's [steps, jumps] list on the `random` pattern and writes
+    <cube>-benchmark.json. For a single survey use `medsci interpolate`.
+    """
     limit_blas_threads()
     from medsci.config import load_config
 
     check_outputs(args.out, [args.data, args.masks, args.checkpoint, args.config])
     config = load_config(args.config)
     cfg = config.seismic
-    paths = _cube_paths(args.data, args.cubes)
+    from medsci.tasks.seismic.data import cube_paths
+
+    paths = cube_paths(args.data, args.cubes)
     if args.make_masks:
         return _make_masks(cfg, args.cubes, paths, args.out)
     if not (args.checkpoint and args.masks):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from medsci.config_section import ConfigSection
+from medsci.config_section import ConfigSection, preset
 from medsci.diffusion.config import InferenceConfig, SamplerConfig, ScheduleConfig, TrainConfig, UNetConfig
 from medsci.errors import ConfigError
 from medsci.tasks.seismic.masks import PATTERNS
@@ -25,7 +25,7 @@ class SeismicDemoConfig(ConfigSection):
 class SeismicDataConfig(ConfigSection):
     # Either a folder of complete post-stack cubes (*.segy, *.sgy, *.npy) or generated demo cubes.
     raw_dir: str | None = None
-    demo: SeismicDemoConfig = field(default_factory=SeismicDemoConfig)
+    demo: SeismicDemoConfig
     heldout: int = 2  # the last N cubes (sorted by id) are never trained on
     iline_byte: int = 189
     xline_byte: int = 193
@@ -50,9 +50,8 @@ class SeismicDataConfig(ConfigSection):
 @dataclass
 class SeismicModelConfig(ConfigSection):
     # Small on purpose: on 2 CPU cores more training steps beat more width (measured, see configs/demo.yaml).
-    unet: UNetConfig = field(default_factory=lambda: UNetConfig(channels=(8, 16, 32), norm_num_groups=8,
-                                                                num_head_channels=8))
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    unet: UNetConfig = preset(UNetConfig, channels=(8, 16, 32), norm_num_groups=8, num_head_channels=8)
+    schedule: ScheduleConfig
     patch: tuple[int, int, int] = (16, 16, 64)  # (il, xl, t) training patch = sliding window at inference
     scale_percentile: float = 99.0  # robust amplitude scale: this percentile of |observed samples| ...
     scale_value: float = 2.5  # ... becomes this value in model space (about unit variance for seismic)
@@ -152,13 +151,12 @@ class SeismicEvalConfig(ConfigSection):
 @dataclass
 class SeismicConfig(ConfigSection):
     enabled: bool = True
-    data: SeismicDataConfig = field(default_factory=SeismicDataConfig)
-    model: SeismicModelConfig = field(default_factory=SeismicModelConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1200, batch_size=4, lr=1e-3,
-                                                                   warmup_steps=20, ema_decay=0.995,
-                                                                   checkpoint_every=100))
+    data: SeismicDataConfig
+    model: SeismicModelConfig
+    train: TrainConfig = preset(TrainConfig, steps=1200, batch_size=4, lr=1e-3, warmup_steps=20, ema_decay=0.995,
+                                checkpoint_every=100)
     # The mean of 4 posterior samples of 5 DDIM steps: 20 evaluations per window, +0.3 dB over one sample.
-    sample: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=5, n_samples=4))
-    inference: SeismicInferenceConfig = field(default_factory=SeismicInferenceConfig)
-    evaluation: SeismicEvalConfig = field(default_factory=SeismicEvalConfig)
+    sample: SamplerConfig = preset(SamplerConfig, steps=5, n_samples=4)
+    inference: SeismicInferenceConfig
+    evaluation: SeismicEvalConfig
 

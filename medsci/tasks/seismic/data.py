@@ -32,6 +32,15 @@ def cube_files(folder: str | Path) -> dict[str, Path]:
     return dict(sorted(files.items()))
 
 
+def cube_paths(folder: str | Path, cube_ids: list[str]) -> list[Path]:
+    """The files of ``cube_ids`` in ``folder``, in that order; a missing one is refused."""
+    files = cube_files(folder)
+    missing = [c for c in cube_ids if c not in files]
+    if missing:
+        raise InputError(f"no cube file for {missing}", folder)
+    return [files[c] for c in cube_ids]
+
+
 def find_cube(folder: str | Path, cube_id: str) -> Path:
     files = cube_files(folder)
     if cube_id not in files:

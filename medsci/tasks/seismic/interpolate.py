@@ -26,16 +26,11 @@ def limit_blas_threads() -> None:
 
 
 def register_interpolate(subparsers) -> None:
-    from medsci.commands.args import (bounded_float, bounded_int, device_name, non_negative_float,
+    from medsci.commands.args import (add_command, bounded_float, bounded_int, device_name, non_negative_float,
                                       non_negative_int, positive_int, thread_count)
 
     header_byte = bounded_int(1, 237, "a trace-header byte")  # a 4-byte word inside the 240-byte header
-    p = subparsers.add_parser(
-        "interpolate",
-        help="fill missing traces of a seismic survey with a trained model",
-        description="Reconstruct the missing traces of a 3D post-stack cube (SEG-Y or .npy) with a trained "
-                    "seismic model: patch-wise diffusion sampling with input guidance and Gaussian blending.",
-    )
+    p = add_command(subparsers, "interpolate", run)
     p.add_argument("--checkpoint", required=True, help="model folder from `medsci train seismic`")
     p.add_argument("--input", required=True, help="survey: .segy/.sgy (regular inline/crossline grid) or .npy")
     p.add_argument("--output", required=True, help=".segy/.sgy (headers from --input) or .npy")
@@ -57,7 +52,6 @@ def register_interpolate(subparsers) -> None:
     p.add_argument("--device", type=device_name, default=None, help="auto | cpu | cuda")
     p.add_argument("--threads", type=thread_count, help="CPU threads for torch")
     p.add_argument("--progress", action="store_true", help="progress bar over the sliding windows")
-    p.set_defaults(handler=run)
 
 
 def _check_output(args, inp: Path, out: Path) -> None:
@@ -75,6 +69,11 @@ def _check_output(args, inp: Path, out: Path) -> None:
 
 
 def run(args) -> int:
+    """fill missing traces of a seismic survey with a trained model
+
+    Reconstruct the missing traces of a 3D post-stack cube (SEG-Y or .npy) with a trained seismic model: patch-wise
+    diffusion sampling with input guidance and Gaussian blending.
+    """
     limit_blas_threads()  # before numpy/scipy load OpenBLAS
 
     import numpy as np

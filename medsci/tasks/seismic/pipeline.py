@@ -15,19 +15,20 @@ every observed sample is copied from the input unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from medsci.diffusion.checkpoint import load_for_inference
 from medsci.diffusion.conditioning import Conditions
-from medsci.diffusion.config import SamplerConfig, ScheduleConfig
+from medsci.diffusion.config import SamplerConfig
 from medsci.diffusion.device import default_device
 from medsci.diffusion.inference import generate, sampler_with
 from medsci.diffusion.networks import build_network, network_spec
 from medsci.diffusion.training import train
 from medsci.errors import InputError
+from medsci.generator import Generator, LoadedModel as EngineModel
 from medsci.tasks.seismic.conditioning import (
     CONDITIONS,
     condition_channels,
@@ -38,7 +39,7 @@ from medsci.tasks.seismic.conditioning import (
     robust_scale,
 )
 from medsci.tasks.seismic.config import SeismicConfig, SeismicInferenceConfig
-from medsci.tasks.seismic.data import SeismicTrainingTask, load_training_cubes
+from medsci.tasks.seismic.data import SeismicTrainingTask, cube_paths, load_training_cubes
 from medsci.tasks.seismic.masks import check_mask
 
 TASK = "seismic-interpolation"
@@ -80,10 +81,7 @@ def train_seismic(cfg: SeismicConfig, cube_paths: list[Path], out_dir: str | Pat
 
 
 @dataclass
-class LoadedModel:
-    model: torch.nn.Module
-    config: dict
-    schedule: ScheduleConfig
+class LoadedModel(EngineModel):
     patch: tuple[int, int, int]
     scale_percentile: float
     scale_value: float
@@ -91,12 +89,10 @@ class LoadedModel:
     residual: bool
     sample: SamplerConfig  # defaults stored at training time
     inference: SeismicInferenceConfig
-    device: torch.device
 
 
-def load_model(checkpoint: str | Path, device: str | None = "auto", use_ema: bool = True) -> LoadedModel:
-    def parse(ckcfg: dict) -> tuple:
-        schedule = ScheduleConfig.from_dict(ckcfg["schedule"], "schedule")
+class Seismic(Generator, name="seismic", checkpoint_task=TASK, loaded_model=LoadedModel):
+    def parse(self, ckcfg: dict) -> dict:
         patch = tuple(int(p) for p in ckcfg["patch"])
         scale_percentile = float(ckcfg["scale_percentile"])
         scale_value = float(ckcfg["scale_value"])
@@ -106,10 +102,15 @@ def load_model(checkpoint: str | Path, device: str | None = "auto", use_ema: boo
             raise ValueError(f"condition {condition!r} does not fit the network's input channels")
         sampler = SamplerConfig.from_dict(ckcfg.get("sample"), "sample")
         inference = SeismicInferenceConfig.from_dict(ckcfg.get("inference"), "inference")
-        return schedule, patch, scale_percentile, scale_value, condition, residual, sampler, inference
+        return {"patch": patch, "scale_percentile": scale_percentile, "scale_value": scale_value,
+                "condition": condition, "residual": residual, "sample": sampler, "inference": inference}
 
-    model, ckcfg, parsed, dev = load_for_inference(checkpoint, TASK, build_network, parse, device, use_ema)
-    return LoadedModel(model, ckcfg, *parsed, dev)
+    def train(self, section: SeismicConfig, args: Any, device, progress: bool = True) -> Path:
+        return train_seismic(section, cube_paths(args.data, args.cubes), args.out, device, progress=progress)
+
+
+STAGES = Seismic()
+load_model = STAGES.load
 
 
 @dataclass

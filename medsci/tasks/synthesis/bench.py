@@ -100,7 +100,8 @@ def bench_synthesis(preset: str | dict, device=None, steps: int = 3, sample_step
         torch.cuda.reset_peak_memory_stats(dev)
     else:
         out["train_peak_rss_mb"] = _peak_rss_mb()
-    loaded = LoadedModel(model.eval(), ckcfg, cfg.model.schedule, cfg.preprocess, dev, prior)
+    loaded = LoadedModel(model=model.eval(), config=ckcfg, schedule=cfg.model.schedule, device=dev,
+                         preprocess=cfg.preprocess, prior=prior)
     _sync(dev)
     result = synthesize(loaded, case, "t2f", cfg.sample)
     _sync(dev)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from medsci.commands.args import (add_common_args, add_force_arg, add_sampler_args, add_shape_arg, check_demo_output,
-                                  check_outputs, check_steps_fit, count_of, non_negative_int, sampler_overrides,
-                                  setup_torch, spacing_mm, thread_count)
+from medsci.commands.args import (add_command, add_common_args, add_demo_data, add_sampler_args, check_outputs,
+                                  check_steps_fit, count_of, sampler_overrides, setup_torch, spacing_mm, thread_count,
+                                  write_demo)
 from medsci.errors import MedsciError
+from medsci.generator import add_train
 from medsci.tasks.synthesis.preprocess_cli import register_preprocess, register_summarize  # noqa: F401  (verb hooks)
 
 
@@ -26,65 +27,36 @@ def register_commands(subparsers) -> None:
 
 # ---------------------------------------------------------------------------------------------- demo-data
 def register_demo_data(tasks) -> None:
-    p = tasks.add_parser(
-        "synthesis",
-        help="BraTS-like brain MRI (t1n, t1c, t2w, t2f + tumour labels)",
-        description="Synthetic skull-stripped brain MRI with glioma labels, in BraTS layout and geometry. "
-                    "The same seed gives the same bytes.",
-    )
-    p.add_argument("out", type=Path, metavar="OUT", help="output folder")
-    p.add_argument("--cases", type=count_of("cases"), default=16, help="number of cases (default 16)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
-    add_shape_arg(p, "--shape", default=[68, 76, 60], metavar=("X", "Y", "Z"),
-                  help="voxels per axis, NIfTI order (default 68 76 60; BraTS is 240 240 155)")
-    add_force_arg(p)
+    p = add_demo_data(tasks, "synthesis", run_demo_data, ("--cases", "cases", 16), [68, 76, 60],
+                      metavar=("X", "Y", "Z"), help="voxels per axis, NIfTI order (default 68 76 60; BraTS is 240 240 "
+                                                    "155)")
     p.add_argument("--spacing", type=spacing_mm, nargs=3, default=None, metavar=("SX", "SY", "SZ"),
                    help="voxel size in mm (default: the BraTS 240x240x155 mm field of view divided by the shape)")
-    p.set_defaults(handler=run_demo_data)
 
 
 def run_demo_data(args) -> int:
+    """BraTS-like brain MRI (t1n, t1c, t2w, t2f + tumour labels)
+
+    Synthetic skull-stripped brain MRI with glioma labels, in BraTS layout and geometry. The same seed gives the
+    same bytes.
+    """
     from medsci.tasks.synthesis.demo import write_brats_dataset
 
-    check_demo_output(args.out, args.force, own=("BraTS-DEMO-*", "dataset.json"))
-    cases = write_brats_dataset(args.out, cases=args.cases, seed=args.seed, shape=tuple(args.shape),
-                                spacing=args.spacing)
-    print(f"wrote {len(cases)} synthetic BraTS-like cases to {args.out}")
-    return 0
+    return write_demo(args, ("BraTS-DEMO-*", "dataset.json"), "synthetic BraTS-like cases", lambda: write_brats_dataset(
+        args.out, cases=args.cases, seed=args.seed, shape=tuple(args.shape), spacing=args.spacing))
 
 
 # ---------------------------------------------------------------------------------------------- train
 def register_train(tasks) -> None:
-    p = tasks.add_parser("synthesis", help="train the MRI modality-synthesis model")
-    add_common_args(p)
+    p = add_train(tasks, "synthesis", "medsci.tasks.synthesis.pipeline:STAGES",
+                  "train the MRI modality-synthesis model", inputs=lambda a: [a.data])
     p.add_argument("--data", required=True, help="folder of preprocessed cases (<case>.npz + .json)")
     p.add_argument("--cases", nargs="+", required=True, help="training case ids")
-    p.add_argument("--out", required=True, help="checkpoint folder (resumed if it holds a checkpoint)")
-    p.set_defaults(handler=run_train)
-
-
-def run_train(args) -> int:
-    from medsci.config import load_config
-
-    check_outputs(args.out, [args.data, args.config])
-    config = load_config(args.config)
-    from medsci.tasks.synthesis.pipeline import train_synthesis  # torch: only once the arguments are known good
-
-    device = setup_torch(args, config)
-    out = train_synthesis(config.synthesis, args.data, args.cases, args.out, device, progress=not args.no_progress)
-    print(f"checkpoint: {out}")
-    return 0
 
 
 # ---------------------------------------------------------------------------------------------- sample
 def register_sample(tasks) -> None:
-    p = tasks.add_parser(
-        "synthesis",
-        help="synthesise missing MRI contrasts",
-        description="Either --input: a folder of cases each missing one contrast (BraTS layout) -> one flat "
-                    "folder of <case>-<missing>.nii.gz on the input grid and affine (BraSyn format); or "
-                    "--data/--case: a preprocessed case and the --targets to synthesise (held-out evaluation).",
-    )
+    p = add_command(tasks, "synthesis", run_sample)
     add_common_args(p, config_required=False)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True, help="output folder")
@@ -97,10 +69,15 @@ def register_sample(tasks) -> None:
     p.add_argument("--steps-curve", type=count_of("steps"), nargs="+",
                    help="evaluation mode: sample at each of these step counts (1000 = DDPM reference) and "
                         "write brain SSIM/PSNR per count to <out>/<case>-curve.json instead of volumes")
-    p.set_defaults(handler=run_sample)
 
 
 def run_sample(args) -> int:
+    """synthesise missing MRI contrasts
+
+    Either --input: a folder of cases each missing one contrast (BraTS layout) -> one flat folder of
+    <case>-<missing>.nii.gz on the input grid and affine (BraSyn format); or --data/--case: a preprocessed case and
+    the --targets to synthesise (held-out evaluation).
+    """
     from medsci.config import load_config
 
     check_outputs(args.out, [args.input, args.data, args.checkpoint, args.config])
@@ -121,14 +98,9 @@ def run_sample(args) -> int:
                                            **({"use_ema": False} if args.raw_weights else {})})
     if args.input:
         return _sample_new_cases(args, loaded, sampler)
-    if args.steps_curve:
-        return _steps_curve(args, loaded, sampler)
-    return _sample_prepared(args, loaded, sampler)
-
-
-def _sample_prepared(args, loaded, sampler) -> int:
+    each = _steps_curve_case if args.steps_curve else _sample_prepared_case
     for case_id in args.case:
-        _sample_prepared_case(args, case_id, loaded, sampler)
+        each(args, case_id, loaded, sampler)
     return 0
 
 
@@ -159,12 +131,6 @@ def _sample_prepared_case(args, case_id, loaded, sampler) -> None:
         print(f"{stem}: {result.network_evaluations} network evaluations, {result.seconds:.1f} s")
     write_json_atomic(out / f"{case.case_id}-timing.json",
                       {"sampler": sampler.to_dict(), "device": str(loaded.device), "targets": timings})
-
-
-def _steps_curve(args, loaded, sampler) -> int:
-    for case_id in args.case:
-        _steps_curve_case(args, case_id, loaded, sampler)
-    return 0
 
 
 def _steps_curve_case(args, case_id, loaded, sampler) -> None:

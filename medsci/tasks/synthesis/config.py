@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from medsci.config_section import ConfigSection
+from medsci.config_section import ConfigSection, preset
 from medsci.diffusion.config import SamplerConfig, ScheduleConfig, TrainConfig, UNetConfig
 from medsci.errors import ConfigError
 from medsci.mri.cases import MODALITIES
@@ -25,14 +25,14 @@ class SynthesisDataConfig(ConfigSection):
     raw_dir: str | None = None
     layout: str = "brats"
     patterns: dict | None = None
-    demo: DemoDataConfig = field(default_factory=DemoDataConfig)
+    demo: DemoDataConfig
     heldout: int = 4  # the last N cases (sorted by id) are never seen in training
 
 
 @dataclass
 class SynthesisModelConfig(ConfigSection):
-    unet: UNetConfig = field(default_factory=lambda: UNetConfig(channels=(32, 64, 64)))
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    unet: UNetConfig = preset(UNetConfig, channels=(32, 64, 64))
+    schedule: ScheduleConfig
     # One model for any missing modality (target embedding) unless a single target is given here.
     targets: tuple[str, ...] = MODALITIES
     augment_flip: bool = True  # left-right flips in training
@@ -79,15 +79,15 @@ class BatchConfig(ConfigSection):
 @dataclass
 class SynthesisConfig(ConfigSection):
     enabled: bool = True
-    data: SynthesisDataConfig = field(default_factory=SynthesisDataConfig)
-    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    model: SynthesisModelConfig = field(default_factory=SynthesisModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    sample: SamplerConfig = field(default_factory=SamplerConfig)
-    evaluation: SynthesisEvalConfig = field(default_factory=SynthesisEvalConfig)
+    data: SynthesisDataConfig
+    preprocess: PreprocessConfig
+    model: SynthesisModelConfig
+    train: TrainConfig
+    sample: SamplerConfig
+    evaluation: SynthesisEvalConfig
     # The tumour segmenter of the downstream (BraSyn) test; see segmentation.py.
-    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
-    batch: BatchConfig = field(default_factory=BatchConfig)
+    segmentation: SegmentationConfig
+    batch: BatchConfig
 
     def __post_init__(self):
         # The UNet runs on the half-resolution Haar grid, which its levels must divide.

@@ -427,26 +427,26 @@ def export_model(run: str | Path, out: str | Path, evaluation: str | Path | None
 
 
 def register_export(subparsers) -> None:
-    p = subparsers.add_parser(
-        "export",
-        help="shareable synthesis model folder (weights, config, MODEL_CARD.md) from a training run",
-        description="Copy a synthesis training run's config.json and weights (EMA, and raw unless --ema-only) "
-                    "into OUT without the optimizer state, and write MODEL_CARD.md + model_card.json: the "
-                    "contrasts it synthesises, its training cases and preprocessing, network size, schedule, "
-                    "default sampler, held-out evaluation (RUN/../evaluation/summary.json or --evaluation), "
-                    "intended use and limitations, and the SHA-256 of every file. OUT loads and samples "
-                    "exactly like RUN.",
-    )
+    from medsci.commands.args import add_command
+
+    p = add_command(subparsers, "export", run_export)
     p.add_argument("run", type=Path, metavar="RUN", help="checkpoint folder of a training run")
     p.add_argument("out", type=Path, metavar="OUT", help="folder to create (outside RUN)")
     p.add_argument("--evaluation", type=Path, help="evaluation summary.json (or its folder) to quote in the card")
     p.add_argument("--name", help="model name in the card (default: the results name of the run)")
     p.add_argument("--ema-only", action="store_true", help="leave out the raw weights (model.safetensors)")
     p.add_argument("--force", action="store_true", help="replace a non-empty OUT")
-    p.set_defaults(handler=run_export)
 
 
 def run_export(args) -> int:
+    """shareable synthesis model folder (weights, config, MODEL_CARD.md) from a training run
+
+    Copy a synthesis training run's config.json and weights (EMA, and raw unless --ema-only) into OUT without the
+    optimizer state, and write MODEL_CARD.md + model_card.json: the contrasts it synthesises, its training cases and
+    preprocessing, network size, schedule, default sampler, held-out evaluation (RUN/../evaluation/summary.json or
+    --evaluation), intended use and limitations, and the SHA-256 of every file. OUT loads and samples exactly like
+    RUN.
+    """
     out = export_model(args.run, args.out, evaluation=args.evaluation, force=args.force, ema_only=args.ema_only,
                        name=args.name)
     card = json.loads((out / "model_card.json").read_text(encoding="utf-8"))

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from medsci.diffusion.checkpoint import load_for_inference
 from medsci.diffusion.conditioning import Conditions
-from medsci.diffusion.config import InferenceConfig, SamplerConfig, ScheduleConfig
+from medsci.diffusion.config import InferenceConfig, SamplerConfig
 from medsci.diffusion.device import default_device
 from medsci.diffusion.inference import generate, sampler_with
 from medsci.diffusion.networks import build_network, network_spec
 from medsci.diffusion.training import train
 from medsci.errors import ConfigError, InputError
+from medsci.generator import Generator, LoadedModel as EngineModel
 from medsci.mri.cases import MODALITIES
 from medsci.mri.preprocessing.stage import PreprocessConfig
 from medsci.tasks.synthesis.conditioning import (
@@ -97,26 +98,25 @@ def training_geometry(prep: PreprocessConfig, cases: list[PreparedCase], where) 
 
 
 @dataclass
-class LoadedModel:
-    model: torch.nn.Module
-    config: dict
-    schedule: ScheduleConfig
+class LoadedModel(EngineModel):
     preprocess: PreprocessConfig
-    device: torch.device
     prior: LinearRegressionBaseline | None = None  # the first guess the network refines, parsed once at load
 
 
-def load_model(checkpoint: str | Path, device: str | None = "auto", use_ema: bool = True) -> LoadedModel:
-    def parse(ckcfg: dict):
+class Synthesis(Generator, name="synthesis", checkpoint_task=TASK, loaded_model=LoadedModel):
+    def parse(self, ckcfg: dict) -> dict:
         prior = LinearRegressionBaseline.from_dict(ckcfg["prior"]) if "prior" in ckcfg else None
         prep = PreprocessConfig.from_dict(ckcfg["preprocess"])
         if prep.spacing is None and ckcfg.get("geometry"):  # trained on data sharing one, unresampled, spacing
             prep.spacing = tuple(ckcfg["geometry"]["spacing"])
-        return ScheduleConfig.from_dict(ckcfg["schedule"], "schedule"), prep, prior
+        return {"preprocess": prep, "prior": prior}
 
-    model, ckcfg, (schedule, prep, prior), dev = load_for_inference(checkpoint, TASK, build_network, parse,
-                                                                    device, use_ema)
-    return LoadedModel(model, ckcfg, schedule, prep, dev, prior)
+    def train(self, section: SynthesisConfig, args: Any, device, progress: bool = True) -> Path:
+        return train_synthesis(section, args.data, args.cases, args.out, device, progress=progress)
+
+
+STAGES = Synthesis()
+load_model = STAGES.load
 
 
 def sampler_for(config, loaded: LoadedModel, overrides: dict) -> SamplerConfig:

@@ -8,15 +8,9 @@ from pathlib import Path
 
 
 def register_preprocess(tasks) -> None:
-    from medsci.commands.args import add_shape_arg, bounded_float, bounded_int, finite_float, spacing_mm
+    from medsci.commands.args import add_command, add_shape_arg, bounded_float, bounded_int, finite_float, spacing_mm
 
-    p = tasks.add_parser(
-        "synthesis",
-        help="reorient, mask, normalise and crop multi-modal MRI cases to npz + JSON sidecars",
-        description="Preprocess one case folder (or, with --all, every case folder below --case-dir) into "
-                    "OUT/<case>.npz (image [4, X, Y, Z] in t1n,t1c,t2w,t2f order, mask, seg) and "
-                    "OUT/<case>.json (everything needed to map results back to the native grid).",
-    )
+    p = add_command(tasks, "synthesis", run_preprocess)
     p.add_argument("--case-dir", type=Path, required=True, help="a case folder, or a folder of cases with --all")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--all", action="store_true", help="--case-dir holds one sub-folder per case")
@@ -37,19 +31,14 @@ def register_preprocess(tasks) -> None:
     p.add_argument("--mask-threshold", type=finite_float, help="brain mask = voxels above this in any modality")
     p.add_argument("--max-missing", type=bounded_int(0, 3, "a number of modalities"), default=3,
                    help="refuse cases missing more modalities than this (default 3: at least one present)")
-    p.set_defaults(handler=run_preprocess)
 
 
 def register_summarize(subparsers) -> None:
-    s = subparsers.add_parser(
-        "summarize",
-        help="dataset summary of a folder of preprocessed cases (JSON)",
-        description="Count cases, collect per-modality intensity statistics inside the brain mask, shapes, "
-                    "available modalities and tumour voxel counts of a preprocessed folder.",
-    )
+    from medsci.commands.args import add_command
+
+    s = add_command(subparsers, "summarize", run_summarize)
     s.add_argument("preprocessed_dir", type=Path, help="folder written by medsci preprocess")
     s.add_argument("--out", type=Path, required=True, help="summary JSON to write")
-    s.set_defaults(handler=run_summarize)
 
 
 def parse_patterns(items: list[str]) -> dict[str, str]:
@@ -88,6 +77,12 @@ def build_config(args: argparse.Namespace):
 
 
 def run_preprocess(args: argparse.Namespace) -> int:
+    """reorient, mask, normalise and crop multi-modal MRI cases to npz + JSON sidecars
+
+    Preprocess one case folder (or, with --all, every case folder below --case-dir) into OUT/<case>.npz (image [4,
+    X, Y, Z] in t1n,t1c,t2w,t2f order, mask, seg) and OUT/<case>.json (everything needed to map results back to the
+    native grid).
+    """
     from medsci.commands.args import check_outputs
     from medsci.errors import InputError, MedsciError
     from medsci.mri.cases import check_case, discover_cases, load_case
@@ -133,6 +128,11 @@ def run_preprocess(args: argparse.Namespace) -> int:
 
 
 def run_summarize(args: argparse.Namespace) -> int:
+    """dataset summary of a folder of preprocessed cases (JSON)
+
+    Count cases, collect per-modality intensity statistics inside the brain mask, shapes, available modalities and
+    tumour voxel counts of a preprocessed folder.
+    """
     from medsci.commands.args import check_outputs
     from medsci.io.atomic import write_json_atomic
     from medsci.mri.preprocessing.stage import summarize_preprocessed

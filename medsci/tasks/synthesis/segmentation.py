@@ -429,22 +429,20 @@ def dice_markdown(summary: dict, targets: list[str], cases: int) -> str:
 # ---------------------------------------------------------------------------------------------- CLI
 def register_segmentation_commands(subparsers) -> None:
     """Top-level command ``medsci train-segmenter`` (hooked into the synthesis generator's register_commands)."""
-    from medsci.commands.args import add_common_args
+    from medsci.commands.args import add_command
 
-    p = subparsers.add_parser(
-        "train-segmenter",
-        help="train the tumour segmenter of the downstream (BraSyn) test of MRI synthesis",
-        description="A MONAI SegResNet (4 real contrasts -> WT/TC/ET sigmoid regions) trained on preprocessed "
-                    "cases, settings from synthesis.segmentation; writes model.safetensors + config.json.",
-    )
-    add_common_args(p)
+    p = add_command(subparsers, "train-segmenter", run_train_segmenter, common=True)
     p.add_argument("--data", required=True, help="folder of preprocessed cases (<case>.npz + .json)")
     p.add_argument("--cases", nargs="+", required=True, help="training case ids")
     p.add_argument("--out", required=True, help="segmenter folder")
-    p.set_defaults(handler=run_train_segmenter)
 
 
 def run_train_segmenter(args) -> int:
+    """train the tumour segmenter of the downstream (BraSyn) test of MRI synthesis
+
+    A MONAI SegResNet (4 real contrasts -> WT/TC/ET sigmoid regions) trained on preprocessed cases, settings from
+    synthesis.segmentation; writes model.safetensors + config.json.
+    """
     from medsci.commands.args import check_outputs
     from medsci.config import load_config
 

@@ -313,23 +313,23 @@ def _verify_against_inputs(root: Path, by_case: dict[str, list[tuple[str, str]]]
 
 # ---------------------------------------------------------------------------------------------- CLI
 def register_verify(subparsers) -> None:
-    p = subparsers.add_parser(
-        "verify-submission",
-        help="check a BraSyn submission folder (names, grid, values, manifest hashes) before uploading it",
-        description="Check a flat folder of <case>-<mod>.nii.gz volumes: file names, one file per case, no "
-                    "extra files, float and finite values that are not all zero, and the SHA-256 recorded in "
-                    "its manifest.json. With --input, also that every input case has exactly its missing "
-                    "contrast submitted, on its grid and affine, nonzero inside the head, and that the inputs "
-                    "are the ones the manifest recorded. Prints one line per problem, or 'OK: N cases'; "
-                    "exit status 0 only when there is no problem.",
-    )
+    from medsci.commands.args import add_command
+
+    p = add_command(subparsers, "verify-submission", run_verify)
     p.add_argument("out", type=Path, metavar="OUT", help="submission folder")
     p.add_argument("--input", type=Path, help="the input cases (BraTS layout: <root>/<case>/<case>-<mod>.nii.gz)")
     p.add_argument("--checkpoint", type=Path, help="model folder: check the manifest's checkpoint hashes too")
-    p.set_defaults(handler=run_verify)
 
 
 def run_verify(args) -> int:
+    """check a BraSyn submission folder (names, grid, values, manifest hashes) before uploading it
+
+    Check a flat folder of <case>-<mod>.nii.gz volumes: file names, one file per case, no extra files, float and
+    finite values that are not all zero, and the SHA-256 recorded in its manifest.json. With --input, also that
+    every input case has exactly its missing contrast submitted, on its grid and affine, nonzero inside the head,
+    and that the inputs are the ones the manifest recorded. Prints one line per problem, or 'OK: N cases'; exit
+    status 0 only when there is no problem.
+    """
     problems = verify_submission(args.out, input_dir=args.input, checkpoint=args.checkpoint)
     for line in problems:
         print(line)
