@@ -305,7 +305,8 @@ def test_guidance_needs_a_null_trained():
 
 
 def test_evaluation_scores_every_method_and_remap(trained, tmp_path):
-    from medsci.tasks.rotation.evaluation import evaluation_angles, predict_heldout, save_predictions
+    from medsci.tasks.rotation.evaluation import evaluation_angles, save_predictions
+    from medsci.tasks.rotation.pipeline import predict_heldout
     from medsci.tasks.rotation.pipeline import load_model
     from medsci.tasks.rotation.report import write_evaluation
 

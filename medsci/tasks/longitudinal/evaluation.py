@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from medsci.tasks.longitudinal.baselines import BASELINES
-
 METRICS = ("ssim", "psnr", "mae")
 
 
@@ -35,47 +33,6 @@ def target_sessions(n_sessions: int) -> list[int]:
     """Sessions scored in a held-out subject: every one with at least two earlier sessions (so that every baseline
     applies and horizons vary), or the last one of a two-session subject."""
     return list(range(2, n_sessions)) if n_sessions >= 3 else [n_sessions - 1]
-
-
-def predict_subject(loaded, record: dict, eval_cfg, sampler) -> dict:
-    """{"targets": [{"session", "truth", "methods": {name: volume}, "std", "horizon_days", ...}],
-    "forecast": [{horizon_days, mean_std}], "future": [volumes]} for one held-out subject.
-
-    Each target session is predicted from the sessions before it only. The forecast continues autoregressively
-    after the subject's last session (``forecast_sessions`` sessions at its median interval)."""
-    from dataclasses import replace
-
-    from medsci.tasks.longitudinal.pipeline import forecast, predict
-
-    frames, times = np.asarray(record["frames"], np.float32), np.asarray(record["times"], np.float64)
-    spacing = tuple(float(s) for s in np.abs(np.diag(record["grid_affine"])[:3]))
-    sampler = replace(sampler, n_samples=max(sampler.n_samples, eval_cfg.n_samples))
-    mask = brain_mask(frames[0])
-    targets = []
-    for k in target_sessions(len(times)):
-        context, ctx_times, t = frames[:k], times[:k], float(times[k])
-        pred = predict(loaded, context, ctx_times, t, sampler)
-        methods = {"model": pred.mean}
-        for name, fn in BASELINES.items():
-            kwargs = {"spacing": spacing} if name == "deformation" else {}
-            methods[name] = fn(list(context), list(ctx_times), t, **kwargs)
-        targets.append({"session": k, "truth": frames[k], "methods": methods, "std": pred.std,
-                        "horizon_days": t - float(ctx_times[-1]), "network_evaluations": pred.network_evaluations,
-                        "seconds": pred.seconds,
-                        "mean_std": float(pred.std[mask].mean()) if pred.std is not None else None})
-    last = targets[-1]
-    out = {"targets": targets, "forecast": [{"horizon_days": last["horizon_days"], "mean_std": last["mean_std"]}]}
-    if eval_cfg.forecast_sessions:
-        step = float(np.median(np.diff(times))) if len(times) > 1 else 365.0
-        t_last = float(times[-1])
-        future = [t_last + step * (i + 1) for i in range(eval_cfg.forecast_sessions)]
-        sessions = forecast(loaded, frames, times, future, sampler)
-        for ft, p in zip(future, sessions):
-            # horizon from the last acquired session before the target (the last context frame of the target)
-            out["forecast"].append({"horizon_days": ft - float(times[-2]),
-                                    "mean_std": float(p.std[mask].mean()) if p.std is not None else None})
-        out["future"] = [p.mean for p in sessions]
-    return out
 
 
 def score_subject(subject: str, predicted: dict, eval_cfg) -> list[dict]:

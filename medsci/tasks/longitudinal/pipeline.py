@@ -83,7 +83,6 @@ class Longitudinal(Generator, name="longitudinal", checkpoint_task=TASK, loaded_
         """Held-out subjects' last sessions (model and baselines): <subject>.npz arrays + <subject>.json."""
         from medsci.io.atomic import safe_join, write_json_atomic
         from medsci.preprocessing.store import write_npz
-        from medsci.tasks.longitudinal.evaluation import predict_subject
 
         for path in args.subjects:
             record = load_subject(path)
@@ -104,6 +103,48 @@ class Longitudinal(Generator, name="longitudinal", checkpoint_task=TASK, loaded_
             print(f"{record['subject']}: sessions " + ", ".join(
                 f"{t['session']} ({t['horizon_days']:.0f} d)" for t in targets))
         return 0
+
+
+def predict_subject(loaded, record: dict, eval_cfg, sampler) -> dict:
+    """{"targets": [{"session", "truth", "methods": {name: volume}, "std", "horizon_days", ...}],
+    "forecast": [{horizon_days, mean_std}], "future": [volumes]} for one held-out subject.
+
+    Each target session is predicted from the sessions before it only. The forecast continues autoregressively
+    after the subject's last session (``forecast_sessions`` sessions at its median interval)."""
+    from dataclasses import replace
+
+    from medsci.tasks.longitudinal.baselines import BASELINES
+    from medsci.tasks.longitudinal.evaluation import brain_mask, target_sessions
+
+    frames, times = np.asarray(record["frames"], np.float32), np.asarray(record["times"], np.float64)
+    spacing = tuple(float(s) for s in np.abs(np.diag(record["grid_affine"])[:3]))
+    sampler = replace(sampler, n_samples=max(sampler.n_samples, eval_cfg.n_samples))
+    mask = brain_mask(frames[0])
+    targets = []
+    for k in target_sessions(len(times)):
+        context, ctx_times, t = frames[:k], times[:k], float(times[k])
+        pred = predict(loaded, context, ctx_times, t, sampler)
+        methods = {"model": pred.mean}
+        for name, fn in BASELINES.items():
+            kwargs = {"spacing": spacing} if name == "deformation" else {}
+            methods[name] = fn(list(context), list(ctx_times), t, **kwargs)
+        targets.append({"session": k, "truth": frames[k], "methods": methods, "std": pred.std,
+                        "horizon_days": t - float(ctx_times[-1]), "network_evaluations": pred.network_evaluations,
+                        "seconds": pred.seconds,
+                        "mean_std": float(pred.std[mask].mean()) if pred.std is not None else None})
+    last = targets[-1]
+    out = {"targets": targets, "forecast": [{"horizon_days": last["horizon_days"], "mean_std": last["mean_std"]}]}
+    if eval_cfg.forecast_sessions:
+        step = float(np.median(np.diff(times))) if len(times) > 1 else 365.0
+        t_last = float(times[-1])
+        future = [t_last + step * (i + 1) for i in range(eval_cfg.forecast_sessions)]
+        sessions = forecast(loaded, frames, times, future, sampler)
+        for ft, p in zip(future, sessions):
+            # horizon from the last acquired session before the target (the last context frame of the target)
+            out["forecast"].append({"horizon_days": ft - float(times[-2]),
+                                    "mean_std": float(p.std[mask].mean()) if p.std is not None else None})
+        out["future"] = [p.mean for p in sessions]
+    return out
 
 
 STAGES = Longitudinal()

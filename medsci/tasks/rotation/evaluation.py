@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from medsci.tasks.rotation.baselines import BASELINES
 from medsci.tasks.rotation.config import AXES
 
 METRICS = ("ssim", "psnr", "mae")
@@ -59,27 +58,6 @@ def guidance_variants(sampler) -> dict:
             variants["model_full_guidance"] = replace(sampler, adaptive_guidance=None)
         variants["model_no_guidance"] = replace(sampler, guidance_scale=1.0, adaptive_guidance=None)
     return variants
-
-
-def predict_heldout(loaded, pairs, cfg, geometry) -> dict:
-    """{remap: {method: (K, H, W)}}, and network evaluations / seconds per model variant."""
-    from medsci.tasks.rotation.pipeline import rotate
-
-    out: dict = {"predictions": {}, "nfe": {}, "seconds": {}}
-    for remap in ("none", *cfg.evaluation.remaps):
-        f = REMAPS[remap]
-        src = f(pairs.source)
-        preds = {name: np.stack([fn(src, a, geometry) if name == "warp" else fn(src, a) for a in pairs.angles])
-                 for name, fn in BASELINES.items()}
-        variants = guidance_variants(loaded.sample) if remap == "none" else {"model": loaded.sample}
-        for name, sampler in variants.items():
-            res = rotate(loaded, np.repeat(src[None], len(pairs.angles), 0), pairs.angles, sampler)
-            preds[name] = res.image
-            if remap == "none":
-                out["nfe"][name] = res.network_evaluations
-                out["seconds"][name] = res.seconds / len(pairs.angles)
-        out["predictions"][remap] = preds
-    return out
 
 
 def save_predictions(path: str | Path, result: dict) -> None:

@@ -105,7 +105,7 @@ class Rotation(Generator, name="rotation", checkpoint_task=TASK, loaded_model=Lo
         """Held-out views rotated by the model and the baselines: one <ct>.npz each (a refused CT: its reason)."""
         from medsci.io.atomic import safe_join
         from medsci.tasks.rotation.data import refusal_of, save_refusal
-        from medsci.tasks.rotation.evaluation import predict_heldout, save_predictions
+        from medsci.tasks.rotation.evaluation import save_predictions
 
         loaded.sample = section.sample
         for path in args.pairs:
@@ -118,6 +118,28 @@ class Rotation(Generator, name="rotation", checkpoint_task=TASK, loaded_model=Lo
             save_predictions(safe_join(args.out, path.name), result)
             print(f"{path.stem}: {result['nfe']} network evaluations")
         return 0
+
+
+def predict_heldout(loaded, pairs, cfg, geometry) -> dict:
+    """{remap: {method: (K, H, W)}}, and network evaluations / seconds per model variant."""
+    from medsci.tasks.rotation.baselines import BASELINES
+    from medsci.tasks.rotation.evaluation import REMAPS, guidance_variants
+
+    out: dict = {"predictions": {}, "nfe": {}, "seconds": {}}
+    for remap in ("none", *cfg.evaluation.remaps):
+        f = REMAPS[remap]
+        src = f(pairs.source)
+        preds = {name: np.stack([fn(src, a, geometry) if name == "warp" else fn(src, a) for a in pairs.angles])
+                 for name, fn in BASELINES.items()}
+        variants = guidance_variants(loaded.sample) if remap == "none" else {"model": loaded.sample}
+        for name, sampler in variants.items():
+            res = rotate(loaded, np.repeat(src[None], len(pairs.angles), 0), pairs.angles, sampler)
+            preds[name] = res.image
+            if remap == "none":
+                out["nfe"][name] = res.network_evaluations
+                out["seconds"][name] = res.seconds / len(pairs.angles)
+        out["predictions"][remap] = preds
+    return out
 
 
 STAGES = Rotation()

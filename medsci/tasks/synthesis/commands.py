@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from medsci.commands.args import (add_command, add_common_args, add_demo_data, add_sampler_args, check_outputs,
