@@ -21,7 +21,7 @@ from medsci.config import config_from_dict, workflow_settings
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 INLINE = re.compile(r"`((?:medsci|snakemake) [^`]+)`")
-SYNOPSIS = re.compile(r"\[|\.\.\.|\\\|")
+SYNOPSIS = re.compile(r"\[|\.\.\.|\\\||<")
 
 
 def command_lines(text: str) -> list[str]:
@@ -66,8 +66,8 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 def _command(tokens: list[str]) -> tuple[argparse.ArgumentParser, list[str]]:
     """The deepest sub-command parser the tokens name, and the tokens after it."""
     parser, rest = build_parser(), tokens[1:]
-    while rest and rest[0] in _subparsers(parser):
-        parser, rest = _subparsers(parser)[rest[0]], rest[1:]
+    while rest and rest[0].split("|")[0] in _subparsers(parser):  # "train|sample": the first of the alternatives
+        parser, rest = _subparsers(parser)[rest[0].split("|")[0]], rest[1:]
     return parser, rest
 
 
