@@ -46,9 +46,17 @@ class ConfigSection:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(f"unknown key(s) {', '.join(unknown)} in section {where or cls.__name__}")
+        defaults = {f.name: f.default_factory for f in dataclasses.fields(cls)
+                    if f.default_factory is not dataclasses.MISSING}
         kwargs = {}
         for name, value in data.items():
-            kwargs[name] = _coerce(hints[name], value, f"{where}.{name}" if where else name)
+            hint = hints[name]
+            if isinstance(value, dict) and isinstance(hint, type) and issubclass(hint, ConfigSection) \
+                    and name in defaults:
+                # A partial sub-section completes this section's own defaults of it (a generator's preset(...)),
+                # not the shared class's: `train: {steps: 100}` keeps the generator's lr and condition dropout.
+                value = _merge(defaults[name]().to_dict(), value)
+            kwargs[name] = _coerce(hint, value, f"{where}.{name}" if where else name)
         try:
             return cls(**kwargs)
         except (TypeError, ValueError) as err:
@@ -66,6 +74,13 @@ class ConfigSection:
                 value = {k: (v.to_dict() if isinstance(v, ConfigSection) else v) for k, v in value.items()}
             out[f.name] = value
         return out
+
+
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _coerce(hint, value, where):

@@ -142,6 +142,12 @@ def test_heldout_larger_than_the_data_is_one_line(tmp_path, brats_cases):
     one_line_refusal(res, "longitudinal.data.heldout", "only 3 subjects")
 
 
+def test_nothing_held_out_is_one_line(tmp_path):
+    res = dry_run(tmp_path, "--configfile", "configs/test.yaml", "--config", f"results={tmp_path}",
+                  'seismic={"data": {"heldout": 0}}')
+    one_line_refusal(res, "seismic.data.heldout: 0", "at least one held-out")
+
+
 def test_a_count_beyond_the_heldout_data_is_one_line(tmp_path):
     res = dry_run(tmp_path, "--configfile", "configs/test.yaml", "--config", f"results={tmp_path}",
                   'synthesis={"evaluation": {"curve_cases": 3}}')  # 2 held out
@@ -154,6 +160,9 @@ def test_missing_data_folder_is_one_line(tmp_path):
     res = dry_run(tmp_path, "--configfile", "configs/test.yaml", "--config", f"results={tmp_path}",
                   f'seismic={{"data": {{"raw_dir": "{tmp_path / "nowhere"}"}}}}')
     one_line_refusal(res, "seismic.data.raw_dir", str(tmp_path / "nowhere"))
+    res = dry_run(tmp_path, "--configfile", "configs/test.yaml", "--config", f"results={tmp_path}",
+                  f'synthesis={{"batch": {{"input": "{tmp_path / "no-cases"}"}}}}')
+    one_line_refusal(res, "synthesis.batch.input", str(tmp_path / "no-cases"))
 
 
 def test_a_generator_that_is_not_installed_is_one_line(tmp_path):
@@ -176,6 +185,13 @@ def test_absent_section_is_disabled(tmp_path):
     preset.write_text("seismic:\n  enabled: true\n")
     cfg = load_config(preset)
     assert cfg.seismic.enabled and not any(cfg.section(g).enabled for g in GENERATORS if g != "seismic")
+
+
+def test_a_partial_section_keeps_the_generators_own_defaults(tmp_path):
+    preset = tmp_path / "p.yaml"
+    preset.write_text("rotation:\n  enabled: true\n  train: {steps: 100}\n")
+    cfg = load_config(preset).rotation  # guidance needs the condition dropout that rotation's own defaults have
+    assert cfg.train.steps == 100 and cfg.train.condition_dropout == {"vector": 0.1}
 
 
 def test_defaults_chain_is_merged_underneath(tmp_path):

@@ -90,10 +90,12 @@ def part_rule_name(prefix, index):
 def heldout_split(ids, heldout, key, what):
     """The last `heldout` ids (sorted) are held out; returns (training ids, held-out ids). At least one id is
     left to train on; `key` (the setting, "<generator>.data.heldout") and `what` (the items) word the refusal."""
-    if heldout and heldout >= len(ids):
+    if heldout < 1:
+        raise ConfigError(f"{key}: {heldout}; the evaluation needs at least one held-out item", _SOURCE)
+    if heldout >= len(ids):
         raise ConfigError(f"{key}: {heldout} to hold out, but there are only {len(ids)} {what} in all; it must be "
                           "smaller, to leave some to train on", _SOURCE)
-    held = ids[len(ids) - heldout :] if heldout else []
+    held = ids[len(ids) - heldout :]
     return [i for i in ids if i not in held], held
 
 

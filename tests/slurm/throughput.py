@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     env = {**os.environ, "SLURM_CONF": conf,
            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
     try:
-        more_cases = work / "more_cases.yaml"  # merged over test.yaml (--config would pass the numbers as text)
+        more_cases = work / "more_cases.yaml"  # merged over test.yaml
         more_cases.write_text(json.dumps({"synthesis": {"data": {"heldout": args.cases,
                                                                  "demo": {"cases": args.cases + 3}}}}))
         config = ["--configfile", "configs/test.yaml", str(more_cases), "--config", "sample_jobs=0"]

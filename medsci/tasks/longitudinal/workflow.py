@@ -7,8 +7,6 @@ from pathlib import Path
 
 def subject_folders(cfg, raw_root: Path) -> dict[str, str]:
     """{subject id: folder}: the demo's sub-000.. or the subject folders found under ``data.raw_dir``."""
-    if not cfg.enabled:
-        return {}
     if cfg.data.raw_dir:
         from medsci.config import require_path
         from medsci.tasks.longitudinal.layout import find_subjects

@@ -9,8 +9,6 @@ CT_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
 
 def ct_files(cfg, raw_root: Path) -> dict[str, str]:
     """{CT id: file}: the demo's ct_000.. or the CT files of ``data.raw_dir`` (ids = names without suffix)."""
-    if not cfg.enabled:
-        return {}
     if cfg.data.raw_dir:
         from medsci.config import require_path
 

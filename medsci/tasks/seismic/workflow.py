@@ -7,8 +7,6 @@ from pathlib import Path
 
 def cube_files(cfg, raw_root: Path) -> dict[str, str]:
     """{cube id: file}: the demo's cube_000.. or the stems of the ``data.raw_dir`` files."""
-    if not cfg.enabled:
-        return {}
     from medsci.config import require_path
 
     if cfg.data.survey:  # written by the split-survey rule

@@ -9,8 +9,6 @@ MODS = ("t1n", "t1c", "t2w", "t2f")
 
 def case_ids(cfg, raw_root: Path) -> list[str]:
     """Case ids: the sub-folders of ``data.raw_dir``, or the demo cases the workflow will generate."""
-    if not cfg.enabled:
-        return []
     if cfg.data.raw_dir:
         from medsci.config import require_path
 
@@ -28,6 +26,7 @@ def raw_inputs(cfg, raw_root: Path, case: str) -> list[str]:
 
 def batch_cases(input_dir: str) -> list[str]:
     """Case ids of a batch folder, as `medsci synthesize` names them."""
+    from medsci.config import require_path
     from medsci.tasks.synthesis.clinical import find_case_folders
 
-    return [case_id for case_id, _, _ in find_case_folders(Path(input_dir))]
+    return [case_id for case_id, _, _ in find_case_folders(require_path(input_dir, "synthesis.batch.input"))]
