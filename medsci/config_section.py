@@ -55,7 +55,9 @@ class ConfigSection:
                     and name in defaults:
                 # A partial sub-section completes this section's own defaults of it (a generator's preset(...)),
                 # not the shared class's: `train: {steps: 100}` keeps the generator's lr and condition dropout.
-                value = _merge(defaults[name]().to_dict(), value)
+                # One level only: a mapping-valued setting given (condition_dropout: {}) replaces the default,
+                # and nested sections are completed the same way by their own from_dict.
+                value = {**defaults[name]().to_dict(), **value}
             kwargs[name] = _coerce(hint, value, f"{where}.{name}" if where else name)
         try:
             return cls(**kwargs)
@@ -74,13 +76,6 @@ class ConfigSection:
                 value = {k: (v.to_dict() if isinstance(v, ConfigSection) else v) for k, v in value.items()}
             out[f.name] = value
         return out
-
-
-def _merge(base: dict, top: dict) -> dict:
-    out = dict(base)
-    for key, value in top.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def _coerce(hint, value, where):
