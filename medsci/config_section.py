@@ -46,19 +46,9 @@ class ConfigSection:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(f"unknown key(s) {', '.join(unknown)} in section {where or cls.__name__}")
-        defaults = {f.name: f.default_factory for f in dataclasses.fields(cls)
-                    if f.default_factory is not dataclasses.MISSING}
         kwargs = {}
         for name, value in data.items():
-            hint = hints[name]
-            if isinstance(value, dict) and isinstance(hint, type) and issubclass(hint, ConfigSection) \
-                    and name in defaults:
-                # A partial sub-section completes this section's own defaults of it (a generator's preset(...)),
-                # not the shared class's: `train: {steps: 100}` keeps the generator's lr and condition dropout.
-                # One level only: a mapping-valued setting given (condition_dropout: {}) replaces the default,
-                # and nested sections are completed the same way by their own from_dict.
-                value = {**defaults[name]().to_dict(), **value}
-            kwargs[name] = _coerce(hint, value, f"{where}.{name}" if where else name)
+            kwargs[name] = _coerce(hints[name], value, f"{where}.{name}" if where else name)
         try:
             return cls(**kwargs)
         except (TypeError, ValueError) as err:

@@ -81,9 +81,8 @@ def test_medsci_help_lists_its_verbs_without_importing_torch(package):
 def test_its_config_section_validates_with_its_schema_and_dataclasses(blobs):
     assert blobs.rules == str(Path(sys.modules["blobs"].__file__).with_name("blobs.smk"))
     cfg = config_from_dict({"blobs": {"size": 16, "train": {"steps": 5}}}).blobs
-    # A partial section completes the generator's own preset (lr 1e-3), not the engine's defaults (lr 2e-4).
-    assert (cfg.size, cfg.train.steps, cfg.train.lr, cfg.sample.steps) == (16, 5, 1e-3, 4)
-    assert cfg.train.batch_size == 8 and cfg.train.warmup_steps == 5
+    # A section given in the file starts from the engine's defaults (lr 2e-4), not from the generator's preset.
+    assert (cfg.size, cfg.train.steps, cfg.train.lr, cfg.sample.steps) == (16, 5, 2e-4, 4)
     assert config_from_dict({}).blobs.train.lr == 1e-3
     assert cfg.model.unet.channels == (8, 8) and cfg.model.schedule.num_train_timesteps == 1000
     assert config_from_dict({}).blobs.to_dict()["model"]["unet"]["norm_num_groups"] == 4

@@ -187,13 +187,6 @@ def test_absent_section_is_disabled(tmp_path):
     assert cfg.seismic.enabled and not any(cfg.section(g).enabled for g in GENERATORS if g != "seismic")
 
 
-def test_a_partial_section_keeps_the_generators_own_defaults(tmp_path):
-    preset = tmp_path / "p.yaml"
-    preset.write_text("rotation:\n  enabled: true\n  train: {steps: 100}\n")
-    cfg = load_config(preset).rotation  # guidance needs the condition dropout that rotation's own defaults have
-    assert cfg.train.steps == 100 and cfg.train.condition_dropout == {"vector": 0.1}
-
-
 def test_defaults_chain_is_merged_underneath(tmp_path):
     (tmp_path / "base.yaml").write_text("name: base\nseismic:\n  enabled: true\n  train: {steps: 7, lr: 0.01}\n")
     (tmp_path / "mid.yaml").write_text("defaults: base.yaml\nseismic:\n  train: {steps: 9}\n")
