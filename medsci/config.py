@@ -195,9 +195,15 @@ def require_path(path: str | Path, key: str, folder: bool = True) -> Path:
     return path
 
 
+@lru_cache(maxsize=1)
+def _top_level_keys() -> frozenset:
+    """The engine's own top-level settings (parsed once, not on every config load)."""
+    return frozenset(yaml.safe_load(_base_schema_text())["properties"]) | {DEFAULTS_KEY}
+
+
 def _check_generators(data: dict, source: str | Path) -> None:
     """A top-level key that is neither a setting nor an installed generator: say which generators there are."""
-    known = set(yaml.safe_load(_base_schema_text())["properties"]) | {DEFAULTS_KEY}
+    known = _top_level_keys()
     installed = registry.tasks()
     unknown = sorted(k for k in data if k not in known and k not in installed)
     if unknown:
