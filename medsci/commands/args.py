@@ -210,30 +210,49 @@ def add_common_args(parser, config_required: bool = True) -> None:
 
 def add_sampler_args(parser) -> None:
     """Overrides of the config's (or checkpoint's) sampler, the same flags for every generator."""
-    parser.add_argument("--sampler", choices=["ddim", "ddpm"], help="default: the config's")
-    parser.add_argument("--steps", type=positive_int, help="DDIM steps (default: the config's)")
+    parser.add_argument("--sampler", choices=["ddim", "ddpm", "euler"],
+                        help="default: the config's (euler for rflow-trained models, ddim/ddpm for ddpm-trained)")
+    parser.add_argument("--steps", type=positive_int, help="sampling steps (default: the config's)")
     parser.add_argument("--n-samples", type=positive_int, help="samples averaged; > 1 also gives a voxelwise std")
     parser.add_argument("--guidance-scale", type=finite_float, help="classifier-free guidance scale (1 = off)")
     parser.add_argument("--seed", type=non_negative_int)
+    parser.add_argument("--uncertainty", choices=["auto", "variance", "samples", "none"],
+                        help="where the _std map comes from: the model's variance head, the spread of --n-samples "
+                             "samples, or none (default: auto, the head when the model has one)")
 
 
-def check_steps_fit(checkpoint, steps: int | None) -> None:
-    """``--steps`` against the checkpoint's training schedule, from its config.json alone: before the weights load."""
-    if steps is None:
+def check_steps_fit(checkpoint, steps: int | None, args=None) -> None:
+    """``--steps``, ``--sampler`` and ``--uncertainty`` against the checkpoint's training, from its config.json
+    alone: before the weights load."""
+    if steps is None and args is None:
         return
     from medsci.diffusion.checkpoint import read_checkpoint_config
+    from medsci.diffusion.config import SamplerConfig, ScheduleConfig, UNetConfig, resolve_sampler
+    from medsci.errors import ConfigError
 
-    schedule = read_checkpoint_config(checkpoint).get("schedule")
+    config = read_checkpoint_config(checkpoint)
+    schedule = config.get("schedule")
     total = schedule.get("num_train_timesteps") if isinstance(schedule, dict) else None
-    if isinstance(total, int) and steps > total:
+    if isinstance(total, int) and steps is not None and steps > total:
         raise InputError(f"{steps} sampling steps exceed the {total} timesteps the model in {checkpoint} was trained "
                          "with; give at most that many", "--steps")
+    given = sampler_overrides(args) if args is not None else {}
+    if not isinstance(schedule, dict) or not ({"sampler", "uncertainty"} & set(given)):
+        return
+    try:
+        sched = ScheduleConfig.from_dict(schedule, "schedule")
+        unet = (config.get("model") or {}).get("unet") or {}
+        head = bool(UNetConfig.from_dict(unet, "unet").variance_head) if isinstance(unet, dict) else False
+        stored = config.get("sample") if isinstance(config.get("sample"), dict) else {}
+        resolve_sampler(SamplerConfig.from_dict({**stored, **given}, "sample"), sched, head)
+    except ConfigError as err:
+        raise InputError(f"{err.reason} (model in {checkpoint})", "--sampler/--uncertainty") from None
 
 
 def sampler_overrides(args) -> dict:
     """The sampler settings given on the command line (flags left out are not in the dict)."""
     names = {"sampler": "sampler", "steps": "steps", "n_samples": "n_samples", "guidance_scale": "guidance_scale",
-             "seed": "seed"}
+             "seed": "seed", "uncertainty": "uncertainty"}
     return {key: getattr(args, attr) for attr, key in names.items() if getattr(args, attr, None) is not None}
 
 

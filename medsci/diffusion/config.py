@@ -8,6 +8,15 @@ from medsci.config_section import ConfigSection
 from medsci.errors import ConfigError
 
 PREDICTION_TYPES = ("sample", "epsilon", "v_prediction")
+# Training objectives and the samplers each one can be sampled with: "ddpm" is the variance-preserving diffusion
+# of the references (DDIM few-step, DDPM 1000-step); "rflow" is rectified flow / flow matching (MONAI's
+# RFlowScheduler: x_t = (1 - t/T) x0 + t/T noise), integrated with Euler steps along nearly straight paths.
+OBJECTIVES = ("ddpm", "rflow")
+SAMPLERS = {"ddpm": ("ddim", "ddpm"), "rflow": ("euler",)}
+TIMESTEP_SAMPLING = ("uniform", "logit-normal")
+# Where a sample's voxelwise uncertainty comes from: the network's variance head (one pass), the spread of
+# n_samples samples, or none; "auto" takes the head when the checkpoint has one, else the spread (n_samples > 1).
+UNCERTAINTY = ("auto", "variance", "samples", "none")
 KINDS = ("condition", "labels", "vector", "context")  # condition kinds of the engine (medsci.diffusion.conditioning)
 
 
@@ -21,6 +30,9 @@ class UNetConfig(ConfigSection):
     norm_num_groups: int = 16
     num_head_channels: int = 32
     resblock_updown: bool = False
+    # A second output per channel: the log-variance of the x0 estimate, trained with a Gaussian negative
+    # log-likelihood beside the usual loss; sampling turns it into the voxelwise uncertainty (one pass).
+    variance_head: bool = False
 
     def __post_init__(self):
         if len(self.attention_levels) != len(self.channels):
@@ -43,10 +55,30 @@ class ScheduleConfig(ConfigSection):
     beta_start: float = 1e-4
     beta_end: float = 0.02
     prediction_type: str = "sample"
+    objective: str = "ddpm"  # ddpm | rflow (checkpoints without the key were trained as ddpm)
+    # Training timesteps: uniform, or logit-normal (SD3 / MONAI RFlow) centred on logit(t/T) = loc.
+    timestep_sampling: str = "uniform"
+    logit_loc: float = 0.0
+    logit_scale: float = 1.0
 
     def __post_init__(self):
         if self.prediction_type not in PREDICTION_TYPES:
             raise ConfigError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"schedule.objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.objective == "rflow" and self.prediction_type == "epsilon":
+            # x0 = (x_t - s eps) / (1 - s) diverges at the pure-noise end where few-step sampling starts.
+            raise ConfigError("schedule.objective rflow takes prediction_type sample or v_prediction, not epsilon")
+        if self.timestep_sampling not in TIMESTEP_SAMPLING:
+            raise ConfigError(f"schedule.timestep_sampling must be one of {', '.join(TIMESTEP_SAMPLING)}, "
+                              f"got {self.timestep_sampling!r}")
+        if self.logit_scale <= 0:
+            raise ConfigError("schedule.logit_scale must be > 0")
+
+    @property
+    def samplers(self) -> tuple[str, ...]:
+        """The samplers a model trained with this schedule can be sampled with."""
+        return SAMPLERS[self.objective]
 
 
 @dataclass
@@ -59,6 +91,7 @@ class TrainConfig(ConfigSection):
     min_lr_ratio: float = 0.05
     grad_clip: float = 1.0
     ema_decay: float = 0.999
+    variance_loss_weight: float = 0.1  # weight of the variance head's Gaussian NLL (model.unet.variance_head)
     # Classifier-free guidance: probability of dropping each condition kind (condition, labels, vector,
     # context) per item, independently; a dropped kind is replaced by its null (see medsci.diffusion.conditioning).
     condition_dropout: dict = field(default_factory=dict)
@@ -85,7 +118,7 @@ class TrainConfig(ConfigSection):
 
 @dataclass
 class SamplerConfig(ConfigSection):
-    sampler: str = "ddim"  # ddim | ddpm
+    sampler: str = "auto"  # auto (the objective's own: ddim for ddpm, euler for rflow) | ddim | ddpm | euler
     steps: int = 25
     eta: float = 0.0
     guidance_scale: float = 1.0
@@ -94,10 +127,13 @@ class SamplerConfig(ConfigSection):
     n_samples: int = 1
     use_ema: bool = True
     seed: int = 0
+    uncertainty: str = "auto"  # see UNCERTAINTY
 
     def __post_init__(self):
-        if self.sampler not in ("ddim", "ddpm"):
-            raise ConfigError(f"sampler must be ddim or ddpm, got {self.sampler!r}")
+        if self.sampler not in ("auto", "ddim", "ddpm", "euler"):
+            raise ConfigError(f"sampler must be auto, ddim, ddpm or euler, got {self.sampler!r}")
+        if self.uncertainty not in UNCERTAINTY:
+            raise ConfigError(f"sample.uncertainty must be one of {', '.join(UNCERTAINTY)}, got {self.uncertainty!r}")
         if self.steps < 1:
             raise ConfigError("sampling steps must be >= 1")
         if self.n_samples < 1:
@@ -132,3 +168,29 @@ class InferenceConfig(ConfigSection):
             raise ConfigError("inference.sw_batch_size must be >= 1")
         if self.window is not None and min(self.window) < 1:
             raise ConfigError("inference.window sizes must be >= 1")
+
+
+def resolve_sampler(sampler: SamplerConfig, schedule: ScheduleConfig, variance_head: bool) -> SamplerConfig:
+    """``sampler`` with ``auto`` settled for a model trained with ``schedule``; a sampler or uncertainty the model
+    cannot provide is refused, naming what it can."""
+    from dataclasses import replace
+
+    name = schedule.samplers[0] if sampler.sampler == "auto" else sampler.sampler
+    if name not in schedule.samplers:
+        raise ConfigError(f"sampler {name} needs a model trained with the "
+                          f"{'rflow' if name == 'euler' else 'ddpm'} objective; this one was trained with "
+                          f"{schedule.objective} (samplers: {', '.join(schedule.samplers)})")
+    if name != "ddpm" and sampler.steps > schedule.num_train_timesteps:
+        raise ConfigError(f"{sampler.steps} sampling steps exceed the {schedule.num_train_timesteps} training "
+                          "timesteps")
+    can = (["variance"] if variance_head else []) + ["samples (n_samples >= 2)", "none"]
+    mode = sampler.uncertainty
+    if mode == "auto":
+        mode = "variance" if variance_head else ("samples" if sampler.n_samples > 1 else "none")
+    if mode == "variance" and not variance_head:
+        raise ConfigError("uncertainty variance needs a model trained with model.unet.variance_head: true; this one "
+                          f"can provide: {', '.join(can)}")
+    if mode == "samples" and sampler.n_samples < 2:
+        raise ConfigError(f"uncertainty samples needs n_samples >= 2 (got {sampler.n_samples}); this model can "
+                          f"provide: {', '.join(can)}")
+    return replace(sampler, sampler=name, uncertainty=mode)

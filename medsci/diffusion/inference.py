@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 
 from medsci.diffusion.conditioning import Conditions
-from medsci.diffusion.config import InferenceConfig, SamplerConfig, ScheduleConfig
+from medsci.diffusion.config import InferenceConfig, SamplerConfig, ScheduleConfig, resolve_sampler
 from medsci.diffusion.networks import WindowedNetwork
 from medsci.diffusion.sampling import sample
 
@@ -32,7 +32,9 @@ from medsci.diffusion.sampling import sample
 @dataclass
 class Generated:
     mean: torch.Tensor  # (B, C, *spatial) on the CPU, offset included
-    std: torch.Tensor | None  # voxelwise standard deviation over samples (None for one sample)
+    # Voxelwise uncertainty (a standard deviation) per ``uncertainty``: the variance head's, plus the spread
+    # over samples when there are several (law of total variance); the spread alone; or None.
+    std: torch.Tensor | None
     network_evaluations: int  # network calls per window batch (steps x (1 + jumps) x guidance x samples)
     windows: int  # sampler windows (window_mode: sampler), else 0
     window_evaluations: int  # network evaluations summed over sampler windows
@@ -40,21 +42,22 @@ class Generated:
     seconds: float
     input_guidance: bool
     resample_jumps: int
+    uncertainty: str = "none"  # variance | samples | none (see SamplerConfig.uncertainty)
 
 
-def sampler_with(base: SamplerConfig, schedule: ScheduleConfig, **overrides) -> SamplerConfig:
+def sampler_with(base: SamplerConfig, schedule: ScheduleConfig, variance_head: bool | None = None,
+                 **overrides) -> SamplerConfig:
     """``base`` with the given overrides (None = keep), checked as a whole and against the training schedule:
-    one place for every generator's ``--steps/--n-samples/--seed/...`` flags."""
+    one place for every generator's ``--steps/--n-samples/--seed/...`` flags. ``variance_head``: whether the
+    model has one (None: not known yet, an explicit ``uncertainty: variance`` is then checked at sampling)."""
     from medsci.errors import ConfigError
 
     values = {**base.to_dict(), **{k: v for k, v in overrides.items() if v is not None}}
     try:
         cfg = SamplerConfig.from_dict(values, "sample")
+        resolve_sampler(cfg, schedule, True if variance_head is None else variance_head)
     except ConfigError as err:
         raise ConfigError(err.reason, "command line") from None
-    if cfg.sampler == "ddim" and cfg.steps > schedule.num_train_timesteps:
-        raise ConfigError(f"{cfg.steps} sampling steps exceed the {schedule.num_train_timesteps} training "
-                          "timesteps", "command line")
     return cfg
 
 
@@ -64,8 +67,9 @@ def sample_generator(seed: int, call: int, k: int) -> torch.Generator:
 
 def _samples(model, schedule, sampler, conditions, shape, call, *, known, known_mask, offset, jumps, guided,
              x0_transform, device, overwrite_known=True):
-    """``sampler.n_samples`` samples of one batch: (sum, sum of squares, network evaluations)."""
-    total = total_sq = None
+    """``sampler.n_samples`` samples of one batch: (sum, sum of squares, sum of head variances or None, network
+    evaluations)."""
+    total = total_sq = total_var = None
     nfe = 0
     off = offset.to(device) if offset is not None else None
     for k in range(sampler.n_samples):
@@ -77,14 +81,21 @@ def _samples(model, schedule, sampler, conditions, shape, call, *, known, known_
         x = res.sample.float() + (off if off is not None else 0)
         total = x if total is None else total + x
         total_sq = x * x if total_sq is None else total_sq + x * x
+        if sampler.uncertainty == "variance" and res.variance is not None:
+            v = res.variance.float()
+            total_var = v if total_var is None else total_var + v
         nfe += res.network_evaluations
-    return total, total_sq, nfe
+    return total, total_sq, total_var, nfe
 
 
-def _mean_std(total, total_sq, n):
+def _mean_std(total, total_sq, total_var, n, mode: str):
     mean = total / n
-    std = (total_sq / n - mean * mean).clamp_min(0).sqrt() if n > 1 else None
-    return mean, std
+    if mode == "none":
+        return mean, None
+    var = (total_sq / n - mean * mean).clamp_min(0) if n > 1 else None
+    if mode == "variance" and total_var is not None:
+        var = total_var / n + (var if var is not None else 0)
+    return mean, (var.sqrt() if var is not None else None)
 
 
 def generate(model: torch.nn.Module, schedule: ScheduleConfig, sampler: SamplerConfig, inference: InferenceConfig,
@@ -101,6 +112,7 @@ def generate(model: torch.nn.Module, schedule: ScheduleConfig, sampler: SamplerC
     from medsci.diffusion.memory import check_memory, is_out_of_memory, out_of_memory_error
 
     device = torch.device(device)
+    sampler = resolve_sampler(sampler, schedule, bool(getattr(model, "variance_head", False)))
     window = tuple(inference.window) if inference.window else None
     cond_channels = conditions.condition.shape[1] if conditions is not None and conditions.condition is not None \
         else 0
@@ -124,11 +136,13 @@ def _generate(model, schedule, sampler, inference, conditions, shape, known, kno
     started = time.perf_counter()
     if window is None or inference.window_mode == "network":
         net = model if window is None else WindowedNetwork(model, window, inference.overlap, inference.sw_batch_size)
-        total, total_sq, nfe = _samples(net, schedule, sampler, conditions, shape, 0, known=known,
-                                        known_mask=known_mask, offset=offset, jumps=jumps, guided=guided,
-                                        x0_transform=x0_transform, device=device)
-        mean, std = _mean_std(total.cpu(), total_sq.cpu(), sampler.n_samples)
-        return Generated(mean, std, nfe, 0, 0, 0, time.perf_counter() - started, guided, jumps)
+        total, total_sq, total_var, nfe = _samples(net, schedule, sampler, conditions, shape, 0, known=known,
+                                                   known_mask=known_mask, offset=offset, jumps=jumps, guided=guided,
+                                                   x0_transform=x0_transform, device=device)
+        mean, std = _mean_std(total.cpu(), total_sq.cpu(), total_var.cpu() if total_var is not None else None,
+                              sampler.n_samples, sampler.uncertainty)
+        return Generated(mean, std, nfe, 0, 0, 0, time.perf_counter() - started, guided, jumps,
+                         sampler.uncertainty if std is not None else "none")
     if x0_transform is not None:
         raise ValueError("x0_transform works on whole volumes; use window_mode: network with it")
     return _generate_sampler_windows(model, schedule, sampler, inference, conditions, shape, known, known_mask,
@@ -159,7 +173,7 @@ def _generate_sampler_windows(model, schedule, sampler, inference, conditions, s
         # Items of a batch of windows come from the same input item when b == 1 (the usual case).
         item = cond.index(slice(0, 1)).repeat(n) if b == 1 else cond
         item = item.windowed(w_cond if w_cond.shape[1] else None)
-        total, total_sq, nfe = _samples(
+        total, total_sq, total_var, nfe = _samples(
             model, schedule, sampler, item, (n, c, *windows.shape[2:]), counts["calls"],
             known=w_known if w_known.shape[1] else None, known_mask=w_mask if w_mask.shape[1] else None,
             offset=w_offset if w_offset.shape[1] else None, jumps=jumps, guided=guided, x0_transform=None,
@@ -168,7 +182,7 @@ def _generate_sampler_windows(model, schedule, sampler, inference, conditions, s
         counts["nfe"] = nfe
         counts["windows"] += n
         counts["window_nfe"] += nfe * n
-        mean, std = _mean_std(total, total_sq, sampler.n_samples)
+        mean, std = _mean_std(total, total_sq, total_var, sampler.n_samples, sampler.uncertainty)
         return mean if std is None else torch.cat([mean, std], 1)
 
     if b != 1 and cond.present() != ("condition",) and cond.present():
@@ -183,4 +197,4 @@ def _generate_sampler_windows(model, schedule, sampler, inference, conditions, s
         out = inferer(stacked, predictor)
     mean, std = out[:, :c], (out[:, c:] if out.shape[1] > c else None)
     return Generated(mean, std, counts["nfe"], counts["windows"], counts["window_nfe"], counts["empty"],
-                     time.perf_counter() - started, guided, jumps)
+                     time.perf_counter() - started, guided, jumps, sampler.uncertainty if std is not None else "none")

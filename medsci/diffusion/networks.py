@@ -88,6 +88,7 @@ class ConditionalUNet(torch.nn.Module):
         self.condition_channels = int(spec.get("condition_channels") or 0)
         self.null_kinds = tuple(spec.get("null_kinds", ()))
         cfg = UNetConfig.from_dict(spec["unet"], "model.unet")
+        self.variance_head = bool(cfg.variance_head)  # outputs 2 x channels: prediction, log-variance
         num_classes = spec.get("num_classes")
         null_label = num_classes if (num_classes and "labels" in self.null_kinds) else None
         class_embeds = None if not num_classes else num_classes + (1 if null_label is not None else 0)
@@ -95,7 +96,7 @@ class ConditionalUNet(torch.nn.Module):
         self.unet = DiffusionModelUNet(
             spatial_dims=dims,
             in_channels=(self.channels + self.condition_channels) * self.bands,
-            out_channels=self.channels * self.bands,
+            out_channels=self.channels * self.bands * (2 if self.variance_head else 1),
             channels=tuple(cfg.channels),
             attention_levels=tuple(cfg.attention_levels),
             num_res_blocks=cfg.num_res_blocks,
@@ -176,6 +177,7 @@ class WindowedNetwork(torch.nn.Module):
 
         self.model = model
         self.null_kinds = tuple(getattr(model, "null_kinds", ()))  # what guidance may drop: the inner network's
+        self.variance_head = bool(getattr(model, "variance_head", False))
         self.inferer = SlidingWindowInferer(roi_size=tuple(roi_size), sw_batch_size=sw_batch_size, overlap=overlap,
                                             mode="gaussian")
 

@@ -34,7 +34,8 @@ from medsci.diffusion.checkpoint import (
 from medsci.diffusion import distributed
 from medsci.diffusion.conditioning import Conditions, drop_masks
 from medsci.diffusion.config import ScheduleConfig, TrainConfig
-from medsci.diffusion.schedulers import build_scheduler
+from medsci.diffusion.sampling import split_variance
+from medsci.diffusion.schedulers import build_scheduler, training_target, training_timesteps
 
 LOSS_LOG = "loss.csv"
 # Checkpoints of a run in progress live in out_dir/resume; the finished model is written to out_dir itself, and
@@ -78,14 +79,19 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: 
 
 
 def diffusion_loss(model, scheduler, schedule: ScheduleConfig, batch: TrainingBatch, generator: torch.Generator,
-                   condition_dropout: dict[str, float], device: torch.device, share: slice | None = None
-                   ) -> torch.Tensor:
+                   condition_dropout: dict[str, float], device: torch.device, share: slice | None = None,
+                   variance_weight: float = 0.1) -> torch.Tensor:
     """The loss of one batch; ``share``: the items this process trains on (data-parallel), after every random
-    number of the whole batch was drawn, so the shares together are exactly the single-process batch."""
+    number of the whole batch was drawn, so the shares together are exactly the single-process batch.
+
+    A network with a variance head adds ``variance_weight`` x the Gaussian negative log-likelihood of the
+    target under its log-variance, the prediction's error detached: the head learns the size of the error
+    without pulling the prediction towards easy voxels.
+    """
     x0 = batch.x0
     b = x0.shape[0]
     noise = torch.randn(x0.shape, generator=generator)
-    t = torch.randint(0, schedule.num_train_timesteps, (b,), generator=generator)
+    t = training_timesteps(schedule, b, generator)
     cond = batch.conditions
     masks = drop_masks(condition_dropout, cond.present(), b, generator)
     for kind, mask in masks.items():
@@ -97,14 +103,11 @@ def diffusion_loss(model, scheduler, schedule: ScheduleConfig, batch: TrainingBa
             loss_weight = loss_weight[share]
     x0, noise, t = x0.to(device), noise.to(device), t.to(device)
     x_t = scheduler.add_noise(x0, noise, t)
-    out = model(x_t, t, cond.to(device)).float()
-    if schedule.prediction_type == "sample":
-        target = x0
-    elif schedule.prediction_type == "epsilon":
-        target = noise
-    else:
-        target = scheduler.get_velocity(x0, noise, t)
+    out, log_var = split_variance(model(x_t, t, cond.to(device)).float(), x0.shape[1])
+    target = training_target(schedule, scheduler, x0, noise, t)
     err = (out - target) ** 2
+    if log_var is not None:
+        err = err + variance_weight * 0.5 * (log_var + err.detach() * torch.exp(-log_var))
     if loss_weight is not None:
         w = loss_weight.to(device).expand_as(err)
         return (err * w).sum() / w.sum().clamp_min(1.0)
@@ -212,7 +215,8 @@ def train(
         gen = step_generator(cfg.seed, step)
         batch = task.batch(gen, cfg.batch_size)
         with autocast:
-            loss = diffusion_loss(net, scheduler, schedule, batch, gen, cfg.condition_dropout, device, share)
+            loss = diffusion_loss(net, scheduler, schedule, batch, gen, cfg.condition_dropout, device, share,
+                                  cfg.variance_loss_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:

@@ -63,7 +63,7 @@ def run_forecast(args) -> int:
     if times[0] <= subject.sessions[0].time:
         raise InputError(f"requested time {times[0]:g} days is not after the first session "
                          f"({subject.sessions[0].time:g} days)", args.subject)
-    check_steps_fit(args.checkpoint, args.steps)
+    check_steps_fit(args.checkpoint, args.steps, args)
     loaded = load_model(args.checkpoint, args.device)
     prep = LongitudinalPreprocessConfig.from_dict(loaded.config["preprocess"], "preprocess")
     record = preprocess_subject(subject, prep, threads=args.threads or 1)

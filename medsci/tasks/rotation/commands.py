@@ -137,7 +137,7 @@ def run_rotate(args) -> int:
     check_outputs(args.output, [args.input, args.checkpoint], folder=False)
     if args.threads:
         torch.set_num_threads(args.threads)
-    check_steps_fit(args.checkpoint, args.steps)
+    check_steps_fit(args.checkpoint, args.steps, args)
     radiograph = read_radiograph(args.input)  # a bad file is refused before the model is loaded
     loaded = load_model(args.checkpoint, args.device)
     warnings = []

@@ -148,7 +148,7 @@ def run_sample(args) -> int:
     from medsci.tasks.seismic.pipeline import load_model, sampler_for
 
     device = setup_torch(args, config)
-    check_steps_fit(args.checkpoint, args.steps)
+    check_steps_fit(args.checkpoint, args.steps, args)
     loaded = load_model(args.checkpoint, device, use_ema=cfg.sample.use_ema)
     sampler = sampler_for(loaded, cfg.sample, args.steps, args.seed)
     for cube_id, path in zip(args.cubes, paths):
@@ -224,10 +224,11 @@ def _benchmark(cfg, loaded, sampler, cube_id, path, masks, out) -> None:
     missing = np.broadcast_to(~mask[..., None], truth.shape)
     rows = []
     for steps, jumps, n_samples in cfg.evaluation.benchmark:
-        run_sampler = sampler_for(loaded, replace(sampler, sampler="ddim"), steps, n_samples=n_samples)
+        few = loaded.schedule.samplers[0]  # ddim for ddpm-trained models, euler for rflow
+        run_sampler = sampler_for(loaded, replace(sampler, sampler=few), steps, n_samples=n_samples)
         inference = replace(cfg.inference, input_guidance=True, resample_jumps=jumps)
         rec = reconstruct(loaded, observed, mask, run_sampler, inference, source=path)
-        row = {"cube": cube_id, "pattern": pattern, "sampler": "ddim", "steps": steps, "resample_jumps": jumps,
+        row = {"cube": cube_id, "pattern": pattern, "sampler": few, "steps": steps, "resample_jumps": jumps,
                "n_samples": n_samples,
                "snr_missing": snr_db(rec.data, truth, missing), **_timing(rec), "device": str(loaded.device)}
         rows.append(row)

@@ -105,7 +105,7 @@ def run(args) -> int:
 
         config = load_config(args.config)
     device = args.device or (config.device if config is not None else "auto")
-    check_steps_fit(args.checkpoint, args.steps)
+    check_steps_fit(args.checkpoint, args.steps, args)
     loaded = load_model(args.checkpoint, device, use_ema=not args.raw_weights)
     base_sampler = config.seismic.sample if config is not None else loaded.sample
     sampler = sampler_for(loaded, base_sampler, args.steps, args.seed, n_samples=args.n_samples)

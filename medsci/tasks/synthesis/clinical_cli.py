@@ -74,7 +74,7 @@ def _prepare(args):
 
     config = load_config(args.config) if args.config else None
     device = setup_torch(args, config)
-    check_steps_fit(args.checkpoint, args.steps)
+    check_steps_fit(args.checkpoint, args.steps, args)
     loaded = load_model(args.checkpoint, device)
     sampler = sampler_for(config, loaded, sampler_overrides(args))
     enable_determinism(sampler.seed)

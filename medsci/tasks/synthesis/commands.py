@@ -89,7 +89,7 @@ def run_sample(args) -> int:
     config = load_config(args.config) if args.config else None
     device = setup_torch(args, config)
     use_ema = not args.raw_weights and (config is None or config.synthesis.sample.use_ema)
-    check_steps_fit(args.checkpoint, args.steps)
+    check_steps_fit(args.checkpoint, args.steps, args)
     from medsci.tasks.synthesis.pipeline import load_model, sampler_for  # torch and MONAI: after the checks
 
     loaded = load_model(args.checkpoint, device, use_ema=use_ema)
@@ -147,8 +147,12 @@ def _steps_curve_case(args, case_id, loaded, sampler) -> None:
     for target in args.targets or ["t2f"]:
         truth = case.image[MODALITIES.index(target)]
         # One sample per step count, plus the configured default sampler (which may average several).
-        configs = [replace(sampler, sampler="ddpm" if s >= T else "ddim", steps=min(s, T), n_samples=1)
-                   for s in args.steps_curve] + [sampler]
+        # All T timesteps is the 1000-step DDPM reference for a ddpm-trained model (Euler at T steps for rflow).
+        few = loaded.schedule.samplers[0]
+        full = "ddpm" if loaded.schedule.objective == "ddpm" else few
+        configs = [replace(sampler, sampler=full if s >= T else few, steps=min(s, T), n_samples=1)
+                   for s in args.steps_curve] + [replace(sampler, sampler=few if sampler.sampler == "auto"
+                                                         else sampler.sampler)]
         for i, cfg in enumerate(configs):
             kind = cfg.sampler
             if i == len(configs) - 1:
