@@ -44,6 +44,7 @@ class Config(ConfigSection):
             # A preset runs exactly the generators it names: a section that is absent is disabled.
             section = data.pop(name, None)
             sections[name] = task.config.from_dict({"enabled": False} if section is None else section, name)
+            _check_sampler_fits(sections[name], name)
         base = super().from_dict(data, where)
         base.sections = sections
         return base
@@ -100,6 +101,22 @@ def validate_schema(data: dict, source: str | Path = "config") -> None:
     if err is not None:
         where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
         raise ConfigError(f"{where}: {err.message}", source)
+
+
+def _check_sampler_fits(section: Any, name: str) -> None:
+    """A section's sampler must be one its training objective can be sampled with (euler for rflow, ddim/ddpm
+    for ddpm): refused when the preset is read, not after the training it would waste."""
+    from medsci.diffusion.config import resolve_sampler
+
+    model, sample = getattr(section, "model", None), getattr(section, "sample", None)
+    schedule = getattr(model, "schedule", None)
+    if not getattr(section, "enabled", False) or schedule is None or sample is None:
+        return
+    unet = getattr(model, "unet", None)
+    try:
+        resolve_sampler(sample, schedule, bool(getattr(unet, "variance_head", False)))
+    except ConfigError as err:
+        raise ConfigError(f"{name}: {err.reason}") from None
 
 
 def config_from_dict(data: dict, source: str | Path = "config") -> Config:

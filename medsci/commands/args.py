@@ -224,7 +224,9 @@ def add_sampler_args(parser) -> None:
 def check_steps_fit(checkpoint, steps: int | None, args=None) -> None:
     """``--steps``, ``--sampler`` and ``--uncertainty`` against the checkpoint's training, from its config.json
     alone: before the weights load."""
-    if steps is None and args is None:
+    given = {k: v for k, v in (sampler_overrides(args) if args is not None else {}).items()
+             if k in ("sampler", "uncertainty")}
+    if steps is None and not given:
         return
     from medsci.diffusion.checkpoint import read_checkpoint_config
     from medsci.diffusion.config import SamplerConfig, ScheduleConfig, UNetConfig, resolve_sampler
@@ -236,15 +238,14 @@ def check_steps_fit(checkpoint, steps: int | None, args=None) -> None:
     if isinstance(total, int) and steps is not None and steps > total:
         raise InputError(f"{steps} sampling steps exceed the {total} timesteps the model in {checkpoint} was trained "
                          "with; give at most that many", "--steps")
-    given = sampler_overrides(args) if args is not None else {}
-    if not isinstance(schedule, dict) or not ({"sampler", "uncertainty"} & set(given)):
+    if not isinstance(schedule, dict) or not given:
         return
     try:
         sched = ScheduleConfig.from_dict(schedule, "schedule")
         unet = (config.get("model") or {}).get("unet") or {}
         head = bool(UNetConfig.from_dict(unet, "unet").variance_head) if isinstance(unet, dict) else False
         stored = config.get("sample") if isinstance(config.get("sample"), dict) else {}
-        resolve_sampler(SamplerConfig.from_dict({**stored, **given}, "sample"), sched, head)
+        resolve_sampler(SamplerConfig.from_dict({**stored, **sampler_overrides(args)}, "sample"), sched, head)
     except ConfigError as err:
         raise InputError(f"{err.reason} (model in {checkpoint})", "--sampler/--uncertainty") from None
 
