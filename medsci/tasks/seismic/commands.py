@@ -84,8 +84,9 @@ def mask_file(folder: str | Path, cube_id: str, pattern: str) -> Path:
     return Path(folder) / f"{cube_id}-{pattern}.npy"
 
 
-def sample_file(folder: str | Path, cube_id: str, pattern: str, method: str) -> Path:
-    return Path(folder) / cube_id / f"{cube_id}-{pattern}-{method}.npy"
+def sample_file(folder: str | Path, cube_id: str, pattern: str, method: str, std: bool = False) -> Path:
+    """A held-out reconstruction, or (``std``) its uncertainty map beside it."""
+    return Path(folder) / cube_id / f"{cube_id}-{pattern}-{method}{'_std' if std else ''}.npy"
 
 
 def _save_npy(path: Path, array) -> None:
@@ -129,7 +130,8 @@ def run_sample(args) -> int:
 
     Three modes for the held-out evaluation: --make-masks writes <cube>-<pattern>.npy for every evaluation pattern
     of the config; with --checkpoint, each of --cubes is reconstructed for every pattern, with and without input
-    guidance; --benchmark instead runs the config's [steps, jumps] list on the `random` pattern and writes
+    guidance (and <cube>-<pattern>-<method>_std.npy, the voxelwise standard deviation, when the model gives an
+    uncertainty map); --benchmark instead runs the config's [steps, jumps] list on the `random` pattern and writes
     <cube>-benchmark.json. For a single survey use `medsci interpolate`.
     """
     limit_blas_threads()
@@ -175,7 +177,7 @@ def _timing(rec) -> dict:
     return {"seconds": round(rec.seconds, 3), "network_evaluations": rec.network_evaluations,
             "windows": rec.windows, "window_evaluations": rec.window_evaluations,
             "empty_windows": rec.empty_windows, "scale": rec.scale, "input_guidance": rec.input_guidance,
-            "resample_jumps": rec.resample_jumps}
+            "resample_jumps": rec.resample_jumps, "uncertainty": rec.uncertainty}
 
 
 def _reconstruct_cube(cfg, loaded, sampler, cube_id, path, masks, out) -> None:
@@ -196,6 +198,8 @@ def _reconstruct_cube(cfg, loaded, sampler, cube_id, path, masks, out) -> None:
         for method, inference in modes.items():
             rec = reconstruct(loaded, observed, mask, sampler, inference, source=path)
             _save_npy(safe_join(out, str(sample_file("", cube_id, pattern, method))), rec.data)
+            if rec.std is not None:  # the timing's "uncertainty" says whether it belongs to this run
+                _save_npy(safe_join(out, str(sample_file("", cube_id, pattern, method, std=True))), rec.std)
             if method == GUIDED and Path(path).suffix.lower() in SEGY_SUFFIXES:
                 # What a user gets from `medsci interpolate`: the input's headers, reconstructed samples.
                 write_segy_like(path, safe_join(out, f"{cube_id}/{cube_id}-{pattern}-{method}.segy"), rec.data,

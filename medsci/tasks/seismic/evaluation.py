@@ -6,6 +6,10 @@ whole cube and over the missing traces only, and the mean 2D SSIM of inline and 
 
 Figures in ``sections/``: ``{cube}-{pattern}.png`` (inline and crossline sections) and
 ``{cube}-{pattern}-spectrum.png`` (mean amplitude spectrum of the missing traces, every method beside the truth).
+
+Uncertainty (the guided model only, when ``medsci sample seismic`` wrote its ``..._std.npy``): whether the std
+predicts the error on the missing traces (:mod:`medsci.evaluation.uncertainty`), per (cube, pattern) in the
+model's metrics.csv rows and averaged per pattern in summary.json ``uncertainty`` and summary.md.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 from medsci.evaluation.figures import Panel, new_figure, save_image_grid, save_png
 from medsci.evaluation.metrics import section_ssim, snr_db
 from medsci.evaluation.tables import metric_stats
+from medsci.evaluation.uncertainty import SCORES, mean_scores, scores_markdown, uncertainty_scores
 from medsci.tasks.seismic.baselines import linear_interpolation, mssa_interpolation, pocs_interpolation
 
 METHODS = ("model", "model_unguided", "linear", "pocs", "mssa")
@@ -59,6 +64,37 @@ def cube_rows(cube_id: str, pattern: str, truth: np.ndarray, mask: np.ndarray,
         row.update(cube_metrics(pred, truth, mask))
         rows.append(row)
     return rows
+
+
+def model_uncertainty(std: np.ndarray | None, pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict:
+    """The uncertainty scores of one reconstruction on its missing traces (``mask`` True = observed); NaN
+    scores without a std."""
+    if std is None:
+        return {key: math.nan for key in SCORES}
+    missing = np.broadcast_to(~mask[..., None], truth.shape)
+    return uncertainty_scores(std, np.asarray(pred, dtype=np.float64) - truth, missing)
+
+
+def summarize_uncertainty(rows: list[dict]) -> dict:
+    """``{pattern: {spearman, top_decile_ratio, coverage90, method, n}}``: the model's mean scores over the cubes
+    that had an uncertainty map (``n`` of them), from its metrics rows."""
+    out: dict = {}
+    for pattern in dict.fromkeys(r["pattern"] for r in rows):
+        scored = [r for r in rows if r["pattern"] == pattern and r["method"] == GUIDED
+                  and r.get("uncertainty", "none") != "none"]
+        means = mean_scores([{k: r[f"uncertainty_{k}"] for k in SCORES} for r in scored])
+        out[pattern] = {**means, "method": "/".join(sorted({r["uncertainty"] for r in scored})) or "none",
+                        "n": len(scored)}
+    return out
+
+
+def uncertainty_lines(uncertainty: dict) -> str:
+    """One summary.md line per pattern: the model's mean uncertainty scores, or why there are none."""
+    lines = []
+    for pattern, u in uncertainty.items():
+        what = f" ({pattern}, {u['method']}, {u['n']} cube{'s' if u['n'] != 1 else ''})" if u["n"] else f" ({pattern})"
+        lines.append(f"- {scores_markdown(u, what)}\n")
+    return "".join(lines)
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -253,15 +289,30 @@ def evaluate_heldout(cfg, data, cubes: list[str], train_cubes: list[str], masks,
                 preds[method] = np.load(f, allow_pickle=False)
                 if preds[method].shape != truth.shape:
                     raise InputError(f"reconstruction shape {preds[method].shape} != cube {truth.shape}", f)
+            std, unc = None, timings[-1]["reconstructions"].get(pattern, {}).get(GUIDED, {}).get("uncertainty", "none")
+            if unc != "none":  # the timing says whether a _std.npy beside the reconstruction belongs to this run
+                f = Path(samples) / cube_id / f"{cube_id}-{pattern}-{GUIDED}_std.npy"
+                if not f.is_file():
+                    raise MedsciError(f"missing uncertainty map (the {unc} std of the reconstruction)", f)
+                std = np.load(f, allow_pickle=False)
+                if std.shape != truth.shape:
+                    raise InputError(f"uncertainty map shape {std.shape} != cube {truth.shape}", f)
             preds.update(baseline_predictions(observed, mask, cfg.evaluation.pocs_iterations,
                                               getattr(cfg.evaluation, "mssa_rank", None)))
-            rows += cube_rows(cube_id, pattern, truth, mask, preds)
+            new = cube_rows(cube_id, pattern, truth, mask, preds)
+            scores = model_uncertainty(std, preds[GUIDED], truth, mask)
+            for row in new:  # the model's own columns; empty for the other methods
+                model = row["method"] == GUIDED
+                row["uncertainty"] = unc if model else None
+                row.update({f"uncertainty_{k}": scores[k] if model else None for k in SCORES})
+            rows += new
             save_sections(out / "sections" / f"{cube_id}-{pattern}.png", cube_id, pattern, observed, truth,
                              preds[GUIDED], mask, preds["linear"])
             save_spectra(out / "sections" / f"{cube_id}-{pattern}-spectrum.png", cube_id, pattern, truth, mask,
                          preds, sample_interval_ms)
     summary = {"cubes": cubes, "training_cubes": train_cubes,
-               "patterns": cfg.evaluation.patterns, "metrics": summarize(rows)}
+               "patterns": cfg.evaluation.patterns, "metrics": summarize(rows),
+               "uncertainty": summarize_uncertainty(rows)}
     # Seconds and network evaluations per cube, per reconstruction mode.
     per_mode: dict = {}
     for tm in timings:
@@ -279,7 +330,8 @@ def evaluate_heldout(cfg, data, cubes: list[str], train_cubes: list[str], masks,
         summary["sampling"]["sampler"] = timings[0]["sampler"]
     bench = [row for f in benchmark for row in json.loads(Path(f).read_text(encoding="utf-8"))]
     sections = [f"# Seismic trace interpolation, held-out cubes ({len(cubes)})\n\n"
-                f"{markdown_table(summary['metrics'])}\n"]
+                f"{markdown_table(summary['metrics'])}\n",
+                f"\n## Uncertainty of the model (missing traces)\n\n{uncertainty_lines(summary['uncertainty'])}"]
     if bench:
         summary["benchmark"] = bench
         # Baselines on the same cube(s) and mask as the benchmark runs, so the lines compare like with like.

@@ -4,8 +4,11 @@
 
 Without ``--mask`` the missing traces are the dead ones (every sample zero) of the input. SEG-Y output
 copies every header of the input byte for byte and replaces only the samples; ``.npy`` output is the
-(inline, crossline, time) float32 cube. Observed traces are returned bit-exact. Everything is checked before
-the (slow) reconstruction starts, and the output is written atomically: on any error no file is left.
+(inline, crossline, time) float32 cube. Observed traces are returned bit-exact. When the model gives an
+uncertainty map (a variance head, or ``--n-samples`` >= 2), its voxelwise standard deviation in the cube's
+amplitude units is written beside the output as ``<output stem>_std.npy`` (float32, the cube's shape, 0 on the
+observed traces). Everything is checked before the (slow) reconstruction starts, and the outputs are written
+atomically: on any error no file is left.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ def register_interpolate(subparsers) -> None:
     p = add_command(subparsers, "interpolate", run)
     p.add_argument("--checkpoint", required=True, help="model folder from `medsci train seismic`")
     p.add_argument("--input", required=True, help="survey: .segy/.sgy (regular inline/crossline grid) or .npy")
-    p.add_argument("--output", required=True, help=".segy/.sgy (headers from --input) or .npy")
+    p.add_argument("--output", required=True, help=".segy/.sgy (headers from --input) or .npy; the uncertainty "
+                   "map, when the model gives one, goes beside it as <output stem>_std.npy")
     p.add_argument("--mask", help=".npy (n_il, n_xl) bool or 0/1, 1 = observed; default: dead traces of the input")
     p.add_argument("--dead-tolerance", type=non_negative_float, default=0.0,
                    help="without --mask: a trace whose every |sample| <= this is missing (default 0)")
@@ -65,14 +69,21 @@ def _check_output(args, inp: Path, out: Path) -> None:
     if out.suffix.lower() in SEGY_SUFFIXES and inp.suffix.lower() not in SEGY_SUFFIXES:
         raise InputError("SEG-Y output needs a SEG-Y input to copy the headers from; write .npy instead", out)
     inputs = (inp, args.mask, args.checkpoint, args.config)
-    check_outputs([out, args.report], inputs, folder=False)
+    check_outputs([out, std_file(out), args.report], inputs, folder=False)
+
+
+def std_file(out: Path) -> Path:
+    """Where the uncertainty map of the reconstruction ``out`` goes: ``<output stem>_std.npy`` beside it."""
+    return out.with_name(f"{out.stem}_std.npy")
 
 
 def run(args) -> int:
     """fill missing traces of a seismic survey with a trained model
 
     Reconstruct the missing traces of a 3D post-stack cube (SEG-Y or .npy) with a trained seismic model: patch-wise
-    diffusion sampling with input guidance and Gaussian blending.
+    diffusion sampling with input guidance and Gaussian blending. When the model gives an uncertainty map (a
+    variance head, or --n-samples of 2 or more), its voxelwise standard deviation (amplitude units, float32, the
+    cube's shape, 0 on the observed traces) is written beside the output as <output stem>_std.npy.
     """
     limit_blas_threads()  # before numpy/scipy load OpenBLAS
 
@@ -128,26 +139,37 @@ def run(args) -> int:
     report = {"input": str(inp), "output": str(out), "shape": list(cube.shape), "traces": int(mask.size),
               "missing_traces": n_missing, "mask": str(args.mask) if args.mask else "dead traces of the input",
               "checkpoint": str(args.checkpoint)}
+    std = None
     if n_missing == 0:
         data = cube.data
         print(f"{inp}: no missing traces; writing the input samples unchanged", file=sys.stderr)
     else:
         rec = reconstruct(loaded, cube.data, mask, sampler, inference, source=inp, progress=args.progress)
-        data = rec.data
-        report.update({"scale": rec.scale, "network_evaluations_per_window": rec.network_evaluations,
+        data, std = rec.data, rec.std
+        report.update({"uncertainty": rec.uncertainty,
+                       "std_output": str(std_file(out)) if std is not None else None,
+                       "scale": rec.scale, "network_evaluations_per_window": rec.network_evaluations,
                        "windows": rec.windows, "empty_windows": rec.empty_windows, "seconds": round(rec.seconds, 3),
                        "input_guidance": rec.input_guidance, "resample_jumps": rec.resample_jumps,
                        "sampler": sampler.to_dict(), "device": str(loaded.device)})
         if rec.empty_windows:
             print(f"{inp}: warning: {rec.empty_windows} window(s) had no observed trace and were filled "
                   "without data support", file=sys.stderr)
-    if out.suffix.lower() in SEGY_SUFFIXES:
-        write_segy_like(inp, out, data, iline_byte=args.iline_byte, xline_byte=args.xline_byte)
-    else:
-        write_cube(out, np.asarray(data, dtype=np.float32))
+    if std is not None:
+        write_cube(std_file(out), std)  # .npy: atomic
+    try:
+        if out.suffix.lower() in SEGY_SUFFIXES:
+            write_segy_like(inp, out, data, iline_byte=args.iline_byte, xline_byte=args.xline_byte)
+        else:
+            write_cube(out, np.asarray(data, dtype=np.float32))
+    except BaseException:
+        if std is not None:  # no uncertainty map without its reconstruction
+            std_file(out).unlink(missing_ok=True)
+        raise
     if args.report:
         write_json_atomic(args.report, report)
     print(f"{out}: {n_missing} of {mask.size} traces reconstructed"
           + (f" ({report['network_evaluations_per_window']} network evaluations x {report['windows']} windows, "
-             f"{report['seconds']:.1f} s)" if n_missing else ""))
+             f"{report['seconds']:.1f} s)" if n_missing else "")
+          + (f"; uncertainty ({report['uncertainty']}) in {std_file(out)}" if std is not None else ""))
     return 0

@@ -124,6 +124,10 @@ class Reconstruction:
     seconds: float
     input_guidance: bool
     resample_jumps: int
+    # Voxelwise standard deviation in the cube's amplitude units (0 on observed traces), or None; and which
+    # method gave it: variance (the network's variance head) | samples (spread over n_samples) | none.
+    std: np.ndarray | None = None
+    uncertainty: str = "none"
 
 
 def reconstruct(loaded: LoadedModel, observed: np.ndarray, mask: np.ndarray, sampler: SamplerConfig | None = None,
@@ -132,7 +136,8 @@ def reconstruct(loaded: LoadedModel, observed: np.ndarray, mask: np.ndarray, sam
     """Fill the missing traces (``mask`` False) of ``observed`` (il, xl, t).
 
     ``sampler``/``inference`` default to what the checkpoint was trained with; ``sampler.n_samples`` > 1
-    averages that many samples per window. Randomness: window batch ``k`` of the sliding window uses
+    averages that many samples per window. ``std`` of the result: the engine's uncertainty map (variance head
+    and/or spread over samples) in amplitude units, exactly 0 on the observed traces, which are copied. Randomness: window batch ``k`` of the sliding window uses
     generators seeded with ``(sampler.seed, k, sample)``, so the same seed and settings give the same bytes.
     """
     sampler = sampler or loaded.sample
@@ -158,9 +163,13 @@ def reconstruct(loaded: LoadedModel, observed: np.ndarray, mask: np.ndarray, sam
                       offset=inputs[:, 2:3] if loaded.residual else None, device=loaded.device, progress=progress,
                       source=None if source is None else str(source))
     recon = denormalise(result.mean[0, 0].numpy(), scale)
+    std = None
+    if result.std is not None:
+        # A std only scales with the amplitudes: the residual's first guess shifts the mean, not the spread.
+        std = np.where(mask[..., None], np.float32(0), denormalise(result.std[0, 0].numpy(), scale))
     return Reconstruction(reinsert_observed(recon, observed, mask), scale, result.network_evaluations,
                           result.windows, result.window_evaluations, result.empty_windows, result.seconds,
-                          result.input_guidance, result.resample_jumps)
+                          result.input_guidance, result.resample_jumps, std, result.uncertainty)
 
 
 def sampler_for(loaded: LoadedModel, base: SamplerConfig | None = None, steps: int | None = None,
