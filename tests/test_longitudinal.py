@@ -23,7 +23,11 @@ SHAPE, SPACING = (16, 24, 16), (12.0, 12.0, 12.0)
 
 
 def _cfg(**train):
-    return LongitudinalConfig.from_dict({
+    return LongitudinalConfig.from_dict(_settings(**train), "longitudinal")
+
+
+def _settings(**train) -> dict:
+    return {
         "preprocess": {"shape": list(SHAPE), "spacing": list(SPACING)},
         "model": {"unet": {"channels": [8, 16], "attention_levels": [False, True], "norm_num_groups": 8,
                            "num_head_channels": 8}, "schedule": {"num_train_timesteps": 20}, "frame_patch": 8,
@@ -31,7 +35,7 @@ def _cfg(**train):
         "train": {"steps": 3, "batch_size": 2, "lr": 1e-3, "warmup_steps": 1, "checkpoint_every": 3,
                   "condition_dropout": {"context": 0.1}, **train},
         "sample": {"steps": 2},
-    }, "longitudinal")
+    }
 
 
 def test_encoder_ignores_missing_frames_whatever_they_hold():
@@ -187,6 +191,11 @@ def test_forecast_cli_writes_the_native_grid(trained, subjects, tmp_path):
     assert (tmp_path / "f_std.nii.gz").is_file()
     rec = json.loads((tmp_path / "f.nii.gz.json").read_text(encoding="utf-8"))
     assert rec["outputs"][0]["extrapolated"] and rec["synthetic"]
+    # no variance head: the std is the spread of the 2 samples, and both the JSON and the header say so
+    assert rec["outputs"][0]["uncertainty"] == "samples"
+    assert rec["outputs"][0]["std_file"] == str(tmp_path / "f_std.nii.gz")
+    assert nib.load(tmp_path / "f_std.nii.gz").header["descrip"].tobytes().rstrip(b"\0").decode().endswith(
+        "spread of 2 samples")
     r = subprocess.run([sys.executable, "-m", "medsci", "forecast", "--checkpoint", str(out), "--subject",
                         str(folder), "--time", "-5", "--output", str(tmp_path / "g.nii.gz")],
                        capture_output=True, text=True, encoding="utf-8")
@@ -227,3 +236,139 @@ def test_changed_region_ignores_scan_noise_and_finds_a_moved_edge():
     unsmoothed = changed_region(noisy_truth, noisy_last, LongitudinalEvalConfig(change_smoothing=0.0))
     assert unsmoothed[:, :, :14].mean() > 0.2  # why the frames are smoothed first
     assert target_sessions(6) == [2, 3, 4, 5] and target_sessions(3) == [2] and target_sessions(2) == [1]
+
+
+def _head_settings() -> dict:
+    """The tiny model with a variance head, trained with the rectified-flow objective; one sample per prediction."""
+    settings = _settings()
+    settings["model"]["unet"]["variance_head"] = True
+    settings["model"]["schedule"]["objective"] = "rflow"
+    settings["sample"] = {"steps": 1}
+    settings["evaluation"] = {"n_samples": 1, "forecast_sessions": 2}
+    return settings
+
+
+@pytest.fixture(scope="module")
+def trained_head(prepared, subjects):
+    from medsci.tasks.longitudinal.pipeline import train_longitudinal
+
+    _, paths = prepared
+    cfg = LongitudinalConfig.from_dict(_head_settings(), "longitudinal")
+    return paths, train_longitudinal(cfg, paths[:2], subjects / "model_head", "cpu", progress=False)
+
+
+def test_forecast_cli_writes_the_variance_heads_std_on_the_input_grid(trained_head, subjects, tmp_path):
+    import nibabel as nib
+
+    _, out = trained_head
+    folder = subjects / "raw" / "sub-002"
+    subject = read_subject(folder)
+    t = subject.sessions[-1].time + 200
+    r = subprocess.run([sys.executable, "-m", "medsci", "forecast", "--checkpoint", str(out), "--subject",
+                        str(folder), "--time", str(t), "--output", str(tmp_path / "f.nii.gz"), "--n-samples", "1"],
+                       capture_output=True, text=True, encoding="utf-8")
+    assert r.returncode == 0, r.stderr
+    first = nib.load(subject.sessions[0].path)
+    img = nib.load(tmp_path / "f_std.nii.gz")  # one sample: only the head can have given a std
+    std = np.asarray(img.dataobj)
+    assert img.shape == first.shape and np.allclose(img.affine, first.affine)
+    assert np.isfinite(std).all() and std.min() >= 0 and (std > 0).mean() > 0.5
+    assert img.header["descrip"].tobytes().rstrip(b"\0").decode() == \
+        f"SYNTHETIC medsci forecast std t={t:g} d: variance head"
+    rec = json.loads((tmp_path / "f.nii.gz.json").read_text(encoding="utf-8"))
+    assert rec["outputs"][0]["uncertainty"] == "variance" and rec["sampler"]["n_samples"] == 1
+    assert rec["outputs"][0]["std_file"] == str(tmp_path / "f_std.nii.gz")
+
+
+def test_evaluation_scores_the_variance_heads_std_against_the_error(trained_head, tmp_path):
+    import yaml
+    from scipy.stats import spearmanr
+
+    from medsci.evaluation.uncertainty import uncertainty_scores
+    from medsci.tasks.longitudinal.evaluation import brain_mask, target_sessions
+    from medsci.tasks.longitudinal.preprocess import load_subject
+
+    paths, out = trained_head
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"longitudinal": _head_settings()}), encoding="utf-8")
+    medsci = [sys.executable, "-m", "medsci"]
+    for cmd in (["sample", "longitudinal", "--checkpoint", str(out), "--out", str(tmp_path / "pred")],
+                ["evaluate", "longitudinal", "--predictions", str(tmp_path / "pred"), "--out", str(tmp_path / "ev")]):
+        r = subprocess.run(medsci + cmd + ["--config", str(config), "--subjects", str(paths[2])],
+                           capture_output=True, text=True, encoding="utf-8")
+        assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text(encoding="utf-8"))
+    u = summary["uncertainty"]
+    record = load_subject(paths[2])
+    sessions = target_sessions(len(record["times"]))
+    assert u["method"] == "variance" and u["predictions"] == u["predictions_with_std"] == len(sessions)
+    # the block holds the per-session scores of prediction - truth in the brain mask of the metrics, averaged
+    expected = []
+    with np.load(tmp_path / "pred" / paths[2].name) as z:
+        for k in sessions:
+            truth, pred, std = z[f"s{k}_truth"], z[f"s{k}_method_model"], z[f"s{k}_std"]
+            assert np.isfinite(std).all() and std.min() > 0
+            expected.append(uncertainty_scores(std, pred - truth, brain_mask(z[f"s{k}_method_copy_last"])))
+    for key in ("spearman", "top_decile_ratio", "coverage90"):
+        assert u[key] == pytest.approx(np.nanmean([e[key] for e in expected]), rel=1e-9), key
+    assert 0 <= u["coverage90"] <= 1 and -1 <= u["spearman"] <= 1 and set(u["changed_region"]) >= {"coverage90"}
+    # std against horizon over the forecasts: the last session and the 2 autoregressive ones after it
+    chain = summary["forecast_uncertainty"]["sub-002"]
+    assert len(chain) == 3 and all(f["mean_std"] > 0 and f["uncertainty"] == "variance" for f in chain)
+    h = u["horizon"]
+    rho = spearmanr([f["horizon_days"] for f in chain], [f["mean_std"] for f in chain]).statistic
+    assert h["forecasts"] == 3 and h["forecast_std_spearman"] == pytest.approx(rho)
+    assert h["forecast_std_last_over_first"] == pytest.approx(chain[-1]["mean_std"] / chain[0]["mean_std"])
+    assert h["forecast_std_grows"] == (rho > 0)
+    text = (tmp_path / "ev" / "summary.md").read_text(encoding="utf-8")
+    assert f"Uncertainty (variance, brain): Spearman(std, |error|) {u['spearman']:.3f}" in text
+    assert "## Forecast uncertainty" in text
+
+
+def test_no_uncertainty_without_a_head_and_with_one_sample(trained):
+    from dataclasses import replace
+
+    from medsci.tasks.longitudinal.config import LongitudinalEvalConfig
+    from medsci.tasks.longitudinal.evaluation import score_subject, uncertainty_subject
+    from medsci.tasks.longitudinal.pipeline import load_model, predict_subject
+    from medsci.tasks.longitudinal.preprocess import load_subject
+    from medsci.tasks.longitudinal.report import markdown, summarise
+
+    _, paths, out = trained
+    loaded = load_model(out, "cpu")
+    record = load_subject(paths[2])
+    eval_cfg = LongitudinalEvalConfig(n_samples=1, forecast_sessions=1)
+    pred = predict_subject(loaded, record, eval_cfg, replace(loaded.sample, n_samples=1))
+    assert all(t["std"] is None and t["uncertainty"] == "none" for t in pred["targets"])
+    rows = uncertainty_subject("sub-002", pred, eval_cfg)
+    assert len(rows) == len(pred["targets"]) and all(r["mean_std"] is None and r["brain_spearman"] is None
+                                                     for r in rows)
+    summary = summarise(score_subject("sub-002", pred, eval_cfg), {"sub-002": pred["forecast"]}, {}, rows)
+    u = summary["uncertainty"]
+    assert u["method"] == "none" and u["predictions_with_std"] == 0
+    assert u["spearman"] is None and u["coverage90"] is None and u["changed_region"]["spearman"] is None
+    assert u["horizon"]["forecast_std_spearman"] is None and u["horizon"]["forecast_std_grows"] is None
+    assert u["horizon"]["forecast_std_last_over_first"] is None
+    assert u["horizon"]["heldout_std_spearman"] is None
+    assert "Uncertainty (none, brain): none (the model gave no uncertainty map)." in markdown(summary)
+
+
+def test_uncertainty_summary_measures_growth_with_the_horizon():
+    from medsci.tasks.longitudinal.report import summarise_uncertainty
+
+    def row(h, std, err):
+        scores = {f"{r}_{k}": 0.5 for r in ("brain", "changed") for k in ("spearman", "top_decile_ratio",
+                                                                           "coverage90")}
+        return {"horizon_days": h, "mean_std": std, "brain_abs_error": err, "uncertainty": "variance", **scores}
+
+    rows = [row(100, 0.01, 0.02), row(300, 0.02, 0.03), row(200, 0.03, 0.025)]
+    forecasts = {"a": [{"horizon_days": 100, "mean_std": 0.01}, {"horizon_days": 200, "mean_std": 0.02}],
+                 "b": [{"horizon_days": 150, "mean_std": 0.03}, {"horizon_days": 400, "mean_std": 0.04}]}
+    u = summarise_uncertainty(rows, forecasts)
+    h = u["horizon"]
+    assert h["heldout_error_spearman"] == pytest.approx(1.0) and h["heldout_std_spearman"] == pytest.approx(0.5)
+    assert h["forecast_std_spearman"] == pytest.approx(0.8) and h["forecast_std_grows"] is True
+    assert h["forecast_std_last_over_first"] == pytest.approx((2 + 4 / 3) / 2)
+    assert u["spearman"] == 0.5 and u["predictions"] == 3 and u["method"] == "variance"
+    shrinking = {"a": [{"horizon_days": d, "mean_std": 1 / d} for d in (100, 200, 300)]}
+    assert summarise_uncertainty(rows, shrinking)["horizon"]["forecast_std_grows"] is False

@@ -32,13 +32,21 @@ def register_commands(subparsers) -> None:
 SPACING_TOLERANCE = 0.10
 
 
+def std_description(t: float, uncertainty: str, n_samples: int) -> str:
+    """What OUT_std.nii.gz holds (Generated.uncertainty), short enough for the 80-byte NIfTI description."""
+    spread = f"spread of {n_samples} samples"
+    what = {"variance": "variance head" + (f" + {spread}" if n_samples > 1 else ""), "samples": spread}
+    return f"SYNTHETIC medsci forecast std t={t:g} d: {what.get(uncertainty, uncertainty)}"
+
+
 def run_forecast(args) -> int:
     """a subject's volume at a requested time from its earlier sessions
 
     Reads SUBJECT (sessions.tsv + one volume per session, or BIDS sub-*/ses-*), registers every session to the
     first, predicts the volume at --time (days, on the sessions.tsv clock; between sessions: from the earlier ones;
-    after the last: extrapolated) and writes it on the first session's native grid, with OUT_std.nii.gz (the
-    voxelwise std over --n-samples) and OUT.json.
+    after the last: extrapolated) and writes it on the first session's native grid, with OUT_std.nii.gz when the
+    model gives an uncertainty (the voxelwise std of its variance head, plus the spread over --n-samples when
+    there are several; or the spread alone) and OUT.json, whose "uncertainty" says which.
     """
     import numpy as np
     import torch
@@ -87,10 +95,13 @@ def run_forecast(args) -> int:
         out = args.output.with_name(name + ".nii.gz")
         vol, affine = to_native(p.mean, record)
         write_nifti(out, vol, affine, description=f"SYNTHETIC medsci forecast t={t:g} d")
+        std_file = None
         if p.std is not None:
             std, _ = to_native(p.std, record)
-            write_nifti(out.with_name(name + "_std.nii.gz"), std, affine, description="std over samples")
+            std_file = out.with_name(name + "_std.nii.gz")
+            write_nifti(std_file, std, affine, description=std_description(t, p.uncertainty, sampler.n_samples))
         written.append({"time_days": t, "file": str(out), "network_evaluations": p.network_evaluations,
+                        "uncertainty": p.uncertainty, "std_file": None if std_file is None else str(std_file),
                         "horizon_days": t - max([x for x in record["times"] if x < t] or [record["times"][0]]),
                         "extrapolated": t > last})
     write_json_atomic(args.output.with_name(Path(written[0]["file"]).name + ".json"),
@@ -176,14 +187,14 @@ def run_evaluate(args) -> int:
     import numpy as np
 
     from medsci.config import load_config
-    from medsci.tasks.longitudinal.evaluation import score_subject
+    from medsci.tasks.longitudinal.evaluation import score_subject, uncertainty_subject
     from medsci.tasks.longitudinal.preprocess import load_subject
     from medsci.tasks.longitudinal.report import sequence_figure, write_evaluation
 
     check_outputs(args.out, [*args.subjects, args.predictions, args.config])
     config = load_config(args.config)
     cfg = config.longitudinal
-    rows, forecasts, nfe = [], {}, {}
+    rows, uncertainty, forecasts, nfe = [], [], {}, {}
     (args.out / "figures").mkdir(parents=True, exist_ok=True)
     for path in sorted(args.subjects):
         record = load_subject(path)
@@ -198,9 +209,10 @@ def run_evaluate(args) -> int:
                                             if k.startswith(key + "method_")}})
         pred = {"targets": targets}
         rows += score_subject(record["subject"], pred, cfg.evaluation)
+        uncertainty += uncertainty_subject(record["subject"], pred, cfg.evaluation)
         forecasts[record["subject"]] = info["forecast"]
         nfe[record["subject"]] = targets[-1]["network_evaluations"]
         sequence_figure(args.out / "figures" / f"{record['subject']}.png", record, targets[-1])
-    write_evaluation(args.out, rows, forecasts, nfe)
+    write_evaluation(args.out, rows, forecasts, nfe, uncertainty)
     print(f"wrote {args.out / 'summary.md'}")
     return 0

@@ -40,13 +40,19 @@ def score_subject(subject: str, predicted: dict, eval_cfg) -> list[dict]:
     return [row for target in predicted["targets"] for row in score_target(subject, target, eval_cfg)]
 
 
+def scored_regions(predicted: dict, eval_cfg) -> dict[str, np.ndarray]:
+    """The masks a target is scored in: the brain of the last earlier session, and the changed region in it."""
+    last = predicted["methods"]["copy_last"]
+    brain = brain_mask(last)
+    return {"brain": brain, "changed": brain & changed_region(predicted["truth"], last, eval_cfg)}
+
+
 def score_target(subject: str, predicted: dict, eval_cfg) -> list[dict]:
     from medsci.evaluation.metrics import image_metrics
 
     truth = predicted["truth"]
-    last = predicted["methods"]["copy_last"]
-    brain = brain_mask(last)
-    changed = brain & changed_region(truth, last, eval_cfg)
+    regions = scored_regions(predicted, eval_cfg)
+    brain, changed = regions["brain"], regions["changed"]
     data_range = float(np.percentile(truth[brain], 99.5)) if brain.any() else 1.0
     rows = []
     for method, volume in predicted["methods"].items():
@@ -56,4 +62,27 @@ def score_target(subject: str, predicted: dict, eval_cfg) -> list[dict]:
                      "changed_voxels": int(changed.sum()),
                      **{f"{region}_{x}": float(m[f"{region}_{x}"]) for region in ("brain", "changed") for x in METRICS},
                      "ssim": float(m["ssim"])})
+    return rows
+
+
+def uncertainty_subject(subject: str, predicted: dict, eval_cfg) -> list[dict]:
+    """Does the model's std predict its error? One row per target session: the scores of
+    ``medsci.evaluation.uncertainty`` in the brain and in the changed region (None without a std), the mean std
+    and mean |error| over the brain, and the horizon."""
+    from medsci.evaluation.uncertainty import SCORES, uncertainty_scores
+
+    rows = []
+    for target in predicted["targets"]:
+        std, error = target.get("std"), target["methods"]["model"] - target["truth"]
+        regions = scored_regions(target, eval_cfg)
+        brain = regions["brain"]
+        row = {"subject": subject, "session": int(target["session"]), "horizon_days": float(target["horizon_days"]),
+               # predictions written before the method was recorded: a std of unknown kind
+               "uncertainty": target.get("uncertainty") or ("none" if std is None else "unknown"),
+               "mean_std": None if std is None or not brain.any() else float(std[brain].mean()),
+               "brain_abs_error": float(np.abs(error[brain]).mean()) if brain.any() else None}
+        for name, region in regions.items():
+            scores = uncertainty_scores(std, error, region) if std is not None else dict.fromkeys(SCORES)
+            row.update({f"{name}_{k}": v for k, v in scores.items()})
+        rows.append(row)
     return rows

@@ -94,7 +94,8 @@ class Longitudinal(Generator, name="longitudinal", checkpoint_task=TASK, loaded_
                 arrays.update({f"{key}method_{k}": v for k, v in target["methods"].items()})
                 if target["std"] is not None:
                     arrays[key + "std"] = target["std"]
-                targets.append({k: target[k] for k in ("session", "horizon_days", "network_evaluations", "seconds")})
+                targets.append({k: target[k] for k in ("session", "horizon_days", "network_evaluations", "seconds",
+                                                       "uncertainty")})
             for i, fut in enumerate(pred.get("future", [])):
                 arrays[f"future_{i}"] = fut
             write_npz(safe_join(args.out, path.name), arrays)
@@ -107,7 +108,7 @@ class Longitudinal(Generator, name="longitudinal", checkpoint_task=TASK, loaded_
 
 def predict_subject(loaded, record: dict, eval_cfg, sampler) -> dict:
     """{"targets": [{"session", "truth", "methods": {name: volume}, "std", "horizon_days", ...}],
-    "forecast": [{horizon_days, mean_std}], "future": [volumes]} for one held-out subject.
+    "forecast": [{horizon_days, mean_std, uncertainty}], "future": [volumes]} for one held-out subject.
 
     Each target session is predicted from the sessions before it only. The forecast continues autoregressively
     after the subject's last session (``forecast_sessions`` sessions at its median interval)."""
@@ -130,10 +131,11 @@ def predict_subject(loaded, record: dict, eval_cfg, sampler) -> dict:
             methods[name] = fn(list(context), list(ctx_times), t, **kwargs)
         targets.append({"session": k, "truth": frames[k], "methods": methods, "std": pred.std,
                         "horizon_days": t - float(ctx_times[-1]), "network_evaluations": pred.network_evaluations,
-                        "seconds": pred.seconds,
+                        "seconds": pred.seconds, "uncertainty": pred.uncertainty,
                         "mean_std": float(pred.std[mask].mean()) if pred.std is not None else None})
     last = targets[-1]
-    out = {"targets": targets, "forecast": [{"horizon_days": last["horizon_days"], "mean_std": last["mean_std"]}]}
+    out = {"targets": targets, "forecast": [{"horizon_days": last["horizon_days"], "mean_std": last["mean_std"],
+                                             "uncertainty": last["uncertainty"]}]}
     if eval_cfg.forecast_sessions:
         step = float(np.median(np.diff(times))) if len(times) > 1 else 365.0
         t_last = float(times[-1])
@@ -142,7 +144,8 @@ def predict_subject(loaded, record: dict, eval_cfg, sampler) -> dict:
         for ft, p in zip(future, sessions):
             # horizon from the last acquired session before the target (the last context frame of the target)
             out["forecast"].append({"horizon_days": ft - float(times[-2]),
-                                    "mean_std": float(p.std[mask].mean()) if p.std is not None else None})
+                                    "mean_std": float(p.std[mask].mean()) if p.std is not None else None,
+                                    "uncertainty": p.uncertainty})
         out["future"] = [p.mean for p in sessions]
     return out
 
@@ -157,6 +160,7 @@ class Prediction:
     std: np.ndarray | None
     network_evaluations: int
     seconds: float
+    uncertainty: str = "none"  # what std is: variance (the network's variance head) | samples (their spread) | none
 
 
 def predict(loaded: LoadedModel, frames: np.ndarray, times_days, target_days: float,
@@ -178,7 +182,7 @@ def predict(loaded: LoadedModel, frames: np.ndarray, times_days, target_days: fl
                       conditions, (1, 1, *loaded.shape), offset=offset, device=loaded.device)
     mean = (result.mean[0, 0] / CHANGE_SCALE).numpy()
     std = None if result.std is None else (result.std[0, 0] / CHANGE_SCALE).numpy()
-    return Prediction(mean, std, result.network_evaluations, result.seconds)
+    return Prediction(mean, std, result.network_evaluations, result.seconds, result.uncertainty)
 
 
 def forecast(loaded: LoadedModel, frames: np.ndarray, times_days, future_days, sampler: SamplerConfig | None = None

@@ -13,7 +13,44 @@ METHODS = ("model", "copy_last", "linear", "deformation")
 COLUMNS = ("brain_ssim", "brain_psnr", "brain_mae", "changed_ssim", "changed_psnr", "changed_mae")
 
 
-def summarise(rows: list[dict], forecasts: dict, nfe: dict) -> dict:
+def _rank_correlation(x: list, y: list) -> float | None:
+    """Spearman's rho of paired values (None left out); None with fewer than 3 pairs or a constant side."""
+    from scipy.stats import spearmanr
+
+    pairs = np.array([(a, b) for a, b in zip(x, y) if a is not None and b is not None], dtype=np.float64)
+    if len(pairs) < 3 or np.ptp(pairs[:, 0]) == 0 or np.ptp(pairs[:, 1]) == 0:
+        return None
+    return float(spearmanr(pairs[:, 0], pairs[:, 1]).statistic)
+
+
+def summarise_uncertainty(rows: list[dict], forecasts: dict) -> dict:
+    """Mean scores of the model's std against its error over the predicted sessions (brain, changed region), and
+    whether the std grows with the horizon: over the held-out sessions beside the error's growth (the truth's),
+    and over the forecasts (the last session and the autoregressive ones after it, all subjects pooled)."""
+    from medsci.evaluation.uncertainty import SCORES, mean_scores
+
+    kinds = sorted({r["uncertainty"] for r in rows if r["uncertainty"] != "none"})
+    by_region = {region: mean_scores([{k: r[f"{region}_{k}"] for k in SCORES} for r in rows])
+                 for region in ("brain", "changed")}
+    horizons = [r["horizon_days"] for r in rows]
+    chain = [f for v in forecasts.values() for f in v]
+    std_chain = _rank_correlation([f["horizon_days"] for f in chain], [f["mean_std"] for f in chain])
+    # how much: each subject's std at its longest forecast horizon over the one at its shortest (a rank
+    # correlation counts a 0.1 % rise as growth)
+    ratios = [v[-1]["mean_std"] / v[0]["mean_std"] for v in forecasts.values()
+              if len(v) > 1 and v[0]["mean_std"] and v[-1]["mean_std"] is not None]
+    return {"method": ", ".join(kinds) or "none", "region": "brain", **by_region["brain"],
+            "changed_region": by_region["changed"], "predictions": len(rows),
+            "predictions_with_std": sum(r["mean_std"] is not None for r in rows),
+            "horizon": {
+                "heldout_std_spearman": _rank_correlation(horizons, [r["mean_std"] for r in rows]),
+                "heldout_error_spearman": _rank_correlation(horizons, [r["brain_abs_error"] for r in rows]),
+                "forecast_std_spearman": std_chain, "forecasts": sum(f["mean_std"] is not None for f in chain),
+                "forecast_std_last_over_first": float(np.mean(ratios)) if ratios else None,
+                "forecast_std_grows": None if std_chain is None else std_chain > 0}}
+
+
+def summarise(rows: list[dict], forecasts: dict, nfe: dict, uncertainty: list[dict] | None = None) -> dict:
     methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
     table = {m: metric_stats([r for r in rows if r["method"] == m], COLUMNS) for m in methods}
     horizons = sorted({r["horizon_days"] for r in rows})
@@ -27,7 +64,7 @@ def summarise(rows: list[dict], forecasts: dict, nfe: dict) -> dict:
                 for m in methods}
     model = table.get("model", {})
     base_changed = {m: table[m]["changed_ssim"]["mean"] for m in methods if m != "model"}
-    return {
+    out = {
         "subjects": sorted({r["subject"] for r in rows}), "horizons_days": horizons, "metrics": table,
         "predictions": len({(r["subject"], r.get("session")) for r in rows}),
         "by_horizon": by_horizon, "forecast_uncertainty": forecasts, "network_evaluations": nfe,
@@ -40,6 +77,9 @@ def summarise(rows: list[dict], forecasts: dict, nfe: dict) -> dict:
                 model["brain_ssim"]["mean"] > table["copy_last"]["brain_ssim"]["mean"]),
         },
     }
+    if uncertainty is not None:
+        out["uncertainty"] = summarise_uncertainty(uncertainty, forecasts)
+    return out
 
 
 def markdown(s: dict) -> str:
@@ -61,7 +101,7 @@ def markdown(s: dict) -> str:
               "|---|" + "---|" * len(s["metrics"])]
     for h, v in s["by_horizon"].items():
         lines.append(f"| {h} | " + " | ".join(f(v[m]['changed_ssim']['mean']) for m in s["metrics"]) + " |")
-    lines += ["", "## Forecast uncertainty (mean voxelwise std over samples, brain)", "",
+    lines += ["", "## Forecast uncertainty (mean voxelwise std of the model, brain)", "",
               "| subject | " + " | ".join(f"session +{i}" for i in range(max((len(v) for v in
                                                                                 s['forecast_uncertainty'].values()),
                                                                                default=0))) + " |"]
@@ -69,6 +109,8 @@ def markdown(s: dict) -> str:
     for subj, v in s["forecast_uncertainty"].items():
         lines.append(f"| {subj} | " + " | ".join(f"{f(e['mean_std'], 4)} ({e['horizon_days']:.0f} d)" for e in v)
                      + " |")
+    if "uncertainty" in s:
+        lines += ["", "## Does the uncertainty predict the error?", "", *uncertainty_lines(s["uncertainty"])]
     q = s["quality_bar"]
     lines += ["", "## Quality bar", "",
               f"- SSIM in the changed region: model {f(q['model_changed_ssim'])}; " +
@@ -76,6 +118,24 @@ def markdown(s: dict) -> str:
               f" -> beats all baselines: {q['beats_all_baselines_in_changed_region']}",
               f"- over the brain, beats copy-last: {q['beats_copy_last_over_brain']}", ""]
     return "\n".join(lines)
+
+
+def uncertainty_lines(u: dict) -> list[str]:
+    """The uncertainty section of summary.md: the scores in the brain and in the changed region, and the std's
+    rank correlation with the horizon beside the error's."""
+    from medsci.evaluation.uncertainty import scores_markdown
+
+    def f(v):
+        return "n/a (fewer than 3 values, or one side constant)" if v is None else f"{v:.2f}"
+
+    h = u["horizon"]
+    return ["- " + scores_markdown(u, f" ({u['method']}, brain)"),
+            "- " + scores_markdown(u["changed_region"], " (changed region)"),
+            f"- Spearman over the {u['predictions']} predicted sessions against the horizon: mean std "
+            f"{f(h['heldout_std_spearman'])}, mean |error| {f(h['heldout_error_spearman'])}; over the forecasts "
+            f"(last session and autoregressive ones): mean std {f(h['forecast_std_spearman'])} -> grows with the "
+            f"horizon: {h['forecast_std_grows']} (longest / shortest horizon's std: "
+            f"{f(h['forecast_std_last_over_first'])}x)."]
 
 
 def sequence_figure(path: Path, record: dict, predicted: dict) -> None:
@@ -95,7 +155,8 @@ def sequence_figure(path: Path, record: dict, predicted: dict) -> None:
                     tight=True)
 
 
-def write_evaluation(out: Path, rows: list[dict], forecasts: dict, nfe: dict) -> dict:
-    summary = summarise(rows, forecasts, nfe)
+def write_evaluation(out: Path, rows: list[dict], forecasts: dict, nfe: dict,
+                     uncertainty: list[dict] | None = None) -> dict:
+    summary = summarise(rows, forecasts, nfe, uncertainty)
     write_tables(out, rows, summary, markdown(summary))
     return summary
