@@ -121,7 +121,9 @@ def run_rotate(args) -> int:
     """a radiograph seen from a rotated viewpoint (PNG, DICOM CR/DX, NIfTI)
 
     Writes OUT in the input's format (PNG bit depth, DICOM derived image, NIfTI affine), marked as synthetic, plus
-    OUT.json with the rotation, sampler, network evaluations and warnings. Angles (degrees) turn the patient about x
+    OUT.json with the rotation, sampler, network evaluations and warnings. With a model uncertainty (a variance
+    head, or several samples), OUT_std beside it (a float32 .npy for DICOM) and its method, file and mean/max on the
+    [0, 1] intensity scale in OUT.json. Angles (degrees) turn the patient about x
     (left-right, tilt), y (beam, in-plane) and z (head-foot, turn), applied x, then y, then z. The image is
     resampled to the model's detector grid and back.
     """
@@ -137,8 +139,9 @@ def run_rotate(args) -> int:
     check_outputs(args.output, [args.input, args.checkpoint], folder=False)
     if args.threads:
         torch.set_num_threads(args.threads)
-    check_steps_fit(args.checkpoint, args.steps, args)
     radiograph = read_radiograph(args.input)  # a bad file is refused before the model is loaded
+    check_outputs(std_path_of(args.output, radiograph.format), [args.input, args.checkpoint], folder=False)
+    check_steps_fit(args.checkpoint, args.steps, args)
     loaded = load_model(args.checkpoint, args.device)
     warnings = []
     beyond = [f"{axis} {a:g} deg > {m:g}" for axis, a, m in zip("xyz", angles, loaded.max_angle) if abs(a) > m + 1e-9]
@@ -177,16 +180,61 @@ def run_rotate(args) -> int:
     if warnings:
         note += ". WARNING: " + "; ".join(warnings)
     written = write_radiograph(args.output, radiograph, out, note)
+    # The model's std, back on the output's grid and intensity scale (out = image * divisor).
+    std = None if result.std is None else np.clip(_resize(result.std[0], (h, w)) * divisor, 0.0, None)
+    uncertainty = {"method": result.uncertainty if std is not None else "none", "std_file": None}
+    if std is not None:
+        std_path, units = _write_std(written, radiograph, std, f"SYNTHETIC: uncertainty (std) of {written.name}")
+        uncertainty.update(std_file=std_path.name, std_units=units, std_mean=float(std.mean()),
+                           std_max=float(std.max()))
     record = {"input": str(args.input), "output": str(written), "angles_deg": list(angles),
               "trained_max_angle_deg": list(loaded.max_angle), "model_pixels": [rows, cols],
               "input_pixels": [h, w], "display_divisor": divisor, "sampler": sampler.to_dict(),
               "network_evaluations": result.network_evaluations, "seconds": round(result.seconds, 3),
-              "warnings": warnings, "synthetic": True, "checkpoint": str(args.checkpoint)}
+              "warnings": warnings, "synthetic": True, "checkpoint": str(args.checkpoint),
+              "uncertainty": uncertainty}
     write_json_atomic(Path(str(written) + ".json"), record)
     for line in warnings:
         print(f"warning: {args.input}: {line}")
     print(f"wrote {written} ({result.network_evaluations} network evaluations, {result.seconds:.1f} s)")
     return 0
+
+
+def std_path_of(output: Path, fmt: str) -> Path:
+    """``<output stem>_std`` beside the output: the output's format, a float32 .npy for DICOM."""
+    name = output.name
+    for suffix in (".nii.gz", ".nii", ".png", ".dcm", ".dicom"):
+        if name.lower().endswith(suffix):
+            stem, ext = name[: -len(suffix)], suffix
+            break
+    else:
+        stem, ext = name, ""
+    return output.with_name(stem + "_std" + (".npy" if fmt == "dicom" else ext))
+
+
+def _write_std(output: Path, like, std, note: str) -> tuple[Path, str]:
+    """Write the (H, W) std (the output's [0, 1] intensity scale) beside ``output``; its path and units."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from medsci.io.radiograph import write_radiograph
+
+    path = std_path_of(output, like.format)
+    if like.format == "dicom":
+        from medsci.io.atomic import atomic_path
+
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, np.asarray(std, dtype=np.float32), allow_pickle=False)
+        return path, "the output's [0, 1] intensity scale (0 = the input's darkest, 1 = its brightest value)"
+    if like.format == "png":
+        # Always 16-bit grey: an 8-bit std would round most of the map to 0.
+        write_radiograph(path, replace(like, bit_depth=16, rgb=False), std, note)
+        return path, "the output's [0, 1] intensity scale: PNG value / 65535"
+    # NIfTI: in the input's value units, a spread (no offset): the writer's lo + x (hi - lo) with lo = 0.
+    lo, hi = float(like.meta["value_min"]), float(like.meta["value_max"])
+    write_radiograph(path, replace(like, meta={**like.meta, "value_min": 0.0, "value_max": hi - lo}), std, note)
+    return path, "the input's value units (as the output image)"
 
 
 def _resize(image, shape):

@@ -18,6 +18,7 @@ import numpy as np
 from medsci.tasks.rotation.config import AXES
 
 METRICS = ("ssim", "psnr", "mae")
+STD = "std"  # key prefix of the model's uncertainty maps in a prediction file
 
 
 def _sigmoid_lut(x: np.ndarray) -> np.ndarray:
@@ -64,10 +65,12 @@ def save_predictions(path: str | Path, result: dict) -> None:
     from medsci.io.atomic import atomic_path
 
     arrays = {f"{remap}/{method}": v for remap, preds in result["predictions"].items() for method, v in preds.items()}
+    # The model's uncertainty under its own prefix: "std" is no remap, so scoring never takes it for a method.
+    arrays.update({f"{STD}/{method}": v for method, v in result.get("std", {}).items()})
+    info = {"nfe": result["nfe"], "seconds": result["seconds"], "uncertainty": result.get("uncertainty", "none")}
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays, info=np.frombuffer(
-                json.dumps({"nfe": result["nfe"], "seconds": result["seconds"]}).encode("utf-8"), dtype=np.uint8))
+            np.savez_compressed(f, **arrays, info=np.frombuffer(json.dumps(info).encode("utf-8"), dtype=np.uint8))
 
 
 def load_predictions(path: str | Path) -> dict:
@@ -77,13 +80,14 @@ def load_predictions(path: str | Path) -> dict:
         with np.load(path, allow_pickle=False) as z:
             info = json.loads(bytes(z["info"]).decode("utf-8"))
             preds: dict = {}
+            std: dict = {}
             for key in z.files:
                 if key != "info":
                     remap, method = key.split("/")
-                    preds.setdefault(remap, {})[method] = z[key]
+                    (std if remap == STD else preds.setdefault(remap, {}))[method] = z[key]
     except (OSError, KeyError, ValueError) as err:
         raise InputError(f"not a rotation prediction file ({str(err).splitlines()[0][:100]})", path) from None
-    return {"predictions": preds, **info}
+    return {"uncertainty": "none", **info, "predictions": preds, "std": std}  # files of before issue 24: none
 
 
 def score(ct: str, pairs, predicted: dict, axes: list[str], mags: list[float]) -> list[dict]:
@@ -100,3 +104,17 @@ def score(ct: str, pairs, predicted: dict, axes: list[str], mags: list[float]) -
                              "rx": round(float(angle[0]), 3), "ry": round(float(angle[1]), 3),
                              "rz": round(float(angle[2]), 3), **{x: float(m[x]) for x in METRICS}})
     return rows
+
+
+def uncertainty_rows(pairs, predicted: dict, axes: list[str]) -> list[dict]:
+    """Per held-out view, how well the model's std predicts its error on the plain input; [] without a std.
+
+    Scored on the whole detector image, as SSIM is (the views have no body mask)."""
+    from medsci.evaluation.uncertainty import uncertainty_scores
+
+    std = predicted.get("std", {}).get("model")
+    if std is None:
+        return []
+    model = predicted["predictions"]["none"]["model"]
+    return [{"axis": axes[k], **uncertainty_scores(std[k], model[k] - pairs.targets[k])}
+            for k in range(len(pairs.angles))]

@@ -121,11 +121,12 @@ class Rotation(Generator, name="rotation", checkpoint_task=TASK, loaded_model=Lo
 
 
 def predict_heldout(loaded, pairs, cfg, geometry) -> dict:
-    """{remap: {method: (K, H, W)}}, and network evaluations / seconds per model variant."""
+    """{remap: {method: (K, H, W)}}, and network evaluations / seconds per model variant; the model's (K, H, W)
+    std on the plain inputs (``std``, absent without one) and where it came from (``uncertainty``)."""
     from medsci.tasks.rotation.baselines import BASELINES
     from medsci.tasks.rotation.evaluation import REMAPS, guidance_variants
 
-    out: dict = {"predictions": {}, "nfe": {}, "seconds": {}}
+    out: dict = {"predictions": {}, "nfe": {}, "seconds": {}, "std": {}, "uncertainty": "none"}
     for remap in ("none", *cfg.evaluation.remaps):
         f = REMAPS[remap]
         src = f(pairs.source)
@@ -138,6 +139,8 @@ def predict_heldout(loaded, pairs, cfg, geometry) -> dict:
             if remap == "none":
                 out["nfe"][name] = res.network_evaluations
                 out["seconds"][name] = res.seconds / len(pairs.angles)
+            if remap == "none" and name == "model" and res.std is not None:
+                out["std"]["model"], out["uncertainty"] = res.std, res.uncertainty
         out["predictions"][remap] = preds
     return out
 
@@ -149,9 +152,10 @@ load_model = STAGES.load
 @dataclass
 class Rotated:
     image: np.ndarray  # (B, H, W) float32 in [0, 1]
-    std: np.ndarray | None
+    std: np.ndarray | None  # (B, H, W) on the image's [0, 1] scale, or None
     network_evaluations: int
     seconds: float
+    uncertainty: str = "none"  # where std came from: variance | samples | none
 
 
 def rotate(loaded: LoadedModel, sources: np.ndarray, angles, sampler: SamplerConfig | None = None) -> Rotated:
@@ -170,4 +174,4 @@ def rotate(loaded: LoadedModel, sources: np.ndarray, angles, sampler: SamplerCon
                       conditions, (src.shape[0], 1, *src.shape[1:]), offset=offset, device=loaded.device)
     image = (result.mean[:, 0] / MODEL_SCALE).clamp(0.0, 1.0).numpy()
     std = None if result.std is None else (result.std[:, 0] / MODEL_SCALE).numpy()
-    return Rotated(image, std, result.network_evaluations, result.seconds)
+    return Rotated(image, std, result.network_evaluations, result.seconds, result.uncertainty)

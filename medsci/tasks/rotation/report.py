@@ -10,9 +10,10 @@ import numpy as np
 
 from medsci.evaluation.figures import Panel, save_image_grid
 from medsci.evaluation.tables import metric_stats, write_tables
+from medsci.evaluation.uncertainty import scores_markdown
 from medsci.io.atomic import write_bytes_atomic
 from medsci.tasks.rotation.data import load_pairs
-from medsci.tasks.rotation.evaluation import METRICS, load_predictions, score
+from medsci.tasks.rotation.evaluation import METRICS, load_predictions, score, uncertainty_rows
 
 BASE_METHODS = ("identity", "warp")
 
@@ -31,7 +32,7 @@ def write_evaluation(cfg, pair_paths: list[Path], predictions_dir: Path, out: Pa
     (out / "figures").mkdir(exist_ok=True)
     from medsci.tasks.rotation.data import refusal_of
 
-    rows, info, first, refused = [], {}, None, {}
+    rows, info, first, refused, unc_rows = [], {}, None, {}, []
     for i, path in enumerate(sorted(pair_paths)):
         ct = path.name[:-4] if path.name.endswith(".npz") else path.stem
         reason = refusal_of(path)
@@ -42,7 +43,8 @@ def write_evaluation(cfg, pair_paths: list[Path], predictions_dir: Path, out: Pa
         predicted = load_predictions(predictions_dir / path.name)
         axes, mags = angle_labels(pairs.angles)
         rows += score(ct, pairs, predicted, axes, mags)
-        info[ct] = {"nfe": predicted["nfe"], "seconds": predicted["seconds"]}
+        unc_rows += uncertainty_rows(pairs, predicted, axes)
+        info[ct] = {"nfe": predicted["nfe"], "seconds": predicted["seconds"], "uncertainty": predicted["uncertainty"]}
         if i < cfg.evaluation.figures or first is None:
             _prediction_grid(out / "figures" / f"{ct}_grid.png", pairs, predicted["predictions"]["none"], axes, mags)
         if first is None:
@@ -50,6 +52,7 @@ def write_evaluation(cfg, pair_paths: list[Path], predictions_dir: Path, out: Pa
     methods = list(dict.fromkeys(r["method"] for r in rows))
     summary = _summary(cfg, rows, methods, info)
     summary["refused"] = refused
+    summary["uncertainty"] = _uncertainty_summary(unc_rows, info)
     write_tables(out, rows, summary, _markdown(cfg, summary, methods))
     if first is not None:
         _sweep(out / "figures", *first, axes, mags)
@@ -64,6 +67,19 @@ def angle_labels(angles: np.ndarray) -> tuple[list[str], list[float]]:
         axes.append("xyz"[int(nonzero[0])] if len(nonzero) == 1 else "xyz")
         mags.append(float(np.abs(a).max()))
     return axes, mags
+
+
+def _uncertainty_summary(unc_rows: list[dict], info: dict) -> dict:
+    """Mean uncertainty scores of the model over held-out views, overall and in-plane (about the beam axis y)
+    vs out-of-plane (any turn about x or z, combined rotations included)."""
+    from medsci.evaluation.uncertainty import mean_scores
+
+    kinds = sorted({v["uncertainty"] for v in info.values() if v["uncertainty"] != "none"})
+    out = {"method": "+".join(kinds) or "none", **mean_scores(unc_rows), "images": len(unc_rows)}
+    for name, keep in (("in_plane", lambda a: a == "y"), ("out_of_plane", lambda a: a != "y")):
+        sel = [r for r in unc_rows if keep(r["axis"])]
+        out[name] = {**mean_scores(sel), "images": len(sel)}
+    return out
 
 
 def _summary(cfg, rows, methods, info) -> dict:
@@ -133,7 +149,9 @@ def _markdown(cfg, s, methods) -> str:
               f" -> model beats identity and warp: {q['model_beats_identity_and_warp']}",
               f"- worst change on remapped inputs (out-of-plane >= 10 deg): {_fmt(q['worst_remap_ssim_change'])} "
               f"-> within 0.02: {q['remaps_within_0.02']}",
-              f"- network evaluations per image at the default sampler <= 20: {q['nfe_at_most_20']}", ""]
+              f"- network evaluations per image at the default sampler <= 20: {q['nfe_at_most_20']}", "",
+              scores_markdown(s.get("uncertainty"), f" of the model ({s.get('uncertainty', {}).get('method', 'none')}"
+                              ", held-out views, whole image)"), ""]
     return "\n".join(lines)
 
 
