@@ -209,6 +209,6 @@ def sample(
 
     if known is not None and overwrite_known:
         x = torch.where(known_mask.bool().expand_as(x), known, x)
-        if variance is not None:  # known entries are exact
-            variance = variance * (1 - known_mask)
+    if known is not None and variance is not None:  # known entries come out exact (noise level 0 at the end)
+        variance = variance * (1 - known_mask)
     return SampleResult(sample=x, network_evaluations=nfe, guided_steps=guided_steps, variance=variance)

@@ -9,7 +9,7 @@ the last frame (x0 prediction of ``CHANGE_SCALE * (target - last)``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from pathlib import Path
 
@@ -112,7 +112,6 @@ def predict_subject(loaded, record: dict, eval_cfg, sampler) -> dict:
 
     Each target session is predicted from the sessions before it only. The forecast continues autoregressively
     after the subject's last session (``forecast_sessions`` sessions at its median interval)."""
-    from dataclasses import replace
 
     from medsci.tasks.longitudinal.baselines import BASELINES
     from medsci.tasks.longitudinal.evaluation import brain_mask, target_sessions
@@ -188,12 +187,22 @@ def predict(loaded: LoadedModel, frames: np.ndarray, times_days, target_days: fl
 def forecast(loaded: LoadedModel, frames: np.ndarray, times_days, future_days, sampler: SamplerConfig | None = None
              ) -> list[Prediction]:
     """Sessions at each of ``future_days`` (increasing, after the last frame), each predicted from the frames
-    and the predictions before it (autoregressive)."""
+    and the predictions before it (autoregressive).
+
+    Each step's std is the model's for one step from its (predicted) last frame; the model predicts the change
+    since that frame, so the error of the frame it starts from carries into its output one to one. The std of
+    step k is therefore the root of the summed variances of steps 1..k: it grows with the horizon.
+    """
     frames = list(np.asarray(frames, np.float32))
     times = list(np.asarray(times_days, np.float64))
     out = []
+    carried = None  # variance of the last predicted frame
     for t in future_days:
         p = predict(loaded, np.stack(frames), np.array(times), float(t), sampler)
+        if p.std is not None:
+            variance = p.std.astype(np.float64) ** 2 + (carried if carried is not None else 0.0)
+            carried = variance
+            p = replace(p, std=np.sqrt(variance).astype(np.float32))
         out.append(p)
         frames.append(p.mean)
         times.append(float(t))
