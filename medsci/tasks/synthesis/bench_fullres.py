@@ -132,7 +132,9 @@ def bench_fullres(device=None, shape=NATIVE_SHAPE, overrides: dict | None = None
             "device": str(dev), "threads": threads or torch.get_num_threads(), "sampler": sampler.to_dict(),
             "network_evaluations": record["network_evaluations"], "seconds_per_volume": round(seconds, 2),
             "case_seconds": record["seconds"],  # inside the process: reading to writing, model load excluded
-            "peak_rss_gb": round(rss_gb, 3), "uncertainty": record.get("uncertainty") or "none",
+            # The synthesize process's, also under the name `medsci bench` gives every item's own peak.
+            "peak_rss_gb": round(rss_gb, 3), "peak_rss_mb": round(rss_gb * 1024, 1),
+            "uncertainty": record.get("uncertainty") or "none",
             "output": str(out_file.relative_to(root)) if keep else out_file.name,
             "output_on_input_grid": bool(made.shape == ref.shape and np.allclose(made.affine, ref.affine,
                                                                                    atol=1e-5)),
