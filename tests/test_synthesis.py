@@ -225,7 +225,8 @@ def test_heldout_uncertainty_scores_a_std_that_equals_the_error_as_perfect(train
     evaluate_heldout(trained["prep"], trained["ids"][:3], [held], tmp_path / "s", ev, targets=["t2f"])
     unc = json.loads((ev / "summary.json").read_text(encoding="utf-8"))["uncertainty"]
     assert unc["method"] == "none" and unc["volumes"] == 0 and unc["spearman"] is None
-    assert "Uncertainty of the model: none (the model gave no uncertainty map)." in (ev / "summary.md").read_text("utf-8")
+    md = (ev / "summary.md").read_text(encoding="utf-8")
+    assert "Uncertainty of the model: none (the model gave no uncertainty map)." in md
 
 
 def test_several_cases_in_one_job_give_the_bytes_of_one_job_per_case(trained):
