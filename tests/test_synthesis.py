@@ -173,6 +173,60 @@ def test_sample_and_evaluate_heldout_case(trained, capsys):
     reg = summary["metrics"]["t2f"]["regression"]["brain"]["ssim"]["mean"]
     assert 0 < reg < 1
     assert (ev / "montages" / f"{held}-t2f.png").stat().st_size > 1000
+    # n_samples = 2 and no variance head: the spread over samples, stored with the map and scored per volume.
+    with np.load(out / held / f"{held}-t2f.npz", allow_pickle=False) as z:
+        assert str(z["uncertainty"]) == "samples"
+    unc = summary["uncertainty"]
+    assert unc["method"] == "samples" and unc["volumes"] == 2 and set(unc["targets"]) == {"t2f", "t1c"}
+    assert -1 <= unc["spearman"] <= 1 and 0 <= unc["coverage90"] <= 1
+    scored = [r for r in rows if r["unc_spearman"] != ""]
+    assert {(r["method"], r["region"]) for r in scored} == {("model", "brain")} and len(scored) == 2
+    assert {r["uncertainty"] for r in scored} == {"samples"}
+    assert list(rows[0])[:8] == ["case", "target", "method", "region", "ssim", "psnr", "mse", "mae"]
+    md = (ev / "summary.md").read_text(encoding="utf-8")
+    assert "Uncertainty of the model (the spread over samples; 2 volumes): Spearman(std, |error|)" in md
+
+
+def test_heldout_uncertainty_scores_a_std_that_equals_the_error_as_perfect(trained, tmp_path):
+    """Evaluation scores the saved std against synthesis - truth as they are ([0, 1] image scale, no rescaling):
+    a std equal to |error| ranks the error perfectly and covers it everywhere; a mismatch of scale would not."""
+    import csv
+    import json
+
+    from medsci.tasks.synthesis.data import load_case
+    from medsci.tasks.synthesis.evaluation import evaluate_heldout
+
+    held = trained["ids"][3]
+    case = load_case(trained["prep"], held)
+    truth = case.image[MODALITIES.index("t2f")]
+    noise = np.random.default_rng(0).uniform(-0.3, 0.3, truth.shape).astype(np.float32) * case.mask
+    (tmp_path / "s" / held).mkdir(parents=True)
+    np.savez(tmp_path / "s" / held / f"{held}-t2f.npz", mean=truth + noise, std=np.abs(noise),
+             uncertainty=np.array("variance"))
+    ev = tmp_path / "ev"
+    evaluate_heldout(trained["prep"], trained["ids"][:3], [held], tmp_path / "s", ev, targets=["t2f"])
+    unc = json.loads((ev / "summary.json").read_text(encoding="utf-8"))["uncertainty"]
+    assert unc["method"] == "variance" and unc["volumes"] == 1
+    assert unc["spearman"] > 0.999 and unc["coverage90"] == 1.0 and unc["top_decile_ratio"] > 1.8
+    assert "Uncertainty of the model (the variance head; 1 volumes)" in (ev / "summary.md").read_text("utf-8")
+    row = next(r for r in csv.DictReader((ev / "metrics.csv").open(encoding="utf-8"))
+               if r["method"] == "model" and r["region"] == "brain")
+    assert float(row["unc_spearman"]) == pytest.approx(unc["spearman"]) and row["uncertainty"] == "variance"
+
+    # A map half the size of the error: still ranks it, but the 90 % interval no longer covers it.
+    np.savez(tmp_path / "s" / held / f"{held}-t2f.npz", mean=truth + noise, std=np.abs(noise) / 2,
+             uncertainty=np.array("variance"))
+    evaluate_heldout(trained["prep"], trained["ids"][:3], [held], tmp_path / "s", ev, targets=["t2f"])
+    unc = json.loads((ev / "summary.json").read_text(encoding="utf-8"))["uncertainty"]
+    assert unc["spearman"] > 0.999 and unc["coverage90"] < 0.9
+
+    # No std saved (one sample, no head): no scores, a "none" line, never a crash.
+    np.savez(tmp_path / "s" / held / f"{held}-t2f.npz", mean=truth + noise)
+    evaluate_heldout(trained["prep"], trained["ids"][:3], [held], tmp_path / "s", ev, targets=["t2f"])
+    unc = json.loads((ev / "summary.json").read_text(encoding="utf-8"))["uncertainty"]
+    assert unc["method"] == "none" and unc["volumes"] == 0 and unc["spearman"] is None
+    md = (ev / "summary.md").read_text(encoding="utf-8")
+    assert "Uncertainty of the model: none (the model gave no uncertainty map)." in md
 
 
 def test_several_cases_in_one_job_give_the_bytes_of_one_job_per_case(trained):
@@ -314,3 +368,24 @@ def test_checkpoint_records_its_geometry_and_refuses_mixed_training_spacings(tra
     with pytest.raises(ConfigError, match="training case b has voxels of .*set synthesis.preprocess.spacing"):
         training_geometry(prep, [case("a", [1.0, 1.0, 1.0]), case("b", [1.0, 1.0, 3.0]), case("c", [1.0] * 3)],
                           "data")
+
+
+def test_batch_report_says_where_each_uncertainty_map_came_from(tmp_path):
+    import csv
+
+    from medsci.tasks.synthesis.clinical import CaseRecord, write_summary
+
+    records = [CaseRecord("a", "done", "t2f", uncertainty_mean=0.1, uncertainty_p95=0.2, uncertainty="variance"),
+               CaseRecord("b", "done", "t2f", uncertainty_mean=0.3, uncertainty_p95=0.4, uncertainty="samples"),
+               CaseRecord("c", "done", "t2f")]
+    write_summary(tmp_path, records)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<p>Uncertainty: std over samples; std from the network's variance head (brain mean" in page
+    assert "0.1000 / 0.2000<br><small>std from the network&#x27;s variance head</small>" in page
+    assert "0.3000 / 0.4000<br><small>std over samples</small>" in page
+    rows = list(csv.DictReader((tmp_path / "summary.csv").open(encoding="utf-8")))
+    assert [r["uncertainty"] for r in rows] == ["variance", "samples", ""]
+    assert list(rows[0])[:7] == ["case_id", "status", "target", "seconds", "uncertainty_mean", "uncertainty_p95",
+                                 "network_evaluations"]  # the new column comes last
+    write_summary(tmp_path, records[2:])
+    assert "<p>Uncertainty: no case has an uncertainty map.</p>" in (tmp_path / "report.html").read_text("utf-8")

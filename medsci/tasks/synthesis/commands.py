@@ -122,11 +122,14 @@ def _sample_prepared_case(args, case_id, loaded, sampler) -> None:
         stem = f"{case.case_id}-{target}"
         with atomic_path(out / f"{stem}.npz") as tmp:
             with open(tmp, "wb") as fh:
-                np.savez(fh, mean=result.mean, **({"std": result.std} if result.std is not None else {}))
+                # The method is kept with the map: the evaluation table says which one it scored.
+                np.savez(fh, mean=result.mean, **({"std": result.std, "uncertainty": np.array(result.uncertainty)}
+                                                  if result.std is not None else {}))
         save_native(result.mean, case.sidecar, out / f"{stem}.nii.gz", modality=None)
         if result.std is not None:
             save_native(result.std, case.sidecar, out / f"{stem}-std.nii.gz", modality=None)
-        timings[target] = {"seconds": round(result.seconds, 3), "network_evaluations": result.network_evaluations}
+        timings[target] = {"seconds": round(result.seconds, 3), "network_evaluations": result.network_evaluations,
+                           "uncertainty": result.uncertainty}
         print(f"{stem}: {result.network_evaluations} network evaluations, {result.seconds:.1f} s")
     write_json_atomic(out / f"{case.case_id}-timing.json",
                       {"sampler": sampler.to_dict(), "device": str(loaded.device), "targets": timings})

@@ -11,6 +11,7 @@ import numpy as np
 from medsci.evaluation.figures import Panel, new_figure, save_image_grid, save_png
 from medsci.evaluation.metrics import image_metrics
 from medsci.evaluation.tables import metric_stats
+from medsci.evaluation.uncertainty import SCORES, mean_scores, scores_markdown, uncertainty_scores
 from medsci.mri.cases import MODALITIES
 from medsci.tasks.synthesis.baselines import LinearRegressionBaseline, mean_of_available
 from medsci.tasks.synthesis.data import PreparedCase
@@ -109,6 +110,43 @@ def curve_markdown(curve: list[dict]) -> tuple[str, dict | None]:
     return "\n".join(lines), comparison
 
 
+UNCERTAINTY_COLUMNS = ("uncertainty", "unc_spearman", "unc_top_decile_ratio", "unc_coverage90")
+UNCERTAINTY_SOURCES = {"variance": "the variance head", "samples": "the spread over samples"}
+
+
+def uncertainty_method(z) -> str:
+    """Where a saved sample's ``std`` came from; samples written before the method was stored had only the
+    spread over samples."""
+    if "std" not in z.files:
+        return "none"
+    return str(z["uncertainty"]) if "uncertainty" in z.files else "samples"
+
+
+def volume_uncertainty(case: PreparedCase, target: str, synthesis: np.ndarray, std: np.ndarray | None,
+                       method: str) -> dict:
+    """Does the model's std map predict its error on this volume (inside the brain)? Both are on the [0, 1]
+    image scale: the pipeline halves the model-space std when it maps the mean back to images."""
+    truth = case.image[MODALITIES.index(target)]
+    scores = uncertainty_scores(std, synthesis - truth, case.mask) if std is not None else dict.fromkeys(SCORES)
+    return {"case": case.case_id, "target": target, "uncertainty": method, **scores}
+
+
+def uncertainty_summary(per_volume: list[dict]) -> tuple[dict, str]:
+    """The ``uncertainty`` block of summary.json (scores averaged over volumes, overall and per target) and its
+    summary.md line."""
+    scored = [r for r in per_volume if r["uncertainty"] != "none"]
+    methods = sorted({r["uncertainty"] for r in scored})
+    block = {"method": "mixed: " + ", ".join(methods) if len(methods) > 1 else (methods or ["none"])[0],
+             **mean_scores(scored), "volumes": len(scored),
+             "targets": {t: {**mean_scores([r for r in scored if r["target"] == t]),
+                             "volumes": sum(r["target"] == t for r in scored)}
+                         for t in dict.fromkeys(r["target"] for r in scored)}}
+    source = ", ".join(UNCERTAINTY_SOURCES.get(m, m) for m in methods)
+    line = scores_markdown(block, f" of the model ({source}; {len(scored)} volumes)") if scored \
+        else scores_markdown(None, " of the model")
+    return block, f"\n{line}\n"
+
+
 def save_montage(path: str | Path, case: PreparedCase, target: str, synthesis: np.ndarray,
                  std: np.ndarray | None, regression: np.ndarray | None = None) -> None:
     """One axial slice through the tumour (or the brain centre): inputs, truth, synthesis, |error|, uncertainty."""
@@ -183,7 +221,7 @@ def evaluate_heldout(data, train_cases: list[str], cases: list[str], samples, ou
         from medsci.tasks.synthesis.segmentation import case_dice_rows, load_segmenter, real_contrasts_dice
 
         seg_model = load_segmenter(segmenter, device="auto")
-    rows, timings, dice_rows = [], [], []
+    rows, timings, dice_rows, unc_rows = [], [], [], []
     for case_id in cases:
         case = load_case(data, case_id)
         folder = Path(samples) / case_id
@@ -198,11 +236,17 @@ def evaluate_heldout(data, train_cases: list[str], cases: list[str], samples, ou
             with np.load(sample_file, allow_pickle=False) as z:
                 synthesis = z["mean"]
                 std = z["std"] if "std" in z.files else None
+                method = uncertainty_method(z)
             preds = {"model": synthesis, **baseline_predictions(case, target, regression)}
             if first_guess is not None:
                 # What the diffusion model starts from: shows how much the network itself adds.
                 preds["first_guess"] = first_guess.predict(case.image, target, case.mask)
             rows += case_rows(case, target, preds)
+            unc = volume_uncertainty(case, target, synthesis, std, method)
+            unc_rows.append(unc)
+            for row in rows[-len(REGIONS) * len(preds):]:  # scored inside the brain: on the model's brain row
+                if row["method"] == "model" and row["region"] == "brain":
+                    row.update({"uncertainty": method, **{f"unc_{k}": unc[k] for k in SCORES}})
             if seg_model is not None and case.seg is not None:
                 real_dice = real_dice or real_contrasts_dice(seg_model, case)
                 dice_rows += case_dice_rows(seg_model, case, target, preds, real_dice)
@@ -210,6 +254,7 @@ def evaluate_heldout(data, train_cases: list[str], cases: list[str], samples, ou
                             preds["regression"])
     summary = {"cases": cases, "training_cases": train_cases, "targets": targets,
                "metrics": summarize(rows)}
+    summary["uncertainty"], uncertainty_text = uncertainty_summary(unc_rows)
     curve = [row for path in curves for row in json.loads(Path(path).read_text(encoding="utf-8"))]
     curve_text = ""
     if curve:
@@ -233,13 +278,15 @@ def evaluate_heldout(data, train_cases: list[str], cases: list[str], samples, ou
             "segmenter": str(segmenter), "training_cases": seg_model.config.get("training_cases"),
             "regions": seg_model.config.get("regions"), "empty_regions": EMPTY_CONVENTION,
             "metrics": summarize_dice(dice_rows)}
-        # One long table: image-metric rows have an empty dice, Dice rows (region WT/TC/ET) empty image metrics.
-        columns = list(dict.fromkeys([*(rows[0] if rows else {}), *(dice_rows[0] if dice_rows else {})]))
-        rows = [{**dict.fromkeys(columns, ""), **r} for r in rows + dice_rows]
+    # One long table: image-metric rows have an empty dice, Dice rows (region WT/TC/ET) empty image metrics, and
+    # only the model's brain rows have uncertainty scores (last columns, so the others keep their places).
+    columns = list(dict.fromkeys([*(rows[0] if rows else {}), *(dice_rows[0] if dice_rows else {}),
+                                  *(UNCERTAINTY_COLUMNS if rows else ())]))
+    rows = [{**dict.fromkeys(columns, ""), **r} for r in rows + dice_rows]
     # Written only now that every case was scored: a failed evaluation leaves no partial results behind.
     write_json_atomic(out / "regression_baseline.json", regression.to_dict())
     table = markdown_table(summary["metrics"], "brain")
-    sections = [f"# MRI synthesis, held-out cases ({len(cases)})\n\n{table}\n"]
+    sections = [f"# MRI synthesis, held-out cases ({len(cases)})\n\n{table}\n", uncertainty_text]
     tumour = summary["metrics"]["all"].get("model", {}).get("tumour")
     if tumour is not None and tumour["ssim"]["n"] > 0:  # some held-out case has a tumour segmentation
         sections.append(f"\n## Inside the tumour\n\n{markdown_table(summary['metrics'], 'tumour')}\n")

@@ -131,9 +131,10 @@ def sampler_for(config, loaded: LoadedModel, overrides: dict) -> SamplerConfig:
 @dataclass
 class Synthesis:
     mean: np.ndarray  # (X, Y, Z) in [0, 1]
-    std: np.ndarray | None  # voxelwise standard deviation over samples (None for one sample)
+    std: np.ndarray | None  # voxelwise standard deviation on the [0, 1] scale of ``mean``, per ``uncertainty``
     network_evaluations: int
     seconds: float
+    uncertainty: str = "none"  # where ``std`` came from: variance (head) | samples (spread) | none
 
 
 def check_fits(loaded: LoadedModel, case: PreparedCase, target: str, path: str | Path) -> None:
@@ -178,4 +179,5 @@ def synthesize(loaded: LoadedModel, case: PreparedCase, target: str, sampler: Sa
     mean = to_image_space(result.mean)[0, 0].numpy() * case.mask
     # The std of the [-1, 1] model space is twice that of [0, 1] images.
     std = (result.std[0, 0].numpy() / 2 * case.mask).astype(np.float32) if result.std is not None else None
-    return Synthesis(mean.astype(np.float32), std, result.network_evaluations, result.seconds)
+    return Synthesis(mean.astype(np.float32), std, result.network_evaluations, result.seconds,
+                     result.uncertainty if std is not None else "none")
