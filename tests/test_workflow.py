@@ -146,12 +146,16 @@ def test_tiny_preset_runs_end_to_end(tiny_workflow, tmp_path):
     assert set(summary["metrics"]["all"]) == {"model", "first_guess", "regression", "mean"}
     brain = {m: summary["metrics"]["all"][m]["brain"]["mse"]["mean"] for m in ("first_guess", "regression")}
     assert brain["first_guess"] != brain["regression"]
-    assert summary["sampling"]["network_evaluations_per_volume"] == 3 * 2  # 3 DDIM steps x 2 samples
+    assert summary["sampling"]["network_evaluations_per_volume"] == 3 * 2  # 3 Euler steps x 2 samples
     assert len(summary["steps_curve"]) == 2 + 1  # two step counts + the configured default
-    assert [r["sampler"] for r in summary["steps_curve"]] == ["ddim", "ddpm", "ddim x2 (default)"]
+    # Rectified flow (the preset's objective): Euler at every point, the longest over all 20 timesteps.
+    assert [r["sampler"] for r in summary["steps_curve"]] == ["euler", "euler", "euler x2 (default)"]
     comparison = summary["default_vs_reference_sampler"]
     assert comparison["reference_network_evaluations"] == 20 and comparison["default_network_evaluations"] == 6
-    assert "DDPM reference" in (run / "synthesis" / "evaluation" / "summary.md").read_text(encoding="utf-8")
+    assert comparison["reference_sampler"] == "euler"
+    # The curve's 2-step point is the best one at <= 2 network evaluations.
+    assert comparison["best_at_most_2_evaluations"] == summary["steps_curve"][0]["brain_ssim"]
+    assert "20-step euler reference" in (run / "synthesis" / "evaluation" / "summary.md").read_text(encoding="utf-8")
     # BraSyn's downstream test: a segmenter trained on the training cases, Dice per method and region.
     assert set(summary["segmentation"]["metrics"]["all"]) == {"real", "model", "first_guess", "regression", "mean",
                                                               "zeros"}
@@ -174,5 +178,5 @@ def test_tiny_preset_runs_end_to_end(tiny_workflow, tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     text = html.read_text(encoding="utf-8", errors="replace")
     # A report item, not just a rule output listed: its caption (workflows/report/steps_curve.rst) is there.
-    assert "steps_curve.png" in text and "DDPM reference sampler over all" in text
+    assert "steps_curve.png" in text and "longest point over all training timesteps" in text
     assert tree_checksums(REPO / "configs") == configs
