@@ -36,7 +36,7 @@ SEISMIC = {
                        "norm_num_groups": 8, "num_head_channels": 8}, "patch": [8, 8, 16]},
     "train": {"steps": TRAIN_STEPS, "batch_size": 2, "lr": 0.001, "warmup_steps": 1, "checkpoint_every": 3,
               "seed": 0, "threads": 1},
-    "sample": {"sampler": "ddim", "steps": 2, "seed": 0},
+    "sample": {"steps": 2, "seed": 0},
     "inference": {"sw_batch_size": 32},
 }
 WEIGHTS = ("model.safetensors", "ema.safetensors")

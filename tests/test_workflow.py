@@ -146,16 +146,15 @@ def test_tiny_preset_runs_end_to_end(tiny_workflow, tmp_path):
     assert set(summary["metrics"]["all"]) == {"model", "first_guess", "regression", "mean"}
     brain = {m: summary["metrics"]["all"][m]["brain"]["mse"]["mean"] for m in ("first_guess", "regression")}
     assert brain["first_guess"] != brain["regression"]
-    assert summary["sampling"]["network_evaluations_per_volume"] == 3 * 2  # 3 Euler steps x 2 samples
+    assert summary["sampling"]["network_evaluations_per_volume"] == 3 * 2  # 3 DDIM steps x 2 samples
     assert len(summary["steps_curve"]) == 2 + 1  # two step counts + the configured default
-    # Rectified flow (the preset's objective): Euler at every point, the longest over all 20 timesteps.
-    assert [r["sampler"] for r in summary["steps_curve"]] == ["euler", "euler", "euler x2 (default)"]
+    assert [r["sampler"] for r in summary["steps_curve"]] == ["ddim", "ddpm", "ddim x2 (default)"]
     comparison = summary["default_vs_reference_sampler"]
     assert comparison["reference_network_evaluations"] == 20 and comparison["default_network_evaluations"] == 6
-    assert comparison["reference_sampler"] == "euler"
+    assert comparison["reference_sampler"] == "ddpm"
     # The curve's 2-step point is the best one at <= 2 network evaluations.
     assert comparison["best_at_most_2_evaluations"] == summary["steps_curve"][0]["brain_ssim"]
-    assert "20-step euler reference" in (run / "synthesis" / "evaluation" / "summary.md").read_text(encoding="utf-8")
+    assert "20-step DDPM reference" in (run / "synthesis" / "evaluation" / "summary.md").read_text(encoding="utf-8")
     # BraSyn's downstream test: a segmenter trained on the training cases, Dice per method and region.
     assert set(summary["segmentation"]["metrics"]["all"]) == {"real", "model", "first_guess", "regression", "mean",
                                                               "zeros"}

@@ -16,22 +16,18 @@ PRESETS = {
     "demo": {
         "preprocess": {"shape": [64, 72, 64]},
         "model": {"unet": {"channels": [16, 32, 32], "attention_levels": [False, False, False],
-                           "num_res_blocks": 1, "norm_num_groups": 8, "variance_head": True},
-                  "schedule": {"num_train_timesteps": 1000, "objective": "rflow", "prediction_type": "sample",
-                               "timestep_sampling": "logit-normal", "logit_loc": 1.5},
+                           "num_res_blocks": 1, "norm_num_groups": 8},
                   "train_patch": [32, 32, 32], "inference_window": [48, 48, 48]},
         "train": {"batch_size": 4},
-        "sample": {"steps": 2, "n_samples": 1},
+        "sample": {"steps": 1, "n_samples": 1},
     },
     "brats": {
         "preprocess": {"shape": [224, 224, 160]},
         "model": {"unet": {"channels": [64, 128, 128, 256, 256], "attention_levels": [False] * 5,
-                           "num_res_blocks": 2, "norm_num_groups": 32, "variance_head": True},
-                  "schedule": {"num_train_timesteps": 1000, "objective": "rflow", "prediction_type": "sample",
-                               "timestep_sampling": "logit-normal", "logit_loc": 1.5},
+                           "num_res_blocks": 2, "norm_num_groups": 32},
                   "train_patch": None, "inference_window": None},
         "train": {"batch_size": 1},
-        "sample": {"steps": 2, "n_samples": 1},
+        "sample": {"steps": 1, "n_samples": 1},
     },
 }
 
