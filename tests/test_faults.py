@@ -32,8 +32,10 @@ TRAIN_STEPS = 12
 SEISMIC = {
     "enabled": True,
     "data": {"raw_dir": None, "heldout": 1, "demo": {"cubes": 3, "seed": 1, "shape": [16, 16, 32]}},
+    # The preset's objective and variance head spelled out: the in-process reference reads this section alone.
     "model": {"unet": {"channels": [8, 16], "attention_levels": [False, False], "num_res_blocks": 1,
-                       "norm_num_groups": 8, "num_head_channels": 8}, "patch": [8, 8, 16]},
+                       "norm_num_groups": 8, "num_head_channels": 8, "variance_head": True}, "patch": [8, 8, 16],
+              "schedule": {"objective": "rflow", "timestep_sampling": "logit-normal", "logit_loc": 1.5}},
     "train": {"steps": TRAIN_STEPS, "batch_size": 2, "lr": 0.001, "warmup_steps": 1, "checkpoint_every": 3,
               "seed": 0, "threads": 1},
     "sample": {"steps": 2, "seed": 0},

@@ -331,8 +331,13 @@ def test_steps_curve_compares_the_default_sampler_with_the_ddpm_reference():
     assert curve_markdown(curve)[1]["target_met"] is False
     curve[2]["brain_ssim"] = 0.87
     assert curve_markdown(curve)[1]["target_met"] is True
-    # Without a 1000-step row there is nothing to compare against.
-    assert curve_markdown([r for r in curve if r["steps"] < 1000])[1] is None
+    # Without a 1000-step DDPM row the reference is the curve's longest point (rectified flow has no DDPM sampler);
+    # case b then has none.
+    fallback = curve_markdown([r for r in curve if r["steps"] < 1000])[1]
+    assert fallback["reference_sampler"] == "ddim" and fallback["volumes"] == 1
+    assert fallback["reference_brain_ssim"] == pytest.approx(0.80)
+    assert fallback["few_step_within_0.003"] is None  # no point at <= 2 evaluations
+    assert curve_markdown([r for r in curve if "(default)" in r["sampler"]])[1] is None
 
 
 def test_summary_tables_skip_regions_without_data():
