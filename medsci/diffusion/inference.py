@@ -45,17 +45,16 @@ class Generated:
     uncertainty: str = "none"  # variance | samples | none (see SamplerConfig.uncertainty)
 
 
-def sampler_with(base: SamplerConfig, schedule: ScheduleConfig, variance_head: bool | None = None,
-                 **overrides) -> SamplerConfig:
+def sampler_with(base: SamplerConfig, schedule: ScheduleConfig, **overrides) -> SamplerConfig:
     """``base`` with the given overrides (None = keep), checked as a whole and against the training schedule:
-    one place for every generator's ``--steps/--n-samples/--seed/...`` flags. ``variance_head``: whether the
-    model has one (None: not known yet, an explicit ``uncertainty: variance`` is then checked at sampling)."""
+    one place for every generator's ``--steps/--n-samples/--seed/...`` flags. Whether the model has the variance
+    head an explicit ``uncertainty: variance`` needs is checked where the model is at hand (``generate``)."""
     from medsci.errors import ConfigError
 
     values = {**base.to_dict(), **{k: v for k, v in overrides.items() if v is not None}}
     try:
         cfg = SamplerConfig.from_dict(values, "sample")
-        resolve_sampler(cfg, schedule, True if variance_head is None else variance_head)
+        resolve_sampler(cfg, schedule, variance_head=True)
     except ConfigError as err:
         raise ConfigError(err.reason, "command line") from None
     return cfg

@@ -196,8 +196,9 @@ def sample(
                     noise = torch.randn(x.shape, generator=generator).to(device)
                     if sampler.sampler == "euler":
                         (s_t, n_t), (s_p, n_p) = noise_levels(scheduler, t), noise_levels(scheduler, t_prev)
-                        ratio = (s_t / s_p).to(device)
-                        x = ratio * x_prev + (n_t ** 2 - (ratio.cpu() * n_p) ** 2).clamp_min(0).sqrt().to(device) * noise
+                        ratio = s_t / s_p
+                        spread = (n_t ** 2 - (ratio * n_p) ** 2).clamp_min(0).sqrt()
+                        x = ratio.to(device) * x_prev + spread.to(device) * noise
                     else:
                         a_t, a_p = _alpha_bar(scheduler, t).to(device), _alpha_bar(scheduler, t_prev).to(device)
                         ratio = a_t / a_p
