@@ -46,6 +46,7 @@ rule longitudinal_preprocess:
     log:
         log_path("longitudinal", "preprocess", "{subject}.log"),
     threads: 1
+    priority: 20  # the longest training waits on it
     resources:
         mem_mb=2000,
         runtime=30,
@@ -62,6 +63,7 @@ train_rule(
     LON_CATEGORY,
     inputs={"subjects": expand(str(LON_PREP / "{subject}.npz"), subject=LON_TRAIN)},
     args="--subjects {input.subjects}",
+    priority=30,  # the longest training of the default run
 )
 
 sample_rules(

@@ -60,6 +60,7 @@ rule synthesis_preprocess:
     log:
         log_path("synthesis", "preprocess", "{case}.log"),
     threads: 1
+    priority: 20  # the second-longest training waits on it
     resources:
         mem_mb=4000,
         runtime=15,
@@ -99,6 +100,7 @@ train_rule(
     params={"cases": " ".join(SYN_TRAIN), "data": lambda wc, input: os.path.dirname(input.cases[0])},
     mem_mb=8000,
     log_to="> {log} 2>&1",
+    priority=25,
 )
 
 

@@ -59,11 +59,12 @@ def demo_data_rule(task, doc, outputs, folder, options, mem_mb=2000, runtime=10)
     _describe(f"{task}_demo_data", doc)
 
 
-def train_rule(task, doc, folder, category, inputs, args, params=None, mem_mb=4000, log_to="2> {log}"):
+def train_rule(task, doc, folder, category, inputs, args, params=None, mem_mb=4000, log_to="2> {log}", priority=10):
     """<task>_train: the model folder (config.json, ema.safetensors, loss.csv) from `medsci train <task>
     --config <cfg> <args> --out <folder>`, on train.threads threads and train_gpus GPUs (torchrun above one).
     inputs: the training data (named); input.cfg, params.model and the log are added here. log_to: where the
-    command's output goes (stderr alone, or also stdout)."""
+    command's output goes (stderr alone, or also stdout). priority: trainings go before the jobs beside them (the
+    longest first), so that on a small machine the short jobs fill in around them instead of delaying them."""
 
     rule:
         name:
@@ -81,6 +82,7 @@ def train_rule(task, doc, folder, category, inputs, args, params=None, mem_mb=40
         log:
             log_path(task, "train.log"),
         threads: train_threads(task)
+        priority: priority
         resources:
             mem_mb=mem_mb,
             runtime=24 * 60,
