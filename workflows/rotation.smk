@@ -49,6 +49,7 @@ rule rotation_pairs:
     log:
         log_path("rotation", "pairs", "{split}-{ct}.log"),
     threads: 1
+    priority: 20  # the rotation training waits on it
     resources:
         mem_mb=3000,
         runtime=30,
@@ -65,6 +66,7 @@ train_rule(
     ROT_CATEGORY,
     inputs={"pairs": expand(str(ROT_PAIRS / "train" / "{ct}.npz"), ct=ROT_TRAIN)},
     args="--pairs {input.pairs}",
+    priority=22,
 )
 
 sample_rules(

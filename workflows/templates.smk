@@ -48,6 +48,7 @@ def demo_data_rule(task, doc, outputs, folder, options, mem_mb=2000, runtime=10)
         log:
             log_path(task, "demo_data.log"),
         threads: 1
+        priority: 20  # the trainings wait on it
         resources:
             mem_mb=mem_mb,
             runtime=runtime,
