@@ -140,6 +140,44 @@ def test_residual_batch_targets_cube_minus_a_first_guess_made_on_the_region():
         assert not np.allclose(g.numpy(), first_guess(p.numpy(), m.numpy(), "pocs"), atol=1e-3)
 
 
+def test_several_first_guesses_one_channel_each_residual_over_the_first():
+    with pytest.raises(ConfigError, match="each at most once"):
+        SeismicConfig.from_dict({"model": {"condition": "mssa+mssa"}})
+    with pytest.raises(ConfigError, match="one or more of"):
+        SeismicConfig.from_dict({"model": {"condition": "linear+kriging"}})
+    task = _task(augment=True, guess_bank=2, condition="pocs+linear")
+    for region, mask, guess, _ in task.bank:  # (2, il, xl, t): POCS then linear, each of the whole region
+        assert guess.shape == (2, *region.shape)
+        np.testing.assert_allclose(guess[0].numpy(), first_guess(region.numpy(), mask, "pocs"), atol=1e-5)
+        np.testing.assert_array_equal(guess[1].numpy(), first_guess(region.numpy(), mask, "linear"))
+        assert not np.allclose(guess[0].numpy(), guess[1].numpy(), atol=1e-3)
+    batch = task.batch(torch.Generator().manual_seed(4), 4)
+    cond = batch.conditions.condition
+    assert cond.shape == (4, 4, 8, 8, 16)
+    observed = cond[:, 1:2].bool().expand_as(batch.x0)
+    patch = batch.x0 + cond[:, 2:3]  # the residual is taken over the first named guess (POCS)
+    assert torch.equal(cond[:, :1][observed], patch[observed]) and (batch.x0[observed] == 0).all()
+    # Both guess channels went through the same flips/transposes/crop as the patch: the linear guess keeps the
+    # observed traces exactly, so it equals the patch there, and it differs from the POCS channel where missing.
+    assert torch.equal(cond[:, 3:4][observed], patch[observed])
+    assert not torch.allclose(cond[:, 3:4][~observed], cond[:, 2:3][~observed], atol=1e-3)
+
+
+def test_model_with_several_first_guesses_reconstructs_and_keeps_observed_traces(tmp_path):
+    from medsci.io.segy import write_cube
+    from medsci.tasks.seismic.pipeline import load_model, reconstruct, train_seismic
+
+    paths = [write_cube(tmp_path / f"c{i}.npy", c) for i, c in enumerate(_cubes(2))]
+    cfg = SeismicConfig.from_dict({**TINY, "model": {**TINY["model"], "condition": "linear+pocs", "guess_bank": 2}})
+    loaded = load_model(train_seismic(cfg, paths, tmp_path / "model", "cpu", progress=False), "cpu")
+    assert loaded.condition == "linear+pocs"
+    assert loaded.config["condition_channels"] == ["observed", "mask", "linear", "pocs"]
+    truth = _cubes(1, (8, 8, 16))[0]
+    mask = random_traces(truth.shape, 0.5, np.random.default_rng(1))
+    rec = reconstruct(loaded, np.where(mask[..., None], truth, 0).astype(np.float32), mask)
+    assert np.array_equal(rec.data[mask], truth[mask]) and np.isfinite(rec.data).all()
+
+
 def test_training_batch_deterministic_and_augmented():
     task = _task(augment=True, condition="linear", residual=False)
     a = task.batch(torch.Generator().manual_seed(11), 6)

@@ -10,6 +10,8 @@ for the 99th percentile gives roughly unit variance, the scale the noise schedul
     3  guess       (only with ``condition: linear``, ``pocs`` or ``mssa``) the observation with missing
                    traces filled by linear interpolation, POCS or MSSA rank reduction
                    (medsci.tasks.seismic.baselines): a classical first guess that the network refines
+    4, 5 ...       with several guesses (``condition: mssa+linear``), the others, in the order named; the
+                   first named is the residual's base
 
 The network predicts the clean patch (x0 by default) in model space, one channel.
 """
@@ -19,9 +21,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-CONDITIONS = {"zeros": ("observed", "mask"), "linear": ("observed", "mask", "linear"),
-              "pocs": ("observed", "mask", "pocs"), "mssa": ("observed", "mask", "mssa")}
+from medsci.tasks.seismic.config import GUESS_METHODS, guess_methods  # noqa: F401 (part of this module's API)
+
 POCS_GUESS_ITERATIONS = 20  # first-guess POCS: cheap enough per training patch (~15 ms at 16x16x64)
+
+
+def condition_names(condition: str) -> tuple[str, ...]:
+    """The condition channels' names, in order: observed, mask, then each first guess."""
+    return ("observed", "mask", *guess_methods(condition))
 
 
 def robust_scale(observed_samples: np.ndarray, percentile: float, value: float = 1.0) -> float:
@@ -48,8 +55,8 @@ def denormalise(cube: np.ndarray, scale: float) -> np.ndarray:
 
 def condition_channels(observed: torch.Tensor, mask: torch.Tensor,
                        interpolated: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, 1, il, xl, t) normalised cube + (B, 1, il, xl[, t]) mask [+ (B, 1, il, xl, t) first guess]
-    -> (B, 2 or 3, il, xl, t) condition.
+    """(B, 1, il, xl, t) normalised cube + (B, 1, il, xl[, t]) mask [+ (B, k, il, xl, t) first guesses]
+    -> (B, 2 + k, il, xl, t) condition.
 
     Missing traces of ``observed`` are zeroed here whatever it holds there, so the network never sees them.
     """
@@ -62,9 +69,11 @@ def condition_channels(observed: torch.Tensor, mask: torch.Tensor,
 
 def first_guess(observed: np.ndarray, mask: np.ndarray, method: str = "linear") -> np.ndarray:
     """The ``linear`` / ``pocs`` / ``mssa`` condition channel: missing traces filled by a classical method
-    (float32)."""
+    (float32, the cube's shape); several methods (``mssa+linear``) give one such cube each, stacked first."""
     from medsci.tasks.seismic.baselines import linear_interpolation, mssa_interpolation, pocs_interpolation
 
+    if "+" in method:
+        return np.stack([first_guess(observed, mask, m) for m in guess_methods(method)])
     zero_filled = np.where(mask[..., None], observed, 0.0).astype(np.float32)
     if method == "linear":
         return linear_interpolation(zero_filled, mask)

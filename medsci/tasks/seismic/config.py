@@ -9,6 +9,21 @@ from medsci.diffusion.config import InferenceConfig, SamplerConfig, ScheduleConf
 from medsci.errors import ConfigError
 from medsci.tasks.seismic.masks import PATTERNS
 
+GUESS_METHODS = ("linear", "pocs", "mssa")
+
+
+def guess_methods(condition: str) -> tuple[str, ...]:
+    """The first guesses a ``condition`` names: ``zeros`` none, ``mssa`` one, ``mssa+linear`` two (the first is
+    the residual's base). Raises ValueError on an unknown or repeated method."""
+    if condition == "zeros":
+        return ()
+    methods = tuple(m.strip() for m in str(condition).split("+"))
+    unknown = [m for m in methods if m not in GUESS_METHODS]
+    if unknown or len(set(methods)) != len(methods):
+        raise ValueError(f"condition {condition!r}: zeros, or one or more of {', '.join(GUESS_METHODS)} joined by "
+                         "'+', each at most once")
+    return methods
+
 
 @dataclass
 class SeismicDemoConfig(ConfigSection):
@@ -59,8 +74,9 @@ class SeismicModelConfig(ConfigSection):
     mask_weights: dict = field(default_factory=lambda: {"random": 0.7, "block": 0.15, "decimate": 0.15})
     random_ratio: tuple[float, float] = (0.3, 0.7)
     observed_loss_weight: float = 0.1  # loss weight of observed traces (missing traces weigh 1)
-    condition: str = "pocs"  # zeros: observation + mask; linear / pocs / mssa: + that method's first guess
-    residual: bool = True  # diffuse cube - first guess (needs condition linear or pocs) instead of the cube
+    condition: str = "pocs"  # zeros: observation + mask; linear / pocs / mssa: + that method's first guess;
+    # several joined by '+' (mssa+linear): one channel each, the first named is the residual's base
+    residual: bool = True  # diffuse cube - first guess (needs a first guess) instead of the cube
     augment: bool = True  # random il/xl flips and il<->xl transposes
     augment_polarity: bool = False  # with augment: also reversed polarity (doubles the data of a small survey)
     # "haar": the network works on the 8 Haar subbands of its input at half resolution (as cWDM; orthonormal,
@@ -94,8 +110,10 @@ class SeismicModelConfig(ConfigSection):
         lo, hi = self.random_ratio
         if not 0.0 < lo <= hi < 1.0:
             raise ConfigError("seismic.model.random_ratio must satisfy 0 < low <= high < 1")
-        if self.condition not in ("zeros", "linear", "pocs", "mssa"):
-            raise ConfigError(f"seismic.model.condition must be zeros, linear, pocs or mssa, got {self.condition!r}")
+        try:
+            guess_methods(self.condition)
+        except ValueError as err:
+            raise ConfigError(f"seismic.model.{err}") from None
         if self.residual and self.condition == "zeros":
             raise ConfigError("seismic.model.residual needs a first guess: condition linear, pocs or mssa")
         if self.observed_loss_weight < 0:

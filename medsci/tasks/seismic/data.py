@@ -109,7 +109,8 @@ class SeismicTrainingTask:
     The loss weighs missing traces 1 and observed ones ``observed_loss_weight`` (input guidance overwrites
     those anyway).
 
-    The first guess (``condition: linear | pocs``; with ``residual`` the target is patch - guess) is made on
+    The first guess (``condition: linear | pocs | mssa``, or several joined by ``+``; with ``residual`` the target
+    is patch - the first named guess) is made on
     the region, not on the patch: inference makes it on the whole cube, and a POCS guess made on a small patch
     is worse, so a network trained on patch guesses over-corrects the better guesses it gets at inference.
     POCS on a region costs more than a training step, so (region, mask, guess) triples are drawn once, into a
@@ -190,8 +191,10 @@ class SeismicTrainingTask:
         for _ in range(batch_size):
             if self.bank:
                 region, mask, guess, live = self.bank[int(torch.randint(0, len(self.bank), (1,), generator=generator))]
-                patch, mask_t, guess, live = self._augment([region, torch.from_numpy(mask), guess, live], generator)
-                guesses.append(guess)
+                several = guess.ndim == 4  # (k, il, xl, t): one cube per named first guess
+                parts = list(guess.unbind(0)) if several else [guess]
+                patch, mask_t, live, *parts = self._augment([region, torch.from_numpy(mask), live, *parts], generator)
+                guesses.append(torch.stack(parts) if several else parts[0].unsqueeze(0))
             else:
                 region, live = self._region(int(torch.randint(0, len(self.cubes), (1,), generator=generator)),
                                             generator)
@@ -204,9 +207,9 @@ class SeismicTrainingTask:
         mask = torch.stack(masks).view(batch_size, 1, *self.patch[:2], 1)
         live = torch.stack(lives).view(batch_size, 1, *self.patch[:2], 1)
         weight = torch.where(mask, torch.tensor(self.observed_weight), torch.tensor(1.0)) * live
-        guess = torch.stack(guesses).unsqueeze(1) if guesses else None
+        guess = torch.stack(guesses) if guesses else None  # (B, k, il, xl, t)
         condition = condition_channels(x0, mask, guess)
-        target = x0 - guess if self.residual else x0  # residual: zero on observed traces
+        target = x0 - guess[:, :1] if self.residual else x0  # residual over the first named guess: zero on observed traces
         return TrainingBatch(x0=target.contiguous(), conditions=Conditions(condition=condition), loss_weight=weight)
 
 

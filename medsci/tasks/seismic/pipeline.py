@@ -30,8 +30,8 @@ from medsci.diffusion.training import train
 from medsci.errors import InputError
 from medsci.generator import Generator, LoadedModel as EngineModel
 from medsci.tasks.seismic.conditioning import (
-    CONDITIONS,
     condition_channels,
+    condition_names,
     denormalise,
     first_guess,
     normalise,
@@ -46,7 +46,7 @@ TASK = "seismic-interpolation"
 
 
 def model_spec(cfg: SeismicConfig) -> dict:
-    return network_spec(cfg.model.unet, 3, 1, condition_channels=len(CONDITIONS[cfg.model.condition]),
+    return network_spec(cfg.model.unet, 3, 1, condition_channels=len(condition_names(cfg.model.condition)),
                         haar=cfg.model.domain == "haar", dropout_kinds=cfg.train.dropout_kinds)
 
 
@@ -60,7 +60,7 @@ def checkpoint_config(cfg: SeismicConfig) -> dict:
         "scale_value": cfg.model.scale_value,
         "condition": cfg.model.condition,
         "residual": cfg.model.residual,
-        "condition_channels": list(CONDITIONS[cfg.model.condition]),
+        "condition_channels": list(condition_names(cfg.model.condition)),
         "domain": ("(cube - first guess if residual else cube) * scale_value / percentile(|observed samples|, "
                    "scale_percentile), axes (il, xl, t)"),
         # Inference defaults of `medsci interpolate` when no config is given.
@@ -98,7 +98,11 @@ class Seismic(Generator, name="seismic", checkpoint_task=TASK, loaded_model=Load
         scale_value = float(ckcfg["scale_value"])
         condition = str(ckcfg.get("condition", "zeros"))
         residual = bool(ckcfg.get("residual", False))
-        if condition not in CONDITIONS or ckcfg["model"]["condition_channels"] != len(CONDITIONS[condition]):
+        try:
+            names = condition_names(condition)
+        except ValueError as err:
+            raise ValueError(f"checkpoint {err}") from None
+        if ckcfg["model"]["condition_channels"] != len(names):
             raise ValueError(f"condition {condition!r} does not fit the network's input channels")
         sampler = SamplerConfig.from_dict(ckcfg.get("sample"), "sample")
         inference = SeismicInferenceConfig.from_dict(ckcfg.get("inference"), "inference")
@@ -150,16 +154,17 @@ def reconstruct(loaded: LoadedModel, observed: np.ndarray, mask: np.ndarray, sam
         raise InputError("observed traces contain NaN or infinite samples", source)
     scale = robust_scale(observed[mask], loaded.scale_percentile, loaded.scale_value)
     obs_n = normalise(np.where(mask[..., None], observed, 0.0), scale)
-    guess = None if loaded.condition == "zeros" else torch.from_numpy(first_guess(obs_n, mask, loaded.condition))[
-        None, None]
-    # (1, 2 or 3, il, xl, t) on the CPU; the windows of it are the sampler's condition.
+    guess = None
+    if loaded.condition != "zeros":
+        guess = torch.from_numpy(first_guess(obs_n, mask, loaded.condition)).reshape(1, -1, *observed.shape)
+    # (1, 2 + first guesses, il, xl, t) on the CPU; the windows of it are the sampler's condition.
     inputs = condition_channels(torch.from_numpy(obs_n)[None, None], torch.from_numpy(mask)[None, None], guess)
 
     # Windows of the training patch unless the inference settings name another size.
     inference = replace(inference, window=tuple(inference.window or loaded.patch))
     result = generate(loaded.model, loaded.schedule, sampler, inference, Conditions(condition=inputs),
                       (1, 1, *observed.shape), known=inputs[:, :1], known_mask=inputs[:, 1:2],
-                      # Residual models diffuse cube - first guess, which is exactly 0 on observed traces.
+                      # Residual models diffuse cube - (first named) guess, exactly 0 on observed traces.
                       offset=inputs[:, 2:3] if loaded.residual else None, device=loaded.device, progress=progress,
                       source=None if source is None else str(source))
     recon = denormalise(result.mean[0, 0].numpy(), scale)
