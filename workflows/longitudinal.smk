@@ -46,7 +46,7 @@ rule longitudinal_preprocess:
     log:
         log_path("longitudinal", "preprocess", "{subject}.log"),
     threads: 1
-    priority: 20  # the longest training waits on it
+    priority: 40  # data preparation before any training: the trainings wait on it
     resources:
         mem_mb=2000,
         runtime=30,

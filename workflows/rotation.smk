@@ -49,7 +49,7 @@ rule rotation_pairs:
     log:
         log_path("rotation", "pairs", "{split}-{ct}.log"),
     threads: 1
-    priority: 20  # the rotation training waits on it
+    priority: 40  # data preparation before any training
     resources:
         mem_mb=3000,
         runtime=30,

@@ -60,7 +60,7 @@ rule synthesis_preprocess:
     log:
         log_path("synthesis", "preprocess", "{case}.log"),
     threads: 1
-    priority: 20  # the second-longest training waits on it
+    priority: 40  # data preparation before any training
     resources:
         mem_mb=4000,
         runtime=15,

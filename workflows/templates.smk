@@ -48,7 +48,7 @@ def demo_data_rule(task, doc, outputs, folder, options, mem_mb=2000, runtime=10)
         log:
             log_path(task, "demo_data.log"),
         threads: 1
-        priority: 20  # the trainings wait on it
+        priority: 40  # data preparation before any training
         resources:
             mem_mb=mem_mb,
             runtime=runtime,
@@ -64,8 +64,9 @@ def train_rule(task, doc, folder, category, inputs, args, params=None, mem_mb=40
     """<task>_train: the model folder (config.json, ema.safetensors, loss.csv) from `medsci train <task>
     --config <cfg> <args> --out <folder>`, on train.threads threads and train_gpus GPUs (torchrun above one).
     inputs: the training data (named); input.cfg, params.model and the log are added here. log_to: where the
-    command's output goes (stderr alone, or also stdout). priority: trainings go before the jobs beside them (the
-    longest first), so that on a small machine the short jobs fill in around them instead of delaying them."""
+    command's output goes (stderr alone, or also stdout). priority: after data preparation (priority 40), the
+    trainings go before the jobs beside them, the longest first, so that on a small machine the short jobs fill
+    in around them instead of delaying them."""
 
     rule:
         name:
