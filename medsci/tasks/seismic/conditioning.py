@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from medsci.tasks.seismic.config import GUESS_METHODS, guess_methods  # noqa: F401 (part of this module's API)
+from medsci.tasks.seismic.config import guess_methods
 
 POCS_GUESS_ITERATIONS = 20  # first-guess POCS: cheap enough per training patch (~15 ms at 16x16x64)
 
