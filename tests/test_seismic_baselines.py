@@ -7,8 +7,8 @@ import pytest
 
 from medsci.tasks.seismic.demo import make_seismic_cube, ricker
 from medsci.errors import InputError
-from medsci.tasks.seismic.baselines import (_hankel_index, _time_windows, linear_interpolation,
-                                            mssa_interpolation, pocs_interpolation)
+from medsci.tasks.seismic.baselines import (MSSA_RANK, _hankel_index, _time_windows, linear_interpolation,
+                                            mssa_full_rank, mssa_interpolation, mssa_rank_note, pocs_interpolation)
 from medsci.tasks.seismic.masks import apply_mask, block_traces, random_traces, regular_decimation
 
 
@@ -247,6 +247,72 @@ def test_mssa_edge_cases():
     np.testing.assert_array_equal(mssa_interpolation(zeros, some), zeros)
     rec = mssa_interpolation(apply_mask(cube, some), some, freq_band=(0.6, 0.7))
     np.testing.assert_array_equal(rec[1, 2], 0.0)
+
+
+def test_mssa_of_huge_amplitudes_is_finite_and_scales_exactly():
+    """Issue 25, bad input: samples above ~1e18 overflowed MSSA's complex64 products (numpy's LinAlgError
+    "Eigenvalues did not converge" or NaN); MSSA now works on the samples over a power of two, which changes no bit
+    of an ordinary result."""
+    cube = plane_waves((4, 6, 32), TWO_EVENTS)
+    mask = random_traces(cube.shape, 0.5, np.random.default_rng(0))
+    observed = apply_mask(cube, mask)
+    base = mssa_interpolation(observed, mask)
+    for power in (70, -70):  # about 1e21 and 1e-21
+        rec = mssa_interpolation(observed * np.float32(2.0**power), mask)
+        assert np.isfinite(rec).all()
+        np.testing.assert_array_equal(rec, base * np.float32(2.0**power))
+    spiky = observed.copy()
+    spiky[np.argwhere(mask)[0][0], np.argwhere(mask)[0][1], 5] = 1e25  # one wild sample in a unit-scale window
+    assert np.isfinite(mssa_interpolation(spiky, mask)).all()
+    nan = observed.copy()
+    nan[np.argwhere(mask)[0][0], np.argwhere(mask)[0][1], 5] = np.nan
+    with pytest.raises(InputError, match="observed traces contain NaN or infinite samples"):
+        mssa_interpolation(nan, mask)
+
+
+def test_mssa_rank_above_the_hankel_full_rank_is_clamped_and_noted():
+    """A rank at or above the full rank of a thin window's block Hankel matrix is full rank: MSSA returns its
+    linear start, finite, and the note callers print says so with the rank and the window."""
+    assert mssa_full_rank(3, 7) == 8 and mssa_full_rank(10, 9) == 25 and mssa_full_rank(1, 1) == 1
+    note = mssa_rank_note(3, 7)
+    assert f"MSSA rank {MSSA_RANK} is not below the full rank 8" in note and "3 x 7 trace window" in note
+    assert mssa_rank_note(10, 9) is None and mssa_rank_note(3, 7, rank=7) is None and mssa_rank_note(3, 7, 8)
+    cube = plane_waves((3, 7, 40), TWO_EVENTS)
+    mask = random_traces(cube.shape, 0.4, np.random.default_rng(2))
+    observed = apply_mask(cube, mask)
+    for rank in (8, 1000):
+        rec = mssa_interpolation(observed, mask, rank=rank, window=None, freq_band=(0.0, 0.5))  # the whole band
+        assert np.isfinite(rec).all()
+        np.testing.assert_allclose(rec, linear_interpolation(observed, mask), atol=1e-5)
+
+
+def test_a_first_guess_that_fails_is_a_clear_error_not_nan(monkeypatch):
+    """Whatever goes wrong inside MSSA (a failed eigen-decomposition, NaN out of the rank reduction), the caller
+    gets an InputError naming the rank and the window, never NaN in a first guess."""
+    import medsci.tasks.seismic.baselines as baselines
+    from medsci.tasks.seismic.conditioning import first_guess
+
+    cube = plane_waves((4, 6, 32), TWO_EVENTS)
+    mask = random_traces(cube.shape, 0.5, np.random.default_rng(0))
+    observed = apply_mask(cube, mask)
+
+    def failing(*args, **kwargs):
+        raise np.linalg.LinAlgError("Eigenvalues did not converge")
+
+    monkeypatch.setattr(baselines, "_rank_reduce", failing)
+    with pytest.raises(InputError, match=r"MSSA \(rank 16, clamped to the full rank 6\) on a 4 x 6 x 32 window "
+                                         r"failed \(Eigenvalues did not converge\)"):
+        first_guess(observed, mask, "mssa")
+    monkeypatch.setattr(baselines, "_rank_reduce", lambda data, *a, **k: np.full_like(data, np.nan))
+    with pytest.raises(InputError, match=r"MSSA \(rank 16, clamped to the full rank 6\) on a 4 x 6 x 32 window "
+                                         r"gave NaN or infinite samples"):
+        first_guess(observed, mask, "mssa")
+    # POCS's float32 FFTs overflow for samples of 1e36 (finite in float32): refused, not handed on as inf.
+    huge = (observed / np.abs(observed).max() * 1e36).astype(np.float32)
+    assert np.isfinite(huge).all()
+    with pytest.raises(InputError, match="the pocs first guess of a 4 x 6 x 32 window has NaN or infinite samples "
+                                         r"\(observed samples up to 1e\+36 in model units\)"):
+        first_guess(huge, mask, "pocs")
 
 
 def test_evaluation_writes_mssa_rows_and_spectrum_figures(tmp_path):

@@ -147,3 +147,27 @@ def test_bad_checkpoint_and_output_refused(setup, tmp_path, capsys):
     _assert_refused(capsys, tmp_path, ["--checkpoint", setup["ck"], "--input", setup["survey"], "--output",
                                        setup["survey"]], tmp_path / "never", "overwrite")
     assert setup["survey"].read_bytes() == before
+
+
+def test_interpolate_records_an_mssa_rank_the_survey_window_cannot_reduce(setup, tmp_path, capsys):
+    """Issue 25, bad input: on a survey too thin for MSSA's rank (rank 16, full rank 2 x 3 = 6 for 4 x 6 traces)
+    the first guess is MSSA's linear start; the user is told so on stderr and in the report, and the output is
+    finite."""
+    import json
+    import shutil
+
+    ck = tmp_path / "model"  # the module's model with an MSSA first guess: one guess channel all the same
+    shutil.copytree(setup["ck"], ck)
+    ckcfg = json.loads((ck / "config.json").read_text())
+    ckcfg.update(condition="mssa", condition_channels=["observed", "mask", "mssa"])
+    (ck / "config.json").write_text(json.dumps(ckcfg))
+    thin = setup["truth"][:4, :6]
+    survey = tmp_path / "thin.npy"
+    np.save(survey, np.where(setup["dead"][:4, :6, None], np.float32(0), thin))  # dead traces (1, 0) and (4, 2)
+    out, report = tmp_path / "filled.npy", tmp_path / "report.json"
+    rc, err = _run(capsys, "--checkpoint", ck, "--input", survey, "--output", out, "--report", report)
+    assert rc == 0, err
+    note = "MSSA rank 16 is not below the full rank 6 of the block Hankel matrix of a 4 x 6 trace window"
+    assert f"{survey}: warning: {note}" in err
+    assert any(note in w for w in json.loads(report.read_text())["warnings"])
+    assert np.isfinite(np.load(out)).all()

@@ -18,6 +18,7 @@ from scipy.fft import irfftn, next_fast_len, rfftn
 from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator
 from scipy.spatial import QhullError
 
+from medsci.errors import InputError
 from medsci.tasks.seismic.masks import check_mask
 
 
@@ -202,6 +203,25 @@ def _hankel_index(n_il: int, n_xl: int) -> np.ndarray:
     return ((a + c) * n_xl + (b + d)).reshape(l_il * l_xl, k_il * k_xl)  # rows (a, b), columns (c, d)
 
 
+def mssa_full_rank(n_il: int, n_xl: int) -> int:
+    """The largest rank the block Hankel matrix of an ``n_il x n_xl`` slice can have: its smaller dimension,
+    ``K_il K_xl`` (see :func:`_hankel_index`). A rank at or above it truncates nothing."""
+    return (n_il - n_il // 2) * (n_xl - n_xl // 2)
+
+
+def mssa_rank_note(n_il: int, n_xl: int, rank: int | None = None) -> str | None:
+    """A warning when MSSA at ``rank`` (None: :data:`MSSA_RANK`) cannot reduce the rank of an ``n_il x n_xl``
+    window (it keeps full rank: the missing traces stay at MSSA's start, limited to its band), else None."""
+    rank = MSSA_RANK if rank is None else int(rank)
+    full = mssa_full_rank(n_il, n_xl)
+    if rank < full:
+        return None
+    clamped = "the rank is clamped to it, " if rank > full else ""
+    return (f"MSSA rank {rank} is not below the full rank {full} of the block Hankel matrix of a {n_il} x {n_xl} "
+            f"trace window: {clamped}the rank reduction does nothing and MSSA returns its start (linear "
+            "interpolation, band-limited)")
+
+
 def _band(spec_obs: np.ndarray, energy: float) -> int:
     """Number of rfft bins, from 0 Hz, that hold ``energy`` of the observed traces' power."""
     power = (np.abs(spec_obs) ** 2).sum(axis=0)
@@ -313,7 +333,8 @@ def mssa_interpolation(observed: np.ndarray, mask: np.ndarray, rank: int | None 
       data, the textbook start). Regular decimation leaves the zero-filled slice exactly as low-rank as the
       data (each event plus its alias), so from zeros MSSA cannot leave zero-filling there.
     * ``rank``: ``None`` takes :data:`MSSA_RANK`; clipped to the size of the Hankel matrix (at full size the
-      result is ``X_0`` on the missing traces).
+      result is ``X_0`` on the missing traces, within the band; :func:`mssa_rank_note` is the warning callers
+      print and record for such a window).
     * Band: bins from ``freq_band = (lo, hi)`` in cycles per sample (0..0.5), or by default from 0 up to the
       frequency where the observed traces' cumulative power reaches ``energy`` (99.5 %). Outside the band the
       missing traces are zero (the zero-filled data): < 0.5 % of the power, mostly incoherent noise that a
@@ -324,6 +345,9 @@ def mssa_interpolation(observed: np.ndarray, mask: np.ndarray, rank: int | None 
 
     Defaults (rank 16, 5 iterations from a linear start, 64-sample windows) chosen on the F3 training
     crosslines; figures: docs/seismic-real-data.md#5-mssa-defaults-tuning-on-the-training-crosslines
+
+    Observed traces with NaN or infinite samples, a failed eigen-decomposition or a non-finite result are an
+    InputError naming the rank and the window, never NaN in the output.
     """
     observed = np.asarray(observed, dtype=np.float32)
     if observed.ndim != 3:
@@ -339,10 +363,18 @@ def mssa_interpolation(observed: np.ndarray, mask: np.ndarray, rank: int | None 
         raise ValueError(f"init must be 'zero' or 'linear', got {init!r}")
     if mask.all():
         return observed.copy()
+    if not np.isfinite(observed[mask]).all():
+        raise InputError("observed traces contain NaN or infinite samples: MSSA cannot interpolate from them")
     n_il, n_xl, n_t = observed.shape
     n_tr = n_il * n_xl
     known = mask.reshape(-1)
     zero_filled = np.where(mask[..., None], observed, np.float32(0)).reshape(n_tr, n_t).astype(np.float64)
+    # The rank reduction works in complex64, whose products overflow for samples above ~1e18 (eigh then fails or
+    # returns NaN) and underflow for tiny ones: it works on the samples divided by a power of two near their
+    # peak, exact in floating point, so ordinary data give the same bits as unscaled.
+    peak = float(np.abs(zero_filled[known]).max())
+    unit = float(2.0 ** np.floor(np.log2(peak))) if peak > 0.0 else 1.0
+    zero_filled /= unit
     if freq_band is None:
         n_bins = _band(np.fft.rfft(zero_filled[known], axis=1), energy)
         if n_bins == 0:  # nothing observed but zeros: the zero cube is the answer
@@ -350,7 +382,7 @@ def mssa_interpolation(observed: np.ndarray, mask: np.ndarray, rank: int | None 
         f_lo, f_hi = 0.0, float(np.fft.rfftfreq(n_t)[n_bins - 1])
     else:
         f_lo, f_hi = float(freq_band[0]), float(freq_band[1])
-    start = linear_interpolation(observed, mask).reshape(n_tr, n_t).astype(np.float64) if init == "linear" \
+    start = linear_interpolation(observed, mask).reshape(n_tr, n_t).astype(np.float64) / unit if init == "linear" \
         else zero_filled
     wins = _time_windows(n_t, window)
     bands, datas, starts = [], [], []
@@ -363,8 +395,14 @@ def mssa_interpolation(observed: np.ndarray, mask: np.ndarray, rank: int | None 
     data = np.concatenate(datas).astype(np.complex64)  # (window band frequencies, traces)
     if len(data) == 0:
         return _reinsert(observed, mask, np.zeros_like(observed))
-    x = _rank_reduce(data, np.concatenate(starts).astype(np.complex64), known, (n_il, n_xl), rank,
-                     np.linspace(a0, a1, n_iter), power_steps)
+    full = mssa_full_rank(n_il, n_xl)
+    what = (f"MSSA (rank {rank}{f', clamped to the full rank {full}' if rank > full else ''}) on a {n_il} x {n_xl} "
+            f"x {n_t} window")
+    try:
+        x = _rank_reduce(data, np.concatenate(starts).astype(np.complex64), known, (n_il, n_xl), rank,
+                         np.linspace(a0, a1, n_iter), power_steps)
+    except np.linalg.LinAlgError as err:
+        raise InputError(f"{what} failed ({err}); observed samples up to {peak:.3g}") from None
     est = np.zeros((n_tr, n_t))
     offset = 0
     for (a, b, _), band in zip(wins, bands):
@@ -372,4 +410,8 @@ def mssa_interpolation(observed: np.ndarray, mask: np.ndarray, rank: int | None 
         spec[:, band] = x[offset:offset + len(band)].T
         offset += len(band)
         est[:, a:b] += np.fft.irfft(spec, n=b - a, axis=1)
-    return _reinsert(observed, mask, est.reshape(observed.shape))
+    out = _reinsert(observed, mask, est.reshape(observed.shape) * unit)
+    if not np.isfinite(out).all():  # never NaN or inf in a first guess or a baseline
+        raise InputError(f"{what} gave NaN or infinite samples (observed samples up to {peak:.3g}, float32 holds "
+                         "up to 3.4e38)")
+    return out

@@ -69,19 +69,33 @@ def condition_channels(observed: torch.Tensor, mask: torch.Tensor,
 
 def first_guess(observed: np.ndarray, mask: np.ndarray, method: str = "linear") -> np.ndarray:
     """The ``linear`` / ``pocs`` / ``mssa`` condition channel: missing traces filled by a classical method
-    (float32, the cube's shape); several methods (``mssa+linear``) give one such cube each, stacked first."""
+    (float32, the cube's shape); several methods (``mssa+linear``) give one such cube each, stacked first.
+
+    A window without a single observed trace (a training region inside a dead zone) gets zeros, what every
+    method returns from an all-zero observation. A guess that is not finite is refused (InputError naming the
+    method and the window), never handed on."""
+    from medsci.errors import InputError
     from medsci.tasks.seismic.baselines import linear_interpolation, mssa_interpolation, pocs_interpolation
 
     if "+" in method:
         return np.stack([first_guess(observed, mask, m) for m in guess_methods(method)])
+    if method not in ("linear", "pocs", "mssa"):
+        raise ValueError(f"unknown first-guess method {method!r}")
+    mask = np.asarray(mask)
+    if not mask.any():
+        return np.zeros(np.shape(observed), dtype=np.float32)
     zero_filled = np.where(mask[..., None], observed, 0.0).astype(np.float32)
     if method == "linear":
-        return linear_interpolation(zero_filled, mask)
-    if method == "pocs":
-        return pocs_interpolation(zero_filled, mask, n_iter=POCS_GUESS_ITERATIONS)
-    if method == "mssa":
-        return mssa_interpolation(zero_filled, mask)
-    raise ValueError(f"unknown first-guess method {method!r}")
+        guess = linear_interpolation(zero_filled, mask)
+    elif method == "pocs":
+        guess = pocs_interpolation(zero_filled, mask, n_iter=POCS_GUESS_ITERATIONS)
+    else:
+        guess = mssa_interpolation(zero_filled, mask)
+    if not np.isfinite(guess).all():
+        n_il, n_xl, n_t = guess.shape
+        raise InputError(f"the {method} first guess of a {n_il} x {n_xl} x {n_t} window has NaN or infinite samples "
+                         f"(observed samples up to {float(np.abs(zero_filled).max()):.3g} in model units)")
+    return guess
 
 
 def reinsert_observed(reconstruction: np.ndarray, observed: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -178,3 +178,17 @@ class SeismicConfig(ConfigSection):
     inference: SeismicInferenceConfig
     evaluation: SeismicEvalConfig
 
+    def __post_init__(self):
+        # Demo cubes are the only data whose size is known here: each must hold one training patch (as it is or
+        # il<->xl transposed, as training draws it). A survey is checked when it is split (survey.py).
+        if not self.enabled or self.data.survey or self.data.raw_dir:
+            return
+        if len(self.data.demo.shape) != 3:
+            raise ConfigError(f"seismic.data.demo.shape must be (inline, crossline, time) sizes, got "
+                              f"{self.data.demo.shape}")
+        (n_il, n_xl, n_t), (p_il, p_xl, p_t) = self.data.demo.shape, self.model.patch
+        if n_t < p_t or not ((n_il >= p_il and n_xl >= p_xl) or (n_il >= p_xl and n_xl >= p_il)):
+            raise ConfigError(f"seismic.data.demo.shape {n_il} x {n_xl} x {n_t} cannot hold the training patch "
+                              f"{p_il} x {p_xl} x {p_t} (seismic.model.patch): the smallest demo cube that works is "
+                              f"{p_il} inlines x {p_xl} crosslines x {p_t} samples")
+

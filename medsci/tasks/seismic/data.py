@@ -19,6 +19,7 @@ from medsci.tasks.seismic.masks import (PATTERNS, block_traces, check_mask, dead
                                        regular_decimation)
 
 CUBE_SUFFIXES = (*SEGY_SUFFIXES, ".npy")
+REGION_TRIES = 20  # draws of a training region before one without any observed trace is kept
 
 
 def cube_files(folder: str | Path) -> dict[str, Path]:
@@ -134,13 +135,26 @@ class SeismicTrainingTask:
         self.guess = None if cfg.condition == "zeros" else cfg.condition
         self.residual = cfg.residual
         self.bank: list[tuple[torch.Tensor, np.ndarray, torch.Tensor, torch.Tensor]] = []
+        # What the user should know about the first guesses of these cubes (printed and kept with the checkpoint).
+        self.warnings: list[str] = []
+        if self.guess is not None and "mssa" in self.guess.split("+"):
+            from medsci.tasks.seismic.baselines import mssa_rank_note
+
+            for c in cubes:
+                n_il, n_xl = (min(n, 2 * p) for n, p in zip(c.data.shape[:2], self.patch[:2]))
+                note = mssa_rank_note(n_il, n_xl)
+                if note:
+                    self.warnings.append(f"{c.cube_id}: training regions of {n_il} x {n_xl} traces: {note}")
         if self.guess is not None:
             rng = np.random.default_rng([int(seed), 0x5E15])
             gen = torch.Generator().manual_seed(int(seed))
             for index in range(len(self.cubes)):
                 for _ in range(cfg.guess_bank):
-                    region, live = self._region(index, gen)
-                    mask = self.sample_mask(rng, region.shape[:2]) & live.numpy()
+                    for _ in range(REGION_TRIES):  # a region inside a dead zone teaches nothing: draw again
+                        region, live = self._region(index, gen)
+                        mask = self.sample_mask(rng, region.shape[:2]) & live.numpy()
+                        if mask.any():
+                            break
                     guess = torch.from_numpy(first_guess(region.numpy(), mask, self.guess))
                     self.bank.append((region, mask, guess, live))
 

@@ -151,7 +151,9 @@ def run(args) -> int:
                        "scale": rec.scale, "network_evaluations_per_window": rec.network_evaluations,
                        "windows": rec.windows, "empty_windows": rec.empty_windows, "seconds": round(rec.seconds, 3),
                        "input_guidance": rec.input_guidance, "resample_jumps": rec.resample_jumps,
-                       "sampler": sampler.to_dict(), "device": str(loaded.device)})
+                       "sampler": sampler.to_dict(), "device": str(loaded.device), "warnings": rec.warnings})
+        for line in rec.warnings:
+            print(f"{inp}: warning: {line}", file=sys.stderr)
         if rec.empty_windows:
             print(f"{inp}: warning: {rec.empty_windows} window(s) had no observed trace and were filled "
                   "without data support", file=sys.stderr)

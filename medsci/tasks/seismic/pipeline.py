@@ -14,7 +14,8 @@ every observed sample is copied from the input unchanged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import sys
+from dataclasses import dataclass, field, replace
 from typing import Any
 from pathlib import Path
 
@@ -77,6 +78,10 @@ def train_seismic(cfg: SeismicConfig, cube_paths: list[Path], out_dir: str | Pat
     model = build_network(ckcfg["model"])
     task = SeismicTrainingTask(cubes, cfg.model, seed=cfg.train.seed)
     ckcfg["training_cubes"] = [c.cube_id for c in cubes]
+    if task.warnings:
+        ckcfg["warnings"] = task.warnings
+        for line in task.warnings:
+            print(f"warning: {line}", file=sys.stderr)
     return train(model, task, cfg.model.schedule, cfg.train, out_dir, ckcfg, default_device(device), progress)
 
 
@@ -132,6 +137,7 @@ class Reconstruction:
     # method gave it: variance (the network's variance head) | samples (spread over n_samples) | none.
     std: np.ndarray | None = None
     uncertainty: str = "none"
+    warnings: list[str] = field(default_factory=list)  # what the user should know about this reconstruction
 
 
 def reconstruct(loaded: LoadedModel, observed: np.ndarray, mask: np.ndarray, sampler: SamplerConfig | None = None,
@@ -154,7 +160,13 @@ def reconstruct(loaded: LoadedModel, observed: np.ndarray, mask: np.ndarray, sam
         raise InputError("observed traces contain NaN or infinite samples", source)
     scale = robust_scale(observed[mask], loaded.scale_percentile, loaded.scale_value)
     obs_n = normalise(np.where(mask[..., None], observed, 0.0), scale)
-    guess = None
+    guess, warnings = None, []
+    if "mssa" in condition_names(loaded.condition):
+        from medsci.tasks.seismic.baselines import mssa_rank_note
+
+        note = mssa_rank_note(*observed.shape[:2])
+        if note:
+            warnings.append(note)
     if loaded.condition != "zeros":
         guess = torch.from_numpy(first_guess(obs_n, mask, loaded.condition)).reshape(1, -1, *observed.shape)
     # (1, 2 + first guesses, il, xl, t) on the CPU; the windows of it are the sampler's condition.
@@ -174,7 +186,7 @@ def reconstruct(loaded: LoadedModel, observed: np.ndarray, mask: np.ndarray, sam
         std = np.where(mask[..., None], np.float32(0), denormalise(result.std[0, 0].numpy(), scale))
     return Reconstruction(reinsert_observed(recon, observed, mask), scale, result.network_evaluations,
                           result.windows, result.window_evaluations, result.empty_windows, result.seconds,
-                          result.input_guidance, result.resample_jumps, std, result.uncertainty)
+                          result.input_guidance, result.resample_jumps, std, result.uncertainty, warnings)
 
 
 def sampler_for(loaded: LoadedModel, base: SamplerConfig | None = None, steps: int | None = None,
