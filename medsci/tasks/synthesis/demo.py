@@ -6,8 +6,12 @@ exactly 0) with white matter, a folded cortical ribbon, deep grey nuclei, sulcal
 ventricles and a glioma (oedema, enhancing rim, necrotic core). Intensities come from MR signal equations
 applied to per-voxel proton density, T1 and T2 (plus gadolinium for t1c), so the four contrasts are a
 *nonlinear* function of tissue: FLAIR nulls CSF that T2 shows brightest, which is what makes t2f worth
-synthesising rather than a linear mix of the other three. Then partial-volume blur, a smooth bias field
-per modality, Rician noise and a per-case scanner gain, stored as int16 like scanner output.
+synthesising rather than a linear mix of the other three. The enhancing rim has oedema-like relaxation
+times, as in real gliomas: only gadolinium (t1c) tells it apart, so a voxelwise map from the other contrasts
+cannot find it, the ring around the necrotic core can. Anatomy and signals are drawn on a grid twice as fine
+and averaged over each voxel (partial volume: cortex, sulci and the tumour's edges mix tissues in proportions
+only the neighbourhood reveals). Then a small point-spread blur, a smooth bias field per modality, Rician
+noise and a per-case scanner gain, stored as int16 like scanner output.
 
 Case ``i`` is drawn from its own generator seeded by ``(seed, i)``: it does not depend on how many cases
 are written, and the same seed gives the same bytes (gzip header without name or time).
