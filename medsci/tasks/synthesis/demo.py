@@ -6,8 +6,12 @@ exactly 0) with white matter, a folded cortical ribbon, deep grey nuclei, sulcal
 ventricles and a glioma (oedema, enhancing rim, necrotic core). Intensities come from MR signal equations
 applied to per-voxel proton density, T1 and T2 (plus gadolinium for t1c), so the four contrasts are a
 *nonlinear* function of tissue: FLAIR nulls CSF that T2 shows brightest, which is what makes t2f worth
-synthesising rather than a linear mix of the other three. Then partial-volume blur, a smooth bias field
-per modality, Rician noise and a per-case scanner gain, stored as int16 like scanner output.
+synthesising rather than a linear mix of the other three. The enhancing rim has oedema-like relaxation
+times, as in real gliomas: only gadolinium (t1c) tells it apart, so a voxelwise map from the other contrasts
+cannot find it, the ring around the necrotic core can. Anatomy and signals are drawn on a grid twice as fine
+and averaged over each voxel (partial volume: cortex, sulci and the tumour's edges mix tissues in proportions
+only the neighbourhood reveals). Then a small point-spread blur, a smooth bias field per modality, Rician
+noise and a per-case scanner gain, stored as int16 like scanner output.
 
 Case ``i`` is drawn from its own generator seeded by ``(seed, i)``: it does not depend on how many cases
 are written, and the same seed gives the same bytes (gzip header without name or time).
@@ -33,6 +37,10 @@ DEFAULT_SHAPE: tuple[int, int, int] = (68, 76, 60)
 GENERATOR = "medsci demo-data synthesis"
 DESCRIP = "medsci synthetic demo data"
 MIN_SIDE = 8  # below this there is no room for a brain with ventricles and a tumour
+# Anatomy and signals are drawn on a grid this much finer per axis, then averaged over each voxel: the
+# partial volume of a real acquisition (a voxel of cortex and sulcal CSF mixes their signals, which no
+# voxelwise function of the other contrasts undoes, but the fold pattern around it tells).
+SUPERSAMPLE = 2
 
 # Internal tissue classes (finer than the segmentation: the tests and the lookup baseline use them).
 BG, WM, GM, DGM, CSF, VENT, ED, ET, NCR = range(9)
@@ -60,7 +68,7 @@ _TISSUE_PARAMS = np.array(
         [1.00, 4000.0, 1500.0],  # sulcal csf
         [1.00, 4000.0, 1500.0],  # ventricle
         [0.86, 1500.0, 220.0],  # oedema
-        [0.82, 1450.0, 130.0],  # enhancing tumour
+        [0.85, 1480.0, 190.0],  # enhancing tumour: oedema-like on T1/T2/FLAIR, told apart by gadolinium only
         [0.92, 2500.0, 400.0],  # necrotic core
     ]
 )
@@ -416,6 +424,29 @@ def _signals(rng: np.random.Generator, tissue: np.ndarray, axes: list[np.ndarray
     return {k: v.astype(np.float32, copy=False) for k, v in out.items()}
 
 
+def _block_sum(values: np.ndarray, f: int) -> np.ndarray:
+    """Sum over each f x f x f block of a fine grid: (f*n0, f*n1, f*n2) -> (n0, n1, n2)."""
+    n0, n1, n2 = (n // f for n in values.shape)
+    return values.reshape(n0, f, n1, f, n2, f).sum(axis=(1, 3, 5), dtype=np.float32)
+
+
+def _voxel_labels(fine_tissue: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tissue class per voxel of the coarse grid, and the fine brain mask.
+
+    A voxel is brain when at least half of it is; its class is the most frequent brain class in it (ties
+    to the lower class). A tumour label present on the fine grid but in no voxel's majority (tiny grids)
+    goes to the voxel holding most of it, so every case keeps all three labels.
+    """
+    counts = np.stack([_block_sum((fine_tissue == c).astype(np.float32), f) for c in range(len(TISSUES))])
+    brain = counts[0] <= 0.5 * f**3
+    tissue = np.where(brain, 1 + np.argmax(counts[1:], axis=0), 0).astype(np.uint8)
+    for label in (NCR, ET, ED):
+        if not np.any(tissue == label) and np.any(counts[label] > 0):
+            pos = np.unravel_index(int(np.argmax(np.where(brain, counts[label], -1.0))), tissue.shape)
+            tissue[pos] = label
+    return tissue, fine_tissue > 0
+
+
 def synthesize_case(
     seed: int,
     index: int,
@@ -426,13 +457,22 @@ def synthesize_case(
     shape_t = tuple(int(n) for n in shape)
     spacing_t = default_spacing(shape_t) if spacing is None else tuple(float(s) for s in spacing)
     rng = np.random.default_rng([int(seed), int(index)])
-    tissue, axes = _anatomy(rng, shape_t, spacing_t)  # type: ignore[arg-type]
+    f = SUPERSAMPLE
+    fine_tissue, fine_axes = _anatomy(
+        rng, tuple(n * f for n in shape_t), tuple(sp / f for sp in spacing_t)  # type: ignore[arg-type]
+    )
+    fine_signals = _signals(rng, fine_tissue, fine_axes)
+    tissue, fine_brain = _voxel_labels(fine_tissue, f)
     brain = tissue > 0
-    signals = _signals(rng, tissue, axes)
+    axes = [(np.arange(n, dtype=np.float64) - (n - 1) / 2.0) * sp for n, sp in zip(shape_t, spacing_t)]
+    # Partial volume: each voxel holds the mean signal of the brain it contains (skull-stripped edge).
+    count = np.maximum(_block_sum(fine_brain.astype(np.float32), f), np.float32(1.0))
+    signals = {k: _block_sum(np.where(fine_brain, v, np.float32(0.0)), f) / count for k, v in fine_signals.items()}
+    del fine_signals, fine_tissue, fine_brain
 
-    # Partial volume: blur within the brain only (normalised convolution), so the skull-stripped edge
-    # stays sharp and background stays exactly zero.
-    sigma_vox = 0.45
+    # Point-spread function: a little blur within the brain only (normalised convolution), so the
+    # skull-stripped edge stays sharp and background stays exactly zero.
+    sigma_vox = 0.35
     weight = ndimage.gaussian_filter(brain.astype(np.float32), sigma_vox, mode="constant")
     weight = np.where(brain, weight, np.float32(1.0))
 
