@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-from pathlib import Path
+import os
 
-import pytest
+# One OpenBLAS thread per test process, set before numpy loads: on a 2-core machine shared with the workflow's
+# own jobs, OpenBLAS's spinning threads made a 0.1 s least-squares fit take 20-30 s. torch keeps its own setting.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from helpers import REPO, run_snakemake, tree_checksums
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from helpers import REPO, run_snakemake, tree_checksums  # noqa: E402
 
 
 @dataclass(frozen=True)
