@@ -115,6 +115,25 @@ def run_forecast(args) -> int:
 def register_demo_data(tasks) -> None:
     p = add_demo_data(tasks, "longitudinal", run_demo_data, ("--subjects", "subjects", 12), [48, 56, 48])
     p.add_argument("--spacing", type=spacing_mm, nargs=3, default=[4.0, 4.0, 4.0])
+    p.add_argument("--spacings", type=voxel_size, nargs="+", default=[], metavar="X,Y,Z",
+                   help="acquisition voxel sizes (mm) the subjects cycle through, e.g. 4 3 2.5 or 4,4,4 3,3,2; each "
+                        "on the field of view --shape x --spacing (default: every subject at --spacing)")
+
+
+def voxel_size(text: str) -> tuple[float, float, float]:
+    """``X,Y,Z`` or one number (isotropic), in mm: an argparse type."""
+    import argparse
+
+    parts = text.split(",")
+    try:
+        values = tuple(spacing_mm(p) for p in parts)
+    except (argparse.ArgumentTypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"not a voxel size X,Y,Z or X (mm): {text!r}") from None
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"not a voxel size X,Y,Z or X (mm): {text!r}")
+    return values
 
 
 def run_demo_data(args) -> int:
@@ -126,7 +145,8 @@ def run_demo_data(args) -> int:
     from medsci.tasks.longitudinal.demo import write_demo_subjects
 
     return write_demo(args, ("sub-*",), "synthetic subjects", lambda: write_demo_subjects(
-        args.out, n=args.subjects, seed=args.seed, shape=tuple(args.shape), spacing=tuple(args.spacing)))
+        args.out, n=args.subjects, seed=args.seed, shape=tuple(args.shape), spacing=tuple(args.spacing),
+        spacings=tuple(args.spacings)))
 
 
 def register_preprocess(tasks) -> None:
