@@ -214,6 +214,9 @@ def test_forecast_cli_writes_the_native_grid(trained, subjects, tmp_path):
     assert r.returncode == 0, r.stderr
     assert nib.load(tmp_path / "h.nii.gz").shape == (20, 28, 20)
     assert (tree_checksums(folder), tree_checksums(out)) == inputs
+    # the checkpoint records the voxel sizes its training subjects were acquired at (here all 12 mm)
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert config["acquisition_spacing"] == {"min": list(SPACING), "max": list(SPACING)}
 
 
 def test_changed_region_ignores_scan_noise_and_finds_a_moved_edge():

@@ -287,6 +287,94 @@ def test_write_refuses_a_file_as_output_and_bad_n_sessions(tmp_path: Path):
 
 
 # --------------------------------------------------------------------------------------------------
+# Mixed acquisition voxel sizes (data.demo.spacings)
+
+
+def test_acquisition_grid_cycles_the_spacings_on_one_field_of_view():
+    assert demo.acquisition_grid(5, SHAPE, SPACING) == (SHAPE, SPACING)
+    spacings = ((6.0, 6.0, 6.0), (8.0, 8.0, 8.0), (4.0, 4.0, 5.0))
+    grids = [demo.acquisition_grid(i, SHAPE, SPACING, spacings) for i in range(5)]
+    assert grids == [(SHAPE, (6.0,) * 3), ((24, 30, 24), (8.0,) * 3), ((48, 60, 38), (4.0, 4.0, 5.0)),
+                     (SHAPE, (6.0,) * 3), ((24, 30, 24), (8.0,) * 3)]
+    for shape, spacing in grids:  # the same field of view, to within half a voxel per side
+        assert np.all(np.abs(np.multiply(shape, spacing) - np.multiply(SHAPE, SPACING)) <= np.divide(spacing, 2))
+
+
+def test_mixed_spacings_write_the_same_subjects_at_each_voxel_size(written: Path, tmp_path: Path):
+    spacings = [(6.0, 6.0, 6.0), (8.0, 8.0, 8.0)]
+    out = tmp_path / "mixed"
+    demo.write_demo_subjects(out, n=3, seed=0, shape=SHAPE, spacing=SPACING, spacings=spacings)
+    for i, (shape, spacing) in enumerate([(SHAPE, (6.0,) * 3), ((24, 30, 24), (8.0,) * 3), (SHAPE, (6.0,) * 3)]):
+        folder = out / f"sub-{i:03d}"
+        # the same schedule (and anatomy) as at the single voxel size; the scans on the subject's own grid
+        assert (folder / "sessions.tsv").read_bytes() == (written / folder.name / "sessions.tsv").read_bytes()
+        img = nib.load(str(folder / "ses-00.nii.gz"))
+        assert img.shape == shape and np.allclose(img.header.get_zooms(), spacing)
+        assert np.allclose(img.affine, demo.centred_affine(shape, spacing))
+    # a subject at the first voxel size is byte for byte the single-spacing one; the same arguments, the same bytes
+    assert _files(out / "sub-000") == _files(written / "sub-000")
+    demo.write_demo_subjects(tmp_path / "again", n=3, seed=0, shape=SHAPE, spacing=SPACING, spacings=spacings)
+    assert _files(tmp_path / "again") == _files(out)
+
+
+@pytest.mark.parametrize("spacings, message", [
+    ([(6.0, 6.0)], "spacings"),
+    ([(6.0, -1.0, 6.0)], "spacings"),
+    ([(6.0, float("nan"), 6.0)], "spacings"),
+    (["abc"], "spacings"),
+    ([(100.0, 100.0, 100.0)], "shape"),  # a grid under the smallest side the demo writes
+])
+def test_mixed_spacings_refuse_bad_entries_before_writing(tmp_path: Path, spacings, message):
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match=message):
+        demo.write_demo_subjects(out, n=2, shape=SHAPE, spacing=SPACING, spacings=spacings)
+    assert not out.exists()
+
+
+def test_spacings_config_schema_and_cli(tmp_path: Path):
+    import subprocess
+    import sys
+
+    from medsci.config import config_from_dict
+    from medsci.errors import ConfigError
+    from medsci.tasks.longitudinal.config import LongitudinalDemoConfig
+
+    cfg = LongitudinalDemoConfig.from_dict({"spacings": [[4, 4, 4], [3, 3, 3.5]]})
+    assert cfg.spacings == ((4.0, 4.0, 4.0), (3.0, 3.0, 3.5))
+    assert cfg.to_dict()["spacings"] == [[4.0, 4.0, 4.0], [3.0, 3.0, 3.5]]
+    assert LongitudinalDemoConfig().spacings == () and LongitudinalDemoConfig().to_dict()["spacings"] == []
+    with pytest.raises(ConfigError, match="spacings"):
+        LongitudinalDemoConfig.from_dict({"spacings": [[4, 4]]})
+    base = {"name": "t", "longitudinal": {"data": {"demo": {"spacings": [[4, 4, 4], [3, 3, 3]]}}}}
+    assert config_from_dict(base).longitudinal.data.demo.spacings[1] == (3.0, 3.0, 3.0)
+    for bad in ([[4, 4]], [[4, 0, 4]], [4, 3], "4"):
+        with pytest.raises(ConfigError):
+            config_from_dict({"name": "t", "longitudinal": {"data": {"demo": {"spacings": bad}}}})
+    # the CLI: one number is isotropic, X,Y,Z anisotropic
+    r = subprocess.run([sys.executable, "-m", "medsci", "demo-data", "longitudinal", str(tmp_path / "cli"),
+                        "--subjects", "2", "--shape", *map(str, SHAPE), "--spacing", "6", "6", "6",
+                        "--spacings", "6", "8,8,8"], capture_output=True, text=True, encoding="utf-8")
+    assert r.returncode == 0, r.stderr
+    assert nib.load(str(tmp_path / "cli" / "sub-001" / "ses-00.nii.gz")).shape == (24, 30, 24)
+    r = subprocess.run([sys.executable, "-m", "medsci", "demo-data", "longitudinal", str(tmp_path / "bad"),
+                        "--spacings", "6,6"], capture_output=True, text=True, encoding="utf-8")
+    assert r.returncode != 0 and "voxel size" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_subject_at_another_voxel_size_is_resampled_onto_the_model_grid(tmp_path: Path):
+    from medsci.tasks.longitudinal.config import LongitudinalPreprocessConfig
+    from medsci.tasks.longitudinal.preprocess import preprocess_subject
+
+    demo.write_demo_subjects(tmp_path, n=2, seed=0, shape=SHAPE, spacing=SPACING, spacings=[SPACING, (8.0,) * 3])
+    prep = LongitudinalPreprocessConfig(shape=SHAPE, spacing=SPACING)
+    records = [preprocess_subject(read_subject(tmp_path / f"sub-00{i}"), prep) for i in (0, 1)]
+    for rec in records:
+        assert rec["frames"].shape[1:] == SHAPE and np.allclose(np.diag(rec["grid_affine"])[:3], SPACING)
+        assert min(rec["similarity"]) > 0.9
+    assert np.allclose(np.linalg.norm(records[1]["first_affine"][:3, :3], axis=0), 8.0)
+
+
+# --------------------------------------------------------------------------------------------------
 # Layout: read_subject and find_subjects
 
 

@@ -29,7 +29,7 @@ if not LON.data.raw_dir:
         "Synthetic subjects: ventricles enlarge, cortex thins, a lesion grows or shrinks; irregular times.",
         {"tables": [str(Path(f) / "sessions.tsv") for f in LON_FOLDERS.values()]},
         folder=lambda wc, output: os.path.dirname(os.path.dirname(output.tables[0])),
-        options=("subjects", "seed", "shape", "spacing"),
+        options=("subjects", "seed", "shape", "spacing") + (("spacings",) if LON.data.demo.spacings else ()),
     )
 
 rule longitudinal_preprocess:

@@ -10,8 +10,11 @@ def _describe(name, doc):
 
 
 def _cli_value(value):
-    """A setting as a command-line value: a list becomes space-separated words."""
-    return " ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
+    """A setting as a command-line value: a list becomes space-separated words, a list of lists comma-joined
+    words ([[4, 4, 4], [3, 3, 3]] -> 4,4,4 3,3,3)."""
+    if isinstance(value, (list, tuple)):
+        return " ".join(",".join(str(w) for w in v) if isinstance(v, (list, tuple)) else str(v) for v in value)
+    return value
 
 
 class Files:

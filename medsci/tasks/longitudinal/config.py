@@ -15,6 +15,22 @@ class LongitudinalDemoConfig(ConfigSection):
     seed: int = 0
     shape: tuple[int, int, int] = (48, 56, 48)
     spacing: tuple[float, float, float] = (4.0, 4.0, 4.0)
+    # Acquisition voxel sizes (mm) the subjects cycle through (subject i: spacings[i % len]); each keeps the field
+    # of view shape * spacing, so its grid is round(shape * spacing / spacings[i]). Empty: every subject at spacing.
+    spacings: tuple[tuple[float, float, float], ...] = ()
+
+    def __post_init__(self):
+        try:
+            self.spacings = tuple(tuple(float(v) for v in s) for s in self.spacings or ())
+        except (TypeError, ValueError):
+            raise ConfigError("longitudinal.data.demo.spacings must be a list of [x, y, z] voxel sizes (mm)") from None
+        if any(len(s) != 3 or not all(0 < v < float("inf") for v in s) for s in self.spacings):
+            raise ConfigError("longitudinal.data.demo.spacings: each entry must be three positive voxel sizes (mm)")
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        out["spacings"] = [list(s) for s in self.spacings]
+        return out
 
 
 @dataclass

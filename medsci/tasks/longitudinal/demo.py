@@ -450,11 +450,36 @@ def sessions_tsv(times: Sequence[float], session_ids: Sequence[str], age: float)
     return "\n".join(rows) + "\n"
 
 
+def acquisition_grid(index: int, shape=(48, 56, 48), spacing=(4.0, 4.0, 4.0), spacings=()):
+    """(shape, spacing) of subject ``index``'s scans: ``spacing`` on ``shape`` without ``spacings``; else the
+    voxel size ``spacings[index % len(spacings)]`` on the grid that keeps the field of view ``shape * spacing``
+    (each side rounded to whole voxels)."""
+    if not spacings:
+        return tuple(shape), tuple(spacing)
+    sp = tuple(float(v) for v in spacings[int(index) % len(spacings)])
+    fov = np.asarray(shape, np.float64) * np.asarray(spacing, np.float64)
+    return tuple(int(v) for v in np.maximum(np.round(fov / np.asarray(sp)), 1)), sp
+
+
+def check_spacings(spacings, path=None) -> tuple[tuple[float, float, float], ...]:
+    """``spacings`` as a tuple of three-float tuples (positive, finite); refused with one line otherwise."""
+    try:
+        out = tuple(tuple(float(v) for v in s) for s in (spacings or ()))
+    except (TypeError, ValueError):
+        raise InputError(f"spacings must be a list of three positive numbers (mm) each, got {spacings!r}",
+                         path) from None
+    if any(len(s) != 3 or not all(np.isfinite(v) and v > 0 for v in s) for s in out):
+        raise InputError(f"spacings must be a list of three positive numbers (mm) each, got {spacings!r}", path)
+    return out
+
+
 def write_demo_subjects(out_dir, n: int = 12, seed: int = 0, shape=(48, 56, 48),
-                        spacing=(4.0, 4.0, 4.0)) -> list[Path]:
+                        spacing=(4.0, 4.0, 4.0), spacings=()) -> list[Path]:
     """Writes ``sub-000/``, ``sub-001/``, ... each with ``ses-YY.nii.gz`` per session and ``sessions.tsv``.
 
-    Subject ``i`` is ``subject_sequence(subject_seed(seed, i), shape, spacing)``: it does not depend on
+    Subject ``i`` is ``subject_sequence(subject_seed(seed, i), *acquisition_grid(i, shape, spacing, spacings))``:
+    the same anatomy and schedule whatever the voxel size (``spacings``: the acquisition voxel sizes the subjects
+    cycle through, each on the field of view ``shape * spacing``). It does not depend on
     ``n``, and the same arguments give the same bytes. Returns the subject folders. Like the project's
     other demo writers, existing files of the same names are replaced (atomically) and other files are
     left alone (``sessions.tsv``, written last, lists the sequence; a stale ``ses-YY.nii.gz`` from an
@@ -464,11 +489,13 @@ def write_demo_subjects(out_dir, n: int = 12, seed: int = 0, shape=(48, 56, 48),
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 1000:
         raise InputError(f"number of subjects must be an integer in [1, 1000], got {n!r}", out)
     seed, shape_t, spacing_t = check_grid(seed, shape, spacing, out)
+    spacings_t = check_spacings(spacings, out)
+    grids = [check_grid(seed, *acquisition_grid(i, shape_t, spacing_t, spacings_t), out)[1:] for i in range(int(n))]
     if out.exists() and not out.is_dir():
         raise InputError("output path exists and is not a folder", out)
     folders: list[Path] = []
     for i in range(int(n)):
-        seq = subject_sequence(subject_seed(seed, i), shape_t, spacing_t)
+        seq = subject_sequence(subject_seed(seed, i), *grids[i])
         folder = out / f"sub-{i:03d}"
         if folder.exists() and not folder.is_dir():
             raise InputError("output path exists and is not a folder", folder)

@@ -58,9 +58,17 @@ def train_longitudinal(cfg: LongitudinalConfig, subject_paths: list[Path], out_d
     torch.manual_seed(cfg.train.seed)
     ckcfg = checkpoint_config(cfg)
     ckcfg["training_subjects"] = [s["subject"] for s in subjects]
+    ckcfg["acquisition_spacing"] = acquisition_spacing_range(subjects)
     model = build_network(ckcfg["model"])
     task = LongitudinalTrainingTask(subjects, cfg.model)
     return train(model, task, cfg.model.schedule, cfg.train, out_dir, ckcfg, default_device(device), progress)
+
+
+def acquisition_spacing_range(subjects: list[dict]) -> dict:
+    """{"min": [x, y, z], "max": [x, y, z]} mm: the voxel sizes the training subjects were acquired at (their first
+    sessions' native grids), per axis; ``medsci forecast`` resamples a subject inside this range to the model grid."""
+    acquired = np.array([np.linalg.norm(np.asarray(s["first_affine"], np.float64)[:3, :3], axis=0) for s in subjects])
+    return {"min": [round(float(v), 4) for v in acquired.min(0)], "max": [round(float(v), 4) for v in acquired.max(0)]}
 
 
 @dataclass
