@@ -157,6 +157,11 @@ def pocs_interpolation(observed: np.ndarray, mask: np.ndarray, n_iter: int = 50,
     known = np.pad(np.broadcast_to(mask[..., None], observed.shape), pads)  # margin counts as missing
     shape = data.shape
     fan = _fan(shape, dips)
+    # float32 FFT sums overflow for samples near 1e36: work on the samples divided by a power of two near their
+    # peak (exact in floating point, so ordinary data give the same bits as unscaled), as MSSA does.
+    peak = float(np.abs(data).max())
+    unit = np.float32(2.0 ** np.floor(np.log2(peak))) if np.isfinite(peak) and peak > 0.0 else np.float32(1.0)
+    data = data / unit
 
     def spectrum(cube: np.ndarray) -> np.ndarray:
         spec = rfftn(cube)
@@ -172,7 +177,7 @@ def pocs_interpolation(observed: np.ndarray, mask: np.ndarray, n_iter: int = 50,
         spec = spectrum(x)
         spec[np.abs(spec) < lam] = 0.0
         x = np.where(known, data, irfftn(spec, s=shape, axes=(0, 1, 2)))
-    return _reinsert(observed, mask, x[inner])
+    return _reinsert(observed, mask, x[inner] * unit)
 
 
 # ----------------------------------------------------------------------------------------------------- MSSA
