@@ -111,6 +111,12 @@ def _fan(shape: tuple[int, int, int], dips: tuple[float, float]) -> np.ndarray |
     return keep
 
 
+def _power_of_two_unit(peak: float) -> float:
+    """A power of two near ``peak`` (1 for 0 or non-finite): dividing samples by it is exact in floating point,
+    so the FFTs and products of POCS and MSSA neither overflow nor underflow, and ordinary data keep their bits."""
+    return float(2.0 ** np.floor(np.log2(peak))) if np.isfinite(peak) and peak > 0.0 else 1.0
+
+
 def pocs_interpolation(observed: np.ndarray, mask: np.ndarray, n_iter: int = 50, thresh_start: float = 0.99,
                        thresh_end: float = 0.01, max_dip: float | None = None,
                        pad_fraction: float = 0.25) -> np.ndarray:
@@ -157,10 +163,7 @@ def pocs_interpolation(observed: np.ndarray, mask: np.ndarray, n_iter: int = 50,
     known = np.pad(np.broadcast_to(mask[..., None], observed.shape), pads)  # margin counts as missing
     shape = data.shape
     fan = _fan(shape, dips)
-    # float32 FFT sums overflow for samples near 1e36: work on the samples divided by a power of two near their
-    # peak (exact in floating point, so ordinary data give the same bits as unscaled), as MSSA does.
-    peak = float(np.abs(data).max())
-    unit = np.float32(2.0 ** np.floor(np.log2(peak))) if np.isfinite(peak) and peak > 0.0 else np.float32(1.0)
+    unit = np.float32(_power_of_two_unit(float(np.abs(data).max())))  # float32 FFT sums overflow near 1e36
     data = data / unit
 
     def spectrum(cube: np.ndarray) -> np.ndarray:
@@ -375,10 +378,9 @@ def mssa_interpolation(observed: np.ndarray, mask: np.ndarray, rank: int | None 
     known = mask.reshape(-1)
     zero_filled = np.where(mask[..., None], observed, np.float32(0)).reshape(n_tr, n_t).astype(np.float64)
     # The rank reduction works in complex64, whose products overflow for samples above ~1e18 (eigh then fails or
-    # returns NaN) and underflow for tiny ones: it works on the samples divided by a power of two near their
-    # peak, exact in floating point, so ordinary data give the same bits as unscaled.
+    # returns NaN) and underflow for tiny ones.
     peak = float(np.abs(zero_filled[known]).max())
-    unit = float(2.0 ** np.floor(np.log2(peak))) if peak > 0.0 else 1.0
+    unit = _power_of_two_unit(peak)
     zero_filled /= unit
     if freq_band is None:
         n_bins = _band(np.fft.rfft(zero_filled[known], axis=1), energy)

@@ -12,6 +12,13 @@ from medsci.tasks.seismic.masks import PATTERNS
 GUESS_METHODS = ("linear", "pocs", "mssa")
 
 
+def holds_patch(shape, patch) -> bool:
+    """Whether a block of ``shape`` (il, xl, t) holds a training ``patch`` (il, xl, t), as it is or il<->xl
+    transposed (training draws both)."""
+    (n_il, n_xl, n_t), (p_il, p_xl, p_t) = shape, patch
+    return n_t >= p_t and ((n_il >= p_il and n_xl >= p_xl) or (n_il >= p_xl and n_xl >= p_il))
+
+
 def guess_methods(condition: str) -> tuple[str, ...]:
     """The first guesses a ``condition`` names: ``zeros`` none, ``mssa`` one, ``mssa+linear`` two (the first is
     the residual's base). Raises ValueError on an unknown or repeated method."""
@@ -187,7 +194,7 @@ class SeismicConfig(ConfigSection):
             raise ConfigError(f"seismic.data.demo.shape must be (inline, crossline, time) sizes, got "
                               f"{self.data.demo.shape}")
         (n_il, n_xl, n_t), (p_il, p_xl, p_t) = self.data.demo.shape, self.model.patch
-        if n_t < p_t or not ((n_il >= p_il and n_xl >= p_xl) or (n_il >= p_xl and n_xl >= p_il)):
+        if not holds_patch(self.data.demo.shape, self.model.patch):
             raise ConfigError(f"seismic.data.demo.shape {n_il} x {n_xl} x {n_t} cannot hold the training patch "
                               f"{p_il} x {p_xl} x {p_t} (seismic.model.patch): the smallest demo cube that works is "
                               f"{p_il} inlines x {p_xl} crosslines x {p_t} samples")

@@ -14,7 +14,7 @@ from medsci.diffusion.training import TrainingBatch
 from medsci.errors import ConfigError, InputError
 from medsci.io.segy import SEGY_SUFFIXES, SeismicCube, read_cube
 from medsci.tasks.seismic.conditioning import condition_channels, first_guess, normalise, robust_scale
-from medsci.tasks.seismic.config import SeismicDataConfig, SeismicModelConfig
+from medsci.tasks.seismic.config import SeismicDataConfig, SeismicModelConfig, guess_methods, holds_patch
 from medsci.tasks.seismic.masks import (PATTERNS, block_traces, check_mask, dead_traces, make_mask, random_traces,
                                        regular_decimation)
 
@@ -81,9 +81,7 @@ def load_training_cubes(paths: list[Path], model_cfg: SeismicModelConfig,
     cubes = []
     for path in paths:
         cube = load_cube(path, data_cfg)
-        p_il, p_xl, p_t = model_cfg.patch
-        n_il, n_xl, n_t = cube.shape
-        if n_t < p_t or not ((n_il >= p_il and n_xl >= p_xl) or (n_il >= p_xl and n_xl >= p_il)):
+        if not holds_patch(cube.shape, model_cfg.patch):
             raise ConfigError(f"cube {cube.shape} is smaller than the training patch {tuple(model_cfg.patch)}",
                               path)
         live = dead_traces(cube.data)
@@ -137,7 +135,7 @@ class SeismicTrainingTask:
         self.bank: list[tuple[torch.Tensor, np.ndarray, torch.Tensor, torch.Tensor]] = []
         # What the user should know about the first guesses of these cubes (printed and kept with the checkpoint).
         self.warnings: list[str] = []
-        if self.guess is not None and "mssa" in self.guess.split("+"):
+        if self.guess is not None and "mssa" in guess_methods(self.guess):
             from medsci.tasks.seismic.baselines import mssa_rank_note
 
             for c in cubes:

@@ -14,6 +14,7 @@ from pathlib import Path
 from medsci.errors import InputError
 from medsci.io.atomic import write_json_atomic
 from medsci.io.segy import create_segy
+from medsci.tasks.seismic.config import holds_patch
 from medsci.tasks.seismic.masks import dead_traces
 
 AXES = {"inline": 0, "crossline": 1}
@@ -76,18 +77,13 @@ def _size(shape) -> str:
     return f"{shape[0]} inlines x {shape[1]} crosslines x {shape[2]} samples"
 
 
-def _fits(n_il: int, n_xl: int, p_il: int, p_xl: int) -> bool:
-    """A block holds the patch laterally, as it is or il<->xl transposed (training transposes patches)."""
-    return (n_il >= p_il and n_xl >= p_xl) or (n_il >= p_xl and n_xl >= p_il)
-
-
 def _misfit(shape, patch, what: str) -> str | None:
     """Why a block of ``shape`` (il, xl, t) cannot hold ``patch``, or None when it can."""
     n_il, n_xl, n_t = shape
     p_il, p_xl, p_t = patch
     if n_t < p_t:
         return f"{what} has {n_t} time samples, fewer than the patch's {p_t}"
-    if not _fits(n_il, n_xl, p_il, p_xl):
+    if not holds_patch(shape, patch):
         return f"{what} is {n_il} inlines x {n_xl} crosslines, too thin for the patch {p_il} x {p_xl}"
     return None
 

@@ -431,7 +431,7 @@ def _block_sum(values: np.ndarray, f: int) -> np.ndarray:
 
 
 def _voxel_labels(fine_tissue: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
-    """Tissue class per voxel of the coarse grid, and the fine brain mask.
+    """Tissue class per voxel of the coarse grid, and how many fine brain voxels each holds.
 
     A voxel is brain when at least half of it is; its class is the most frequent brain class in it (ties
     to the lower class). A tumour label present on the fine grid but in no voxel's majority (tiny grids)
@@ -444,7 +444,7 @@ def _voxel_labels(fine_tissue: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarr
         if not np.any(tissue == label) and np.any(counts[label] > 0):
             pos = np.unravel_index(int(np.argmax(np.where(brain, counts[label], -1.0))), tissue.shape)
             tissue[pos] = label
-    return tissue, fine_tissue > 0
+    return tissue, np.float32(f**3) - counts[0]
 
 
 def synthesize_case(
@@ -462,11 +462,12 @@ def synthesize_case(
         rng, tuple(n * f for n in shape_t), tuple(sp / f for sp in spacing_t)  # type: ignore[arg-type]
     )
     fine_signals = _signals(rng, fine_tissue, fine_axes)
-    tissue, fine_brain = _voxel_labels(fine_tissue, f)
+    tissue, brain_count = _voxel_labels(fine_tissue, f)
+    fine_brain = fine_tissue > 0
     brain = tissue > 0
     axes = [(np.arange(n, dtype=np.float64) - (n - 1) / 2.0) * sp for n, sp in zip(shape_t, spacing_t)]
     # Partial volume: each voxel holds the mean signal of the brain it contains (skull-stripped edge).
-    count = np.maximum(_block_sum(fine_brain.astype(np.float32), f), np.float32(1.0))
+    count = np.maximum(brain_count, np.float32(1.0))
     signals = {k: _block_sum(np.where(fine_brain, v, np.float32(0.0)), f) / count for k, v in fine_signals.items()}
     del fine_signals, fine_tissue, fine_brain
 
