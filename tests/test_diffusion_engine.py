@@ -286,3 +286,28 @@ def test_older_checkpoint_format_is_refused_with_a_reason():
 def test_windowed_network_keeps_the_kinds_guidance_may_drop():
     net = _unet(condition_channels=1, dropout_kinds=("condition",))
     assert WindowedNetwork(net, (4, 4)).null_kinds == ("condition",)
+
+
+class PerItemGuidance(torch.nn.Module):
+    """x0 = 1 everywhere; its unconditional answer adds the item's ``condition`` map, so an item whose map is
+    0 settles at once under adaptive guidance and one whose map is noise never does."""
+
+    null_kinds = ("condition",)
+
+    def forward(self, x_t, t, conditions=None):
+        dropped = conditions.dropped.get("condition")
+        bias = conditions.condition if dropped is not None and bool(dropped.all()) else 0.0
+        return torch.ones_like(x_t) + bias
+
+
+def test_adaptive_guidance_decides_per_item_of_a_batch():
+    # Issue 27: one view that did not settle kept the whole batch at full guidance (20 evaluations per view).
+    bias = torch.zeros(3, 1, 4, 4)
+    bias[1] = torch.randn(1, 4, 4, generator=torch.Generator().manual_seed(0)) * 3  # item 1 never settles
+    cfg = SamplerConfig(steps=8, guidance_scale=2.0, adaptive_guidance=0.99)
+    res = sample(PerItemGuidance(), SCHEDULE, cfg, Conditions(condition=bias), (3, 1, 4, 4),
+                 generator=torch.Generator().manual_seed(0))
+    assert res.item_evaluations.tolist() == [9, 16, 9]  # 8 conditional calls + 1 or 8 unconditional ones
+    assert res.network_evaluations == 16 and res.guided_steps == 8
+    torch.testing.assert_close(res.sample[[0, 2]], torch.ones(2, 1, 4, 4), atol=1e-3, rtol=0)
+    torch.testing.assert_close(res.sample[1], 1 - bias[1], atol=1e-3, rtol=0)  # guided: u + 2 (c - u) = 1 - b

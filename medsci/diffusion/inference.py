@@ -43,6 +43,9 @@ class Generated:
     input_guidance: bool
     resample_jumps: int
     uncertainty: str = "none"  # variance | samples | none (see SamplerConfig.uncertainty)
+    # (B,) network evaluations each input item took part in (adaptive guidance decides per item); None with
+    # sampler windows
+    item_evaluations: torch.Tensor | None = None
 
 
 def sampler_with(base: SamplerConfig, schedule: ScheduleConfig, **overrides) -> SamplerConfig:
@@ -67,9 +70,9 @@ def sample_generator(seed: int, call: int, k: int) -> torch.Generator:
 def _samples(model, schedule, sampler, conditions, shape, call, *, known, known_mask, offset, jumps, guided,
              x0_transform, device, overwrite_known=True):
     """``sampler.n_samples`` samples of one batch: (sum, sum of squares, sum of head variances or None, network
-    evaluations)."""
+    evaluations, (B,) evaluations per item)."""
     total = total_sq = total_var = None
-    nfe = 0
+    nfe, item_nfe = 0, 0
     off = offset.to(device) if offset is not None else None
     for k in range(sampler.n_samples):
         res = sample(model, schedule, sampler, conditions, shape, generator=sample_generator(sampler.seed, call, k),
@@ -84,7 +87,8 @@ def _samples(model, schedule, sampler, conditions, shape, call, *, known, known_
             v = res.variance.float()
             total_var = v if total_var is None else total_var + v
         nfe += res.network_evaluations
-    return total, total_sq, total_var, nfe
+        item_nfe = item_nfe + res.item_evaluations
+    return total, total_sq, total_var, nfe, item_nfe
 
 
 def _mean_std(total, total_sq, total_var, n, mode: str):
@@ -135,13 +139,13 @@ def _generate(model, schedule, sampler, inference, conditions, shape, known, kno
     started = time.perf_counter()
     if window is None or inference.window_mode == "network":
         net = model if window is None else WindowedNetwork(model, window, inference.overlap, inference.sw_batch_size)
-        total, total_sq, total_var, nfe = _samples(net, schedule, sampler, conditions, shape, 0, known=known,
-                                                   known_mask=known_mask, offset=offset, jumps=jumps, guided=guided,
-                                                   x0_transform=x0_transform, device=device)
+        total, total_sq, total_var, nfe, item_nfe = _samples(
+            net, schedule, sampler, conditions, shape, 0, known=known, known_mask=known_mask, offset=offset,
+            jumps=jumps, guided=guided, x0_transform=x0_transform, device=device)
         mean, std = _mean_std(total.cpu(), total_sq.cpu(), total_var.cpu() if total_var is not None else None,
                               sampler.n_samples, sampler.uncertainty)
         return Generated(mean, std, nfe, 0, 0, 0, time.perf_counter() - started, guided, jumps,
-                         sampler.uncertainty if std is not None else "none")
+                         sampler.uncertainty if std is not None else "none", item_nfe)
     if x0_transform is not None:
         raise ValueError("x0_transform works on whole volumes; use window_mode: network with it")
     return _generate_sampler_windows(model, schedule, sampler, inference, conditions, shape, known, known_mask,
@@ -172,7 +176,7 @@ def _generate_sampler_windows(model, schedule, sampler, inference, conditions, s
         # Items of a batch of windows come from the same input item when b == 1 (the usual case).
         item = cond.index(slice(0, 1)).repeat(n) if b == 1 else cond
         item = item.windowed(w_cond if w_cond.shape[1] else None)
-        total, total_sq, total_var, nfe = _samples(
+        total, total_sq, total_var, nfe, _ = _samples(
             model, schedule, sampler, item, (n, c, *windows.shape[2:]), counts["calls"],
             known=w_known if w_known.shape[1] else None, known_mask=w_mask if w_mask.shape[1] else None,
             offset=w_offset if w_offset.shape[1] else None, jumps=jumps, guided=guided, x0_transform=None,

@@ -4,7 +4,8 @@ One loop serves rectified-flow Euler steps (1-2 network evaluations), DDIM and t
 Per step:
 1. the network is called on ``x_t`` and the batch's :class:`~medsci.diffusion.conditioning.Conditions` (twice
    with classifier-free guidance: the second call drops the guided kinds, which the network replaces by their
-   nulls; once when adaptive guidance decides the unconditional call is redundant);
+   nulls; once when adaptive guidance decides the unconditional call is redundant — decided per batch item, so
+   one item whose estimates do not settle keeps its own guidance without holding the others at full guidance);
 2. its output (x0, epsilon or v) is converted to an x0 estimate, and ``x0_transform`` applied — the place where a
    task clamps in image space (e.g. inverse Haar -> clamp -> Haar for wavelet-domain models); a network with a
    variance head also gives the log-variance of that estimate, kept from the first (pure-noise) call: the
@@ -34,7 +35,8 @@ LOG_VARIANCE_RANGE = (-16.0, 8.0)  # of the variance head: keeps exp() finite at
 class SampleResult:
     sample: torch.Tensor
     network_evaluations: int
-    guided_steps: int
+    guided_steps: int  # steps in which at least one item was guided
+    item_evaluations: torch.Tensor | None = None  # (B,) network evaluations each batch item took part in
     variance: torch.Tensor | None = None  # the variance head's (first call), if the network has one
 
 
@@ -140,31 +142,39 @@ def sample(
 
     nfe = 0
     guided_steps = 0
-    guidance_on = bool(kinds)
+    # Per item: still guided (adaptive guidance turns it off for each item on its own).
+    guided = torch.full((shape[0],), bool(kinds), dtype=torch.bool)
+    item_nfe = torch.zeros(shape[0], dtype=torch.long)
     channels = shape[1]
     variance = None
 
     def predict_x0(x_t: torch.Tensor, t: int) -> torch.Tensor:
-        nonlocal nfe, guided_steps, guidance_on, variance
+        nonlocal nfe, guided_steps, variance
         tt = torch.full((x_t.shape[0],), t, device=device, dtype=torch.long)
         with autocast:
             out_c, log_var = split_variance(model(x_t, tt, cond).float(), channels)
             nfe += 1
+            item_nfe.add_(1)
             if variance is None and log_var is not None:
                 variance = log_var.exp() * _x0_gain(scheduler, schedule, t) ** 2
             x0 = _x0_estimate(scheduler, schedule, out_c, x_t, t, device)
-            if guidance_on:
-                out_u, _ = split_variance(model(x_t, tt, uncond).float(), channels)
+            if guided.any():
+                # The unconditional call for the items still guided only.
+                rows = guided.nonzero()[:, 0]
+                out_u, _ = split_variance(model(x_t[rows], tt[rows], uncond.index(rows.to(device))).float(),
+                                          channels)
                 nfe += 1
+                item_nfe[rows] += 1
                 guided_steps += 1
-                x0_u = _x0_estimate(scheduler, schedule, out_u, x_t, t, device)
-                x0_g = x0_u + sampler.guidance_scale * (x0 - x0_u)
-                # Adaptive guidance: once guided and conditional estimates agree, the extra call is wasted.
+                x0_c = x0[rows]
+                x0_u = _x0_estimate(scheduler, schedule, out_u, x_t[rows], t, device)
+                x0_g = x0_u + sampler.guidance_scale * (x0_c - x0_u)
+                # Adaptive guidance: once an item's guided and conditional estimates agree, its extra call is
+                # wasted; each item decides for itself.
                 if sampler.adaptive_guidance is not None:
-                    cos = torch.nn.functional.cosine_similarity(x0_g.flatten(1), x0.flatten(1), dim=1).min()
-                    if cos > sampler.adaptive_guidance:
-                        guidance_on = False
-                x0 = x0_g
+                    cos = torch.nn.functional.cosine_similarity(x0_g.flatten(1), x0_c.flatten(1), dim=1)
+                    guided[rows] = (cos <= sampler.adaptive_guidance).cpu()
+                x0 = x0.index_put((rows.to(device),), x0_g)
         if x0_transform is not None:
             x0 = x0_transform(x0)
         return x0
@@ -212,4 +222,5 @@ def sample(
         x = torch.where(known_mask.bool().expand_as(x), known, x)
     if known is not None and variance is not None:  # known entries come out exact (noise level 0 at the end)
         variance = variance * (1 - known_mask)
-    return SampleResult(sample=x, network_evaluations=nfe, guided_steps=guided_steps, variance=variance)
+    return SampleResult(sample=x, network_evaluations=nfe, guided_steps=guided_steps,
+                        item_evaluations=item_nfe, variance=variance)

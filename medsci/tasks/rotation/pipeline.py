@@ -137,7 +137,8 @@ def predict_heldout(loaded, pairs, cfg, geometry) -> dict:
             res = rotate(loaded, np.repeat(src[None], len(pairs.angles), 0), pairs.angles, sampler)
             preds[name] = res.image
             if remap == "none":
-                out["nfe"][name] = res.network_evaluations
+                # Per image: adaptive guidance stops each view's unconditional calls on its own.
+                out["nfe"][name] = float(np.mean(res.view_evaluations))
                 out["seconds"][name] = res.seconds / len(pairs.angles)
             if remap == "none" and name == "model" and res.std is not None:
                 out["std"]["model"], out["uncertainty"] = res.std, res.uncertainty
@@ -153,9 +154,10 @@ load_model = STAGES.load
 class Rotated:
     image: np.ndarray  # (B, H, W) float32 in [0, 1]
     std: np.ndarray | None  # (B, H, W) on the image's [0, 1] scale, or None
-    network_evaluations: int
+    network_evaluations: int  # network calls for the batch
     seconds: float
     uncertainty: str = "none"  # where std came from: variance | samples | none
+    view_evaluations: np.ndarray | None = None  # (B,) network evaluations each view took part in
 
 
 def rotate(loaded: LoadedModel, sources: np.ndarray, angles, sampler: SamplerConfig | None = None) -> Rotated:
@@ -174,4 +176,5 @@ def rotate(loaded: LoadedModel, sources: np.ndarray, angles, sampler: SamplerCon
                       conditions, (src.shape[0], 1, *src.shape[1:]), offset=offset, device=loaded.device)
     image = (result.mean[:, 0] / MODEL_SCALE).clamp(0.0, 1.0).numpy()
     std = None if result.std is None else (result.std[:, 0] / MODEL_SCALE).numpy()
-    return Rotated(image, std, result.network_evaluations, result.seconds, result.uncertainty)
+    return Rotated(image, std, result.network_evaluations, result.seconds, result.uncertainty,
+                   result.item_evaluations.numpy())
