@@ -128,6 +128,7 @@ def test_png_rgb_is_converted_with_luma_and_written_as_rgb(tmp_path):
     rgb[0, 0] = (255, 0, 0)
     rgb[1, 1] = (0, 255, 0)
     rgb[2, 2] = (0, 0, 255)
+    rgb[10:] = (np.arange(18, dtype=np.uint8) * 10)[None, :, None]  # grey levels enough for a radiograph
     src = tmp_path / "rgb.png"
     Image.fromarray(rgb, mode="RGB").save(src)
     r = read_radiograph(src)
@@ -149,6 +150,7 @@ def test_png_rgb_16bit_keeps_16_bits(tmp_path):
     rgb[..., :] = 20000
     rgb[0, 0] = (65535, 65535, 65535)
     rgb[3, 3] = (0, 0, 0)
+    rgb[8:] = (np.arange(20, dtype=np.uint16) * 3000)[None, :, None]  # grey levels enough for a radiograph
     src = tmp_path / "rgb16.png"
     sitk.WriteImage(sitk.GetImageFromArray(rgb, isVector=True), str(src))
     r = read_radiograph(src)

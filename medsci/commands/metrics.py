@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -29,12 +30,13 @@ def run(args: argparse.Namespace) -> int:
 
     Read two volumes of the same shape (and optionally a mask) and print SSIM (MONAI's formula, Gaussian window 11,
     sigma 1.5), PSNR, MSE and MAE as JSON; with --mask also mask_ssim, mask_psnr, mask_mse, mask_mae over the voxels
-    where the mask is > 0. PSNR of identical volumes is Infinity; metrics of an empty mask are NaN.
+    where the mask is > 0. PSNR of identical volumes is Infinity; metrics of an empty mask are NaN. A volume shorter
+    than the SSIM window (11 voxels) along any axis gets SSIM null and the reason in ssim_note (and a warning).
     """
     import numpy as np
 
     from medsci.errors import InputError
-    from medsci.evaluation.metrics import image_metrics
+    from medsci.evaluation.metrics import image_metrics, ssim_window_gap
     from medsci.io.volume import read_volume
 
     target_vol = read_volume(args.target)
@@ -64,5 +66,10 @@ def run(args: argparse.Namespace) -> int:
         data_range = args.data_range  # checked by its argparse type
 
     result = {"data_range": data_range, **image_metrics(pred, target, data_range=data_range, masks=masks)}
+    note = ssim_window_gap(target.shape)
+    if note is not None:  # a shrunk window is not the SSIM --help promises: reported as n/a, not as a number
+        result.update({k: None for k in result if k.endswith("ssim")}, ssim_note=f"{args.target}: {note}")
+        print(f"medsci metrics: warning: {args.target}: {note}; PSNR, MSE and MAE are still reported",
+              file=sys.stderr)
     print(json.dumps(result, indent=2))
     return 0

@@ -34,7 +34,18 @@ from scipy import ndimage
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
-__all__ = ["image_metrics", "section_ssim", "snr_db", "ssim_map"]
+__all__ = ["image_metrics", "section_ssim", "snr_db", "ssim_map", "ssim_window_gap", "SSIM_WINDOW"]
+
+SSIM_WINDOW = 11  # MONAI's default Gaussian window
+
+
+def ssim_window_gap(shape: tuple[int, ...], kernel_size: int = SSIM_WINDOW) -> str | None:
+    """Why SSIM with a ``kernel_size`` window is not the documented SSIM for an image of ``shape`` (an axis
+    shorter than the window: the kernel-shrink convention would score it with a smaller window), or None."""
+    if min(shape) >= kernel_size:
+        return None
+    return (f"SSIM n/a: shape {tuple(int(n) for n in shape)} is smaller than the SSIM window ({kernel_size} voxels "
+            "along every axis)")
 
 
 def _to_tensor(a: ArrayLike, name: str) -> torch.Tensor:

@@ -19,6 +19,17 @@ Conventions per format:
   is (column, row) as in ITK and :mod:`medsci.io.volume`, so ``pixels = data.T``. Written back as
   float32 in the original value range with the same affine and the singleton axis restored.
 
+Plausibility (issue 27; cheap checks on what was read, documented in docs/bad-input.md):
+
+* DICOM Modality: CR, DX, DR, RG (or none) are radiographs; a tomographic modality (CT, MR, PT, NM, US, ...)
+  is refused; any other (OT, SC, XA, MG, ...) is read with a warning kept in ``Radiograph.warnings``, which
+  ``medsci rotate`` records in the output's note and JSON.
+* Grey levels: fewer than ``MIN_GREY_LEVELS`` (16) distinct values is a binary or label image (a 1-bit PNG, a
+  mask), refused.
+* Hounsfield units: DICOM values with RescaleType HU, or DICOM (other than CR/DX/DR/RG) and NIfTI values of
+  which at least ``HU_AIR_FRACTION`` (5 %) lie at or below ``HU_AIR`` (-900, air in HU) while some reach 0 (water)
+  are an axial CT slice, refused. An X-ray's values are non-negative intensities or counts.
+
 Reading normalises by the image's own minimum and maximum (DICOM, NIfTI), so a written image that does
 not span [0, 1] reads back stretched; the file's values themselves are exactly what was written.
 """
@@ -49,6 +60,11 @@ RADIOGRAPH_SUFFIXES = (".png", ".dcm", ".dicom", ".nii", ".nii.gz")
 _DICOM_SUFFIXES = (".dcm", ".dicom")
 _NIFTI_SUFFIXES = (".nii.gz", ".nii")  # longest first
 MIN_SIDE, MAX_SIDE = 16, 8192
+MIN_GREY_LEVELS = 16  # fewer distinct values: a binary or label image, not a radiograph
+HU_AIR, HU_AIR_FRACTION = -900.0, 0.05  # a CT slice: this share of pixels at or below air in HU
+RADIOGRAPH_MODALITIES = ("CR", "DX", "DR", "RG")
+# Cross-sectional / non-X-ray-projection modalities: never a radiograph.
+TOMOGRAPHIC_MODALITIES = ("CT", "MR", "PT", "NM", "US", "OCT", "OPT", "SEG", "RTDOSE", "RTIMAGE", "RTSTRUCT")
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
 # DICOM attributes that describe the input's pixels (or its encoding) and would be wrong for the output.
@@ -76,6 +92,7 @@ class Radiograph:
     spacing: tuple[float, float] | None  # mm per pixel (row, col) where the file says
     source: Path
     meta: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # implausible but read (an unusual DICOM modality)
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -115,6 +132,26 @@ def _normalise(values: np.ndarray, path: Path) -> tuple[np.ndarray, float, float
     return np.clip(out, 0.0, 1.0).astype(np.float32), lo, hi
 
 
+def _check_grey_levels(pixels: np.ndarray, path: Path) -> None:
+    """Refuse a binary or label image: fewer than MIN_GREY_LEVELS distinct values."""
+    step = max(1, int(np.sqrt(pixels.size / 1e6)))  # a subsample first: np.unique of 8192^2 pixels is slow
+    if len(np.unique(pixels[::step, ::step])) >= MIN_GREY_LEVELS:
+        return
+    levels = len(np.unique(pixels))
+    if levels < MIN_GREY_LEVELS:
+        raise InputError(f"only {levels} distinct grey levels (a binary or label image?); a radiograph has at "
+                         f"least {MIN_GREY_LEVELS}", path)
+
+
+def _check_not_hu(values: np.ndarray, path: Path, rescale_type: str = "") -> None:
+    """Refuse an axial CT slice: values in Hounsfield units (air around the body at about -1000 HU)."""
+    air = float(np.mean(values <= HU_AIR))
+    if rescale_type.upper() == "HU" or (air >= HU_AIR_FRACTION and values.max() >= 0):
+        raise InputError(f"values look like CT Hounsfield units ({values.min():.0f} to {values.max():.0f}, "
+                         f"{air:.0%} of pixels at or below {HU_AIR:.0f}: air around a body): an axial CT slice, "
+                         "not a radiograph; render radiographs of a CT with medsci drr", path)
+
+
 def _luma(rgb: np.ndarray) -> np.ndarray:
     """Grey from (H, W, 3) as float64 in the input's units; exact when the channels are equal."""
     if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 0] == rgb[..., 2]).all():
@@ -146,12 +183,11 @@ def read_radiograph(path: str | Path) -> Radiograph:
     if path.stat().st_size == 0:
         raise InputError("file is empty", path)
     fmt = _format_of(path)
-    if fmt == "png":
-        return _read_png(path)
-    if fmt == "dicom":
-        return _read_dicom(path)
-    if fmt == "nifti":
-        return _read_nifti(path)
+    reader = {"png": _read_png, "dicom": _read_dicom, "nifti": _read_nifti}.get(fmt)
+    if reader is not None:
+        radiograph = reader(path)
+        _check_grey_levels(radiograph.pixels, path)
+        return radiograph
     suffix = "".join(path.suffixes[-2:]) if path.name.lower().endswith(".gz") else path.suffix
     raise InputError(f"unsupported radiograph format {suffix or '(no extension)'!r}; expected .png, .dcm, "
                      ".dicom, .nii or .nii.gz (or a DICOM file with the DICM marker)", path)
@@ -284,6 +320,14 @@ def _dicom_image(ds, path: Path) -> Radiograph:
     photometric = _str(ds, "PhotometricInterpretation").upper() or "MONOCHROME2"
     bits_alloc = int(ds.get("BitsAllocated") or 0)
     bits_stored = int(ds.get("BitsStored") or bits_alloc)
+    modality = _str(ds, "Modality").upper()
+    if modality in TOMOGRAPHIC_MODALITIES:
+        raise InputError(f"DICOM modality {modality!r} is not a radiograph (expected one of "
+                         f"{', '.join(RADIOGRAPH_MODALITIES)}): a slice is not a projection; render radiographs of "
+                         "a CT with medsci drr", path)
+    warned = [] if modality in ("", *RADIOGRAPH_MODALITIES) else [
+        f"DICOM modality {modality!r} is not a plain radiograph ({', '.join(RADIOGRAPH_MODALITIES)}): "
+        "rotated as one, unverified"]
     if bits_alloc not in (8, 16, 32) or not 1 <= bits_stored <= bits_alloc:
         raise InputError(f"unsupported DICOM pixel format (BitsAllocated {bits_alloc}, BitsStored "
                          f"{bits_stored})", path)
@@ -319,6 +363,8 @@ def _dicom_image(ds, path: Path) -> Radiograph:
         if slope == 0.0 or not np.isfinite([slope, inter]).all():
             raise InputError(f"invalid RescaleSlope/Intercept ({slope}, {inter})", path)
         values = stored.astype(np.float64) * slope + inter
+    if not colour and modality not in RADIOGRAPH_MODALITIES:
+        _check_not_hu(values, path, _str(ds, "RescaleType"))
     pixels, lo, hi = _normalise(values, path)
     if mono1:
         pixels = (1.0 - pixels).astype(np.float32)
@@ -348,7 +394,7 @@ def _dicom_image(ds, path: Path) -> Radiograph:
     }
     # The decoded pixels live in ``pixels``; the dataset is kept for writing, without its pixel data.
     del ds.PixelData
-    return Radiograph(pixels, "dicom", bits_stored, colour, spacing, path, meta)
+    return Radiograph(pixels, "dicom", bits_stored, colour, spacing, path, meta, warned)
 
 
 def _read_nifti(path: Path) -> Radiograph:
@@ -381,7 +427,10 @@ def _read_nifti(path: Path) -> Radiograph:
                          "of size 1)", path)
     plane = data.reshape([shape[ax] for ax in kept])  # (i, j): column index first
     _check_size(plane.shape[1], plane.shape[0], path)
-    pixels, lo, hi = _normalise(plane.T.astype(np.float64), path)
+    values = plane.T.astype(np.float64)
+    if np.isfinite(values).all():  # NaN/Inf: refused by _normalise with its own message
+        _check_not_hu(values, path)
+    pixels, lo, hi = _normalise(values, path)
     affine = np.asarray(img.affine, dtype=np.float64)
     spacing = None
     if np.isfinite(affine).all():

@@ -31,11 +31,30 @@ __all__ = ["PreprocessConfig", "SIDECAR_VERSION", "load_preprocessed", "preproce
            "summarize_preprocessed", "to_native"]
 
 
-def _check_seg(seg: np.ndarray, source: Path) -> None:
+# BraTS labels (2023 numbering, as medsci.tasks.synthesis.segmentation scores them): 1 necrotic core, 2 oedema,
+# 3 enhancing tumour. BraTS 2018-2021 numbered the enhancing tumour 4 (3 unused): a well-known one-to-one
+# renumbering, so such a segmentation is mapped 4 -> 3 with a note in the sidecar's warnings. Any other label
+# (a 255 "segmentation", a label map of another atlas) is refused.
+SEG_LABELS = (0, 1, 2, 3)
+BRATS2021_ET, BRATS_ET = 4, 3
+
+
+def _check_seg(seg: np.ndarray, source: Path, warnings: list[str]) -> np.ndarray:
+    """``seg`` with BraTS-2021's label 4 renumbered to 3 (noted in ``warnings``); refuses other labels."""
     if np.issubdtype(seg.dtype, np.floating) and not np.array_equal(seg, np.round(seg)):
         raise InputError("segmentation holds non-integer labels", source)
-    if seg.size and (seg.min() < 0 or seg.max() > 255):
-        raise InputError(f"segmentation labels must lie in 0..255, got {seg.min()}..{seg.max()}", source)
+    found = [int(v) for v in np.unique(seg)]
+    outside = [v for v in found if v not in (*SEG_LABELS, BRATS2021_ET)]
+    if outside or (BRATS2021_ET in found and BRATS_ET in found):
+        why = (f"labels {outside} are outside" if outside
+               else "labels 3 and 4 together (BraTS-2023 and BraTS-2021 enhancing tumour) do not fit")
+        raise InputError(f"segmentation {why} the BraTS label set 0, 1, 2, 3 (1 necrotic core, 2 oedema, "
+                         f"3 enhancing tumour; found {found}); a BraTS-2021 label 4 without 3 is read as 3", source)
+    if BRATS2021_ET in found:
+        warnings.append(f"segmentation {source.name}: BraTS-2021 label 4 (enhancing tumour) mapped to 3, the "
+                        "BraTS-2023 numbering")
+        seg = np.where(seg == BRATS2021_ET, BRATS_ET, seg)
+    return seg
 
 
 def _fmt(values) -> str:
@@ -157,14 +176,13 @@ def preprocess_case(case: Case, cfg: PreprocessConfig | None = None, out_dir: st
     check_consistent_geometry({**vols, **({"seg": seg_vol} if seg_vol is not None else {})})
     ref = vols[available[0]]
     native_affine, native_shape = ref.affine, tuple(int(s) for s in ref.array.shape)
-    if seg_vol is not None:
-        _check_seg(seg_vol.array, seg_vol.source)
+    seg_native = _check_seg(seg_vol.array, seg_vol.source, warnings) if seg_vol is not None else None
 
     # 1. reorientation (views only)
     ornt = orientation_transform(native_affine, cfg.orientation)
     reor_affine = reoriented_affine(native_affine, ornt, native_shape)
     arrays = {m: reorient(v.array, ornt) for m, v in vols.items()}
-    seg = reorient(seg_vol.array, ornt) if seg_vol is not None else None
+    seg = reorient(seg_native, ornt) if seg_native is not None else None
     reor_shape = tuple(int(s) for s in arrays[available[0]].shape)
 
     # 2. optional resampling: all modalities in one MONAI call, the segmentation nearest-neighbour.

@@ -143,7 +143,7 @@ def run_rotate(args) -> int:
     check_outputs(std_path_of(args.output, radiograph.format), [args.input, args.checkpoint], folder=False)
     check_steps_fit(args.checkpoint, args.steps, args)
     loaded = load_model(args.checkpoint, args.device)
-    warnings = []
+    warnings = list(radiograph.warnings)  # implausible but read: recorded in the note and OUT.json
     beyond = [f"{axis} {a:g} deg > {m:g}" for axis, a, m in zip("xyz", angles, loaded.max_angle) if abs(a) > m + 1e-9]
     if beyond:
         message = f"rotation outside the trained range ({', '.join(beyond)})"
