@@ -195,7 +195,7 @@ def run_rotate(args) -> int:
               "uncertainty": uncertainty}
     write_json_atomic(Path(str(written) + ".json"), record)
     for line in warnings:
-        print(f"warning: {args.input}: {line}")
+        print(f"medsci rotate: warning: {args.input}: {line}")
     print(f"wrote {written} ({result.network_evaluations} network evaluations, {result.seconds:.1f} s)")
     return 0
 
