@@ -139,7 +139,7 @@ def coregister(vols: dict[str, Volume], reference: str, *, register: bool, thres
             candidate = _onto(ref, vol.array, reg_affine)
             score = nmi(ref.array, candidate, region)
             entry.update(_motion(matrix, target))
-            entry["applied"] = score >= before  # a registration that made things worse is not kept
+            entry["applied"] = score > before  # a registration that does not improve the match is not kept
             if entry["applied"]:
                 moved, after = candidate, score
         entry["nmi_after"] = round(after, 4)
