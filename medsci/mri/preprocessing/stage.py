@@ -61,22 +61,31 @@ def _fmt(values) -> str:
     return "x".join(f"{v:.3g}" for v in values)
 
 
-def check_spacing(native: tuple[float, ...], cfg: PreprocessConfig, case: Case, warnings: list[str]) -> bool:
-    """Whether the case must be resampled to ``cfg.spacing``; refuses voxels far coarser than it."""
+def check_spacing(native: tuple[float, ...], cfg: PreprocessConfig, case: Case, warnings: list[str],
+                  contrast: str | None = None, where=None) -> bool:
+    """Whether the case must be resampled to ``cfg.spacing``; refuses voxels far coarser than it. ``contrast``:
+    a contrast other than the reference (the output grid), checked before it is resampled onto it."""
     if cfg.spacing is None:
         return False
     ratio = np.array(native) / np.array(cfg.spacing)
+    voxels = f"{contrast} voxels" if contrast else "voxels"
     if ratio.max() > cfg.max_upsampling:
-        raise InputError(f"case {case.case_id}: voxels of {_fmt(native)} mm are more than {cfg.max_upsampling:g}x "
+        raise InputError(f"case {case.case_id}: {voxels} of {_fmt(native)} mm are more than {cfg.max_upsampling:g}x "
                          f"coarser than the model's {_fmt(cfg.spacing)} mm; the model would see detail the scan "
-                         "does not hold", case.folder)
+                         "does not hold", where or case.folder)
     if ratio.max() > cfg.warn_upsampling:
-        warnings.append(f"voxels of {_fmt(native)} mm are coarser than the model's {_fmt(cfg.spacing)} mm: "
+        warnings.append(f"{voxels} of {_fmt(native)} mm are coarser than the model's {_fmt(cfg.spacing)} mm: "
                         "the synthesis is made from upsampled inputs")
-    elif ratio.min() < 1.0 / cfg.warn_upsampling:
+    elif ratio.min() < 1.0 / cfg.warn_upsampling and contrast is None:
         warnings.append(f"the synthesis has the model's resolution ({_fmt(cfg.spacing)} mm), interpolated onto "
                         f"the {_fmt(native)} mm input grid")
     return bool(np.any(np.abs(ratio - 1.0) > cfg.spacing_tolerance))
+
+
+def oriented_spacing(vol: Volume, orientation: str) -> tuple[float, ...]:
+    """Voxel size of ``vol`` along the axes of ``orientation`` (so a sagittal and an axial series compare)."""
+    ornt = orientation_transform(vol.affine, orientation)
+    return voxel_spacing(reoriented_affine(vol.affine, ornt, vol.array.shape))
 
 
 def check_fit(mask_b: np.ndarray, b0: np.ndarray, b1: np.ndarray, mask_win: np.ndarray, grid_shape, spacing,
@@ -102,32 +111,32 @@ def check_fit(mask_b: np.ndarray, b0: np.ndarray, b1: np.ndarray, mask_win: np.n
             "grid_extent_mm": [round(float(v), 2) for v in grid_mm], "fov_touches_brain": bool(at_edge)}
 
 
-def align_to_reference(vols: dict[str, Volume], reference: str, warnings: list[str],
-                       min_overlap: float = 0.5) -> dict[str, Volume]:
-    """Resample every volume onto the grid of ``vols[reference]`` in scanner coordinates (no registration:
-    series of one session share a frame of reference). Refuses a volume covering less than ``min_overlap``
-    of the reference's field of view."""
-    from medsci.preprocessing.geometry import resample_to_grid
+def align_to_reference(vols: dict[str, Volume], reference: str, warnings: list[str], *, register: bool = False,
+                       threshold: float = 0.0, min_overlap: float = 0.5) -> tuple[dict[str, Volume], dict]:
+    """Every volume on the grid of ``vols[reference]``: in scanner coordinates, or rigidly registered onto it
+    when ``register`` (:mod:`.coregister`), and checked to line up with it; returns the volumes and what
+    registration did. Refuses a volume covering less than ``min_overlap`` of the reference's field of view."""
+    from medsci.mri.preprocessing.coregister import MOVED_DEG, MOVED_MM, coregister
 
     ref = vols[reference]
-    out = {}
     for name, vol in vols.items():
-        same = vol.array.shape == ref.array.shape and np.allclose(vol.affine, ref.affine, atol=1e-3, rtol=0)
-        if same:
-            out[name] = vol
-            continue
         share = fov_overlap(ref, vol)
         if share < min_overlap:
             raise InputError(f"{name} covers only {100 * share:.0f} % of the {reference} field of view: the "
                              "contrasts do not overlap in space", vol.source)
         if share < 0.95:
             warnings.append(f"{name} covers {100 * share:.0f} % of the {reference} field of view; the rest is empty")
-        array = resample_to_grid(np.asarray(vol.array, dtype=np.float32), vol.affine, ref.affine, ref.array.shape,
-                                 "bilinear", padding_mode="zeros")
-        out[name] = Volume(array=array, affine=ref.affine.copy(), source=vol.source, header=vol.header,
-                           meta={**vol.meta, "resampled_onto": reference})
-        warnings.append(f"{name} was resampled onto the {reference} grid")
-    return out
+    out, report = coregister(vols, reference, register=register, threshold=threshold)
+    for name, vol in vols.items():
+        entry = report["contrasts"].get(name, {})
+        if entry.get("applied") and (entry["rotation_deg"] > MOVED_DEG
+                                     or np.linalg.norm(entry["shift_mm"]) > MOVED_MM):
+            warnings.append(f"{name} was registered onto {reference}: rotated {entry['rotation_deg']:.1f} degrees, "
+                            f"shifted {np.linalg.norm(entry['shift_mm']):.1f} mm (patient motion between series?)")
+        elif name != reference and not (vol.array.shape == ref.array.shape
+                                        and np.allclose(vol.affine, ref.affine, atol=1e-3, rtol=0)):
+            warnings.append(f"{name} was resampled onto the {reference} grid")
+    return out, report
 
 
 def fov_overlap(ref: Volume, other: Volume, samples: int = 12) -> float:
@@ -152,12 +161,14 @@ def interior(mask: np.ndarray, voxels: int) -> np.ndarray:
 
 
 def preprocess_case(case: Case, cfg: PreprocessConfig | None = None, out_dir: str | Path = ".", *,
-                    volumes: dict[str, Volume] | None = None, align: bool = False) -> dict:
+                    volumes: dict[str, Volume] | None = None, align: bool = False, register: bool = False) -> dict:
     """Preprocess one case into ``out_dir/<case_id>.npz`` + ``.json``; returns the sidecar dict.
 
     ``volumes``: the case's volumes already read (e.g. DICOM series), by modality. ``align``: contrasts on
     different grids (usual for clinical DICOM) are resampled onto the first one's grid in scanner space
-    instead of refused; a contrast that barely overlaps it is refused. Raises InputError when the brain does
+    (``register``: rigidly registered onto it) instead of refused, each checked for its voxel size first; a
+    contrast that barely overlaps it or does not line up with it is refused, and the brain mask comes from
+    the first one alone. Raises InputError when the brain does
     not fit ``cfg.shape`` or the voxels are far coarser than ``cfg.spacing``; milder misfits are listed under
     ``warnings`` in the sidecar.
     """
@@ -171,8 +182,12 @@ def preprocess_case(case: Case, cfg: PreprocessConfig | None = None, out_dir: st
                                else {m: read_volume(case.files[m]) for m in available})
     seg_vol = read_volume(case.seg) if case.seg is not None else None
     warnings: list[str] = []
+    alignment = None
     if align:
-        vols = align_to_reference(vols, available[0], warnings)
+        for m in available[1:]:  # each contrast at its own voxel size: resampling would hide a coarse one
+            check_spacing(oriented_spacing(vols[m], cfg.orientation), cfg, case, warnings, m, vols[m].source)
+        vols, alignment = align_to_reference(vols, available[0], warnings, register=register,
+                                             threshold=cfg.mask_threshold)
     check_consistent_geometry({**vols, **({"seg": seg_vol} if seg_vol is not None else {})})
     ref = vols[available[0]]
     native_affine, native_shape = ref.affine, tuple(int(s) for s in ref.array.shape)
@@ -200,11 +215,14 @@ def preprocess_case(case: Case, cfg: PreprocessConfig | None = None, out_dir: st
         seg = np.rint(seg).astype(np.uint8) if seg.dtype != np.uint8 else seg
 
     # 3. brain mask. The union is taken in the arrays' own memory order (before reorientation, which is
-    # only a view) because comparing flipped/transposed views into a C-ordered mask is ~10x slower.
+    # only a view) because comparing flipped/transposed views into a C-ordered mask is ~10x slower. Aligned
+    # contrasts give the reference's mask alone: a union would grow by every other contrast's interpolation
+    # blur and thicker slices, into voxels where the reference is 0: its clip window collapses there.
+    masked = available[:1] if align else available
     if not resample:
-        raw = reorient(union_mask([vols[m].array for m in available], cfg.mask_threshold), ornt)
+        raw = reorient(union_mask([vols[m].array for m in masked], cfg.mask_threshold), ornt)
     else:
-        raw = union_mask([arrays[m] for m in available], cfg.mask_threshold)
+        raw = union_mask([arrays[m] for m in masked], cfg.mask_threshold)
     if not raw.any():
         raise InputError(f"case {case.case_id}: no voxel above mask_threshold={cfg.mask_threshold} in any "
                          "modality", case.folder)
@@ -283,6 +301,7 @@ def preprocess_case(case: Case, cfg: PreprocessConfig | None = None, out_dir: st
         "mask_voxels": int(mask_b.sum()),
         "fit": fit,
         "warnings": warnings,
+        "alignment": alignment,
         "seg_voxels": seg_counts,
         "n4": cfg.n4,
         "config": cfg.to_dict(),

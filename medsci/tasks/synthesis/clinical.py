@@ -29,7 +29,7 @@ from medsci.mri.cases import MODALITIES, Case
 from medsci.io.paths import inside, refuse_links_outside
 
 SYNTHETIC = "SYNTHETIC"
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: contrasts co-registered and checked, mask from the reference
 _VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 # File-name tokens that name a contrast; checked in this order, so "t1_post" is t1c before t1n and
 # "t2_flair" is t2f before t2w.
@@ -52,6 +52,13 @@ class CaseInputs:
     files: dict[str, Path] = field(default_factory=dict)  # modality -> NIfTI/ITK file (nifti cases)
     series: dict = field(default_factory=dict)  # modality -> medsci.io.dicom.DicomSeries (dicom cases)
     notes: list[str] = field(default_factory=list)
+
+    def sources(self) -> dict[str, str]:
+        """Which file or series became which contrast, for the record."""
+        if self.kind == "dicom":
+            return {m: f"series {s.description or s.tags.get('ProtocolName', '')!r} (#{s.tags.get('SeriesNumber', '')}, "
+                       f"{s.series_uid})" for m, s in self.series.items()}
+        return {m: p.name for m, p in self.files.items()}
 
     def input_files(self) -> list[Path]:
         if self.kind == "dicom":
@@ -77,6 +84,9 @@ class CaseRecord:
     uncertainty_p95: float | None = None  # brain, on the synthesis' [0, 1] intensity scale
     network_evaluations: int | None = None
     uncertainty: str | None = None  # where the std map came from: variance (the network's head) | samples
+    contrasts: dict = field(default_factory=dict)  # modality -> the file or DICOM series it was read from
+    ignored: list[str] = field(default_factory=list)  # files and series left out, and why
+    registration: dict | None = None  # reference, registered?, per contrast: NMI before/after, rotation, shift
 
 
 # ------------------------------------------------------------------------------------------ discovery
@@ -188,6 +198,13 @@ class BatchSettings:
     qc: bool = True
     uncertainty: bool = True  # the std map as NIfTI (folders layout)
     skip_done: bool = True
+    register: bool | None = None  # rigid co-registration of the contrasts; None: for DICOM input only
+
+
+def _registers(settings: BatchSettings, inputs: CaseInputs) -> bool:
+    # DICOM series are separate acquisitions (the patient moves between them); NIfTI cases are usually
+    # exported already co-registered (BraTS), and are still checked for alignment.
+    return inputs.kind == "dicom" if settings.register is None else settings.register
 
 
 def _record_path(settings: BatchSettings, case_id: str) -> Path | None:
@@ -207,10 +224,16 @@ def _done_before(settings: BatchSettings, case_id: str, key: str) -> CaseRecord 
         return None
     if record.status not in ("done", "skipped") or record.key != key:
         return None
-    if not all((settings.out_dir / name).is_file() for name in record.outputs):
+    # Outputs are files, and a folder for the derived DICOM series.
+    if not all((settings.out_dir / name).is_file() or _full_folder(settings.out_dir / name)
+               for name in record.outputs):
         return None
     record.status = "skipped"
     return record
+
+
+def _full_folder(path: Path) -> bool:
+    return path.is_dir() and any(path.iterdir())
 
 
 def synthesize_case(loaded, sampler, inputs: CaseInputs, settings: BatchSettings, model_key: str) -> CaseRecord:
@@ -235,6 +258,7 @@ def synthesize_case(loaded, sampler, inputs: CaseInputs, settings: BatchSettings
                          "medsci recorded it); retrain it to use it on new cases", inputs.folder)
     key = hashlib.sha256(json.dumps({"inputs": sha256_files(inputs.input_files()), "model": model_key,
                                      "sampler": sampler.to_dict(), "layout": settings.layout,
+                                     "register": _registers(settings, inputs),
                                      "record": RECORD_VERSION}, sort_keys=True).encode()).hexdigest()
     if settings.skip_done and (earlier := _done_before(settings, inputs.case_id, key)) is not None:
         return earlier
@@ -250,7 +274,8 @@ def synthesize_case(loaded, sampler, inputs: CaseInputs, settings: BatchSettings
         files = dict(inputs.files)
     case = Case(inputs.case_id, inputs.folder, files=files)
     with tempfile.TemporaryDirectory(prefix="medsci-case-") as work:
-        sidecar = preprocess_case(case, loaded.preprocess, work, volumes=volumes, align=True)
+        sidecar = preprocess_case(case, loaded.preprocess, work, volumes=volumes, align=True,
+                                  register=_registers(settings, inputs))
         prepared = load_case(work, case.case_id)
     result = synthesize(loaded, prepared, target, sampler)
 
@@ -286,7 +311,9 @@ def synthesize_case(loaded, sampler, inputs: CaseInputs, settings: BatchSettings
                         seconds=round(time.perf_counter() - started, 2), outputs=outputs,
                         inputs=[str(p) for p in inputs.input_files()], input_kind=inputs.kind, key=key,
                         network_evaluations=result.network_evaluations,
-                        uncertainty=result.uncertainty if result.std is not None else None)
+                        uncertainty=result.uncertainty if result.std is not None else None,
+                        contrasts=inputs.sources(), ignored=list(inputs.notes),
+                        registration=sidecar.get("alignment"))
     if result.std is not None and prepared.mask.any():
         inside = result.std[prepared.mask]
         record.uncertainty_mean = round(float(inside.mean()), 5)
@@ -318,11 +345,14 @@ def run_batch(loaded, sampler, checkpoint: Path, input_dir: Path, settings: Batc
             if refusal:
                 raise InputError(refusal, folder)
             refuse_links_outside([folder], input_dir)
+            inputs = None
             inputs = scan_case(case_id, folder, patterns, dicom_mapping)
             refuse_links_outside(inputs.input_files(), input_dir)
             record = synthesize_case(loaded, sampler, inputs, settings, model_key)
         except MedsciError as err:
             record = CaseRecord(case_id, "refused", reason=str(err))
+            if inputs is not None:
+                record.contrasts, record.ignored = inputs.sources(), list(inputs.notes)
         records.append(record)
         if record.status != "skipped" and (path := _record_path(settings, case_id)) is not None:
             write_json_atomic(path, asdict(record))
@@ -360,7 +390,25 @@ def _sources_sentence(records: Sequence[CaseRecord]) -> str:
 
 
 SUMMARY_COLUMNS = ("case_id", "status", "target", "seconds", "uncertainty_mean", "uncertainty_p95",
-                   "network_evaluations", "warnings", "reason", "outputs", "uncertainty")
+                   "network_evaluations", "warnings", "reason", "outputs", "uncertainty", "contrasts", "ignored",
+                   "registration")
+
+
+def _contrasts_text(r: CaseRecord) -> str:
+    return "; ".join(f"{m} = {src}" for m, src in r.contrasts.items())
+
+
+def _registration_text(r: CaseRecord) -> str:
+    """What co-registration did, per contrast: "t2w: moved 3.1 deg / 2.4 mm, NMI 1.14 -> 1.25"."""
+    if not r.registration:
+        return ""
+    parts = []
+    for m, e in r.registration.get("contrasts", {}).items():
+        moved = (f"moved {e['rotation_deg']:.1f} deg / {float(np.linalg.norm(e['shift_mm'])):.1f} mm"
+                 if e.get("applied") else "kept in scanner coordinates")
+        parts.append(f"{m}: {moved}, NMI {e['nmi_before']:.3f} -> {e['nmi_after']:.3f}")
+    how = "rigidly registered" if r.registration.get("registered") else "not registered"
+    return f"onto {r.registration.get('reference')} ({how}): " + "; ".join(parts)
 
 
 def write_summary(out_dir: Path, records: Sequence[CaseRecord], title: str = "medsci synthesis batch") -> None:
@@ -372,6 +420,8 @@ def write_summary(out_dir: Path, records: Sequence[CaseRecord], title: str = "me
         row = {k: getattr(r, k) for k in SUMMARY_COLUMNS}
         row["warnings"] = " | ".join(r.warnings)
         row["outputs"] = " ".join(r.outputs)
+        row["contrasts"], row["ignored"] = _contrasts_text(r), " | ".join(r.ignored)
+        row["registration"] = _registration_text(r)
         writer.writerow(row)
     write_text_atomic(Path(out_dir) / "summary.csv", buf.getvalue())
     write_text_atomic(Path(out_dir) / "report.html", _html(out_dir, records, title))
@@ -396,7 +446,7 @@ def _html(out_dir: Path, records: Sequence[CaseRecord], title: str) -> str:
             unc += f"<br><small>{html.escape(_STD_SOURCES.get(r.uncertainty, r.uncertainty))}</small>"
         rows.append(f"<tr class='{r.status}'><td>{html.escape(r.case_id)}</td><td>{r.status}</td>"
                     f"<td>{r.target or '-'}</td><td>{'-' if r.seconds is None else f'{r.seconds:.1f}'}</td>"
-                    f"<td>{unc}</td><td>{notes}</td><td>{img}</td></tr>")
+                    f"<td>{unc}</td><td>{notes}</td><td>{_inputs_html(r)}</td><td>{img}</td></tr>")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
@@ -409,10 +459,17 @@ contrasts of the case. It is not an acquired image and must not be used for diag
 <p>{len(records)} cases: {counts['done']} synthesised, {counts['skipped']} already done (same inputs, model and
 sampler), {counts['refused']} refused.</p>
 <table><tr><th>case</th><th>status</th><th>contrast made</th><th>seconds</th>
-<th>uncertainty in brain (mean / p95 std)</th><th>warnings or reason</th><th>QC (inputs, synthesis, std)</th></tr>
+<th>uncertainty in brain (mean / p95 std)</th><th>warnings or reason</th><th>inputs and registration</th>
+<th>QC (inputs, synthesis, std)</th></tr>
 {chr(10).join(rows)}
 </table></body></html>
 """
+
+
+def _inputs_html(r: CaseRecord) -> str:
+    lines = [html.escape(_contrasts_text(r))] + [f"<i>{html.escape(x)}</i>" for x in r.ignored]
+    lines.append(html.escape(_registration_text(r)))
+    return "<br>".join(x for x in lines if x) or "-"
 
 
 def qc_figure(image: np.ndarray, mean: np.ndarray, std: np.ndarray | None, mask: np.ndarray,

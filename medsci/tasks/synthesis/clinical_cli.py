@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -26,6 +27,10 @@ def _add_batch_args(p, *, dicom: bool) -> None:
     if dicom:
         p.add_argument("--dicom-mapping", type=Path,
                        help="YAML {t1n: [regex, ...], ...} matched on SeriesDescription/ProtocolName/SequenceName")
+    p.add_argument("--register", action=argparse.BooleanOptionalAction, default=None,
+                   help="rigidly co-register every contrast onto the first one (Mattes mutual information); "
+                        "default: on for DICOM series, off for NIfTI. Either way a contrast that does not line "
+                        "up with the first one, or is flipped left-right, refuses the case")
     p.add_argument("--case", action="append", dest="cases", metavar="ID", help="only this case (repeatable)")
     p.add_argument("--record-refusals", action="store_true",
                    help="exit 0 when cases are refused (their reasons are in the records): for workflow jobs")
@@ -82,14 +87,19 @@ def _prepare(args):
     return loaded, sampler, patterns
 
 
-def _print_record(record) -> None:
+def _printer(verb: str):
+    """Prints one record as its case ends; refusals and warnings name the command, as its errors do."""
+    return lambda record: _print_record(record, f"medsci {verb}: ")
+
+
+def _print_record(record, prog: str = "") -> None:
     if record.status == "refused":
-        print(f"{record.case_id}: refused: {record.reason}", file=sys.stderr)
+        print(f"{prog}{record.case_id}: refused: {record.reason}", file=sys.stderr)
         return
     took = "done earlier" if record.status == "skipped" else f"{record.seconds:.1f} s"
-    print(f"{record.case_id}: {record.target} {record.status} ({took}) -> {', '.join(record.outputs)}")
+    print(f"{prog}{record.case_id}: {record.target} {record.status} ({took}) -> {', '.join(record.outputs)}")
     for warning in record.warnings:
-        print(f"{record.case_id}: warning: {warning}", file=sys.stderr)
+        print(f"{prog}{record.case_id}: warning: {warning}", file=sys.stderr)
 
 
 def _exit_code(records, tolerate: bool = False) -> int:
@@ -103,7 +113,7 @@ def run_synthesize(args) -> int:
     from medsci.tasks.synthesis.clinical import BatchSettings, load_records, run_batch, write_summary
 
     settings = BatchSettings(args.output, layout="folders", dicom=not args.no_dicom, qc=not args.no_qc,
-                             skip_done=not args.redo)
+                             skip_done=not args.redo, register=args.register)
     _check_paths(args)
     if args.report_only:
         records = load_records(args.output)
@@ -114,7 +124,7 @@ def run_synthesize(args) -> int:
         loaded, sampler, patterns = _prepare(args)
         records = run_batch(loaded, sampler, Path(args.checkpoint), args.input, settings, patterns=patterns,
                             dicom_mapping=mapping, cases=args.cases, progress=not args.no_progress,
-                            on_record=_print_record)
+                            on_record=_printer("synthesize"))
         if args.cases:  # one job of a workflow batch: the gather job writes the batch summary
             return _exit_code(records, args.record_refusals)
         records = load_records(args.output)
@@ -129,9 +139,10 @@ def run_submit(args) -> int:
 
     _check_paths(args)
     loaded, sampler, patterns = _prepare(args)
-    settings = BatchSettings(args.output, layout="flat", dicom=False, qc=False, uncertainty=False)
+    settings = BatchSettings(args.output, layout="flat", dicom=False, qc=False, uncertainty=False,
+                             register=args.register)
     records = run_batch(loaded, sampler, Path(args.checkpoint), args.input, settings, patterns=patterns,
-                        cases=args.cases, progress=not args.no_progress, on_record=_print_record)
+                        cases=args.cases, progress=not args.no_progress, on_record=_printer("submit"))
     done = [r for r in records if r.status in ("done", "skipped")]
     write_manifest(args.output, outputs={o: args.output / o for r in done for o in r.outputs},
                    inputs={r.case_id: [Path(p) for p in r.inputs] for r in done},

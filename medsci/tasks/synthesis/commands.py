@@ -173,11 +173,11 @@ def _steps_curve_case(args, case_id, loaded, sampler) -> None:
 def _sample_new_cases(args, loaded, sampler) -> int:
     """A flat folder of <case>-<missing>.nii.gz (BraSyn layout); `medsci submit` adds a manifest."""
     from medsci.tasks.synthesis.clinical import BatchSettings, run_batch
-    from medsci.tasks.synthesis.clinical_cli import _exit_code, _print_record
+    from medsci.tasks.synthesis.clinical_cli import _exit_code, _printer
 
     settings = BatchSettings(Path(args.out), layout="flat", dicom=False, qc=False, uncertainty=False)
     records = run_batch(loaded, sampler, Path(args.checkpoint), Path(args.input), settings,
-                        progress=not args.no_progress, on_record=_print_record)
+                        progress=not args.no_progress, on_record=_printer("sample synthesis"))
     return _exit_code(records)
 
 

@@ -1,0 +1,236 @@
+"""The "Clinical studies: alignment and grids" section of the bad-input catalogue (docs/bad-input.md).
+
+Clinical studies as they come from a scanner: contrasts whose headers do not line up (a shifted origin, a
+left-right flip, head motion between DICOM series), series on coarser or thicker grids, and reruns of DICOM
+batches. Each test runs ``medsci synthesize`` in-process on tiny demo cases (36 x 40 x 30 voxels) with a
+1-step checkpoint and checks the exit code, the promised message, no traceback, and the case record.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from catalogue import assert_promised, section_rows
+from medsci.cli import main
+from test_dicom import _write_source
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_CONFIG = ROOT / "configs" / "test.yaml"
+SECTION = ("Clinical studies: alignment and grids", "C")
+ROWS = section_rows(*SECTION)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """Two demo cases and a synthesis checkpoint trained for one step (only its geometry matters here)."""
+    from medsci.config import load_config
+    from medsci.tasks.synthesis.demo import write_brats_dataset
+    from medsci.tasks.synthesis.pipeline import train_synthesis
+
+    root = tmp_path_factory.mktemp("clinical_assets")
+    raw = root / "brats"
+    write_brats_dataset(raw, cases=2, seed=3, shape=(36, 40, 30))
+    ids = sorted(p.name for p in raw.iterdir() if p.is_dir())
+    prep = root / "prep"
+    for case in ids:
+        assert main(["preprocess", "synthesis", "--case-dir", str(raw / case), "--out", str(prep),
+                     "--config", str(TEST_CONFIG)]) == 0
+    cfg = load_config(TEST_CONFIG).synthesis
+    cfg.train.steps, cfg.train.checkpoint_every, cfg.train.warmup_steps = 1, 1, 0
+    ck = train_synthesis(cfg, prep, ids, root / "model", "cpu", progress=False)
+    return {"raw": raw, "ids": ids, "ck": ck, "spacing": cfg.preprocess.spacing}
+
+
+def _case(a, dest: Path, name: str, src: int = 0, drop: str = "t2f") -> Path:
+    """A demo case without ``drop``: ``dest/name/name-<mod>.nii.gz``."""
+    case = dest / name
+    case.mkdir(parents=True)
+    sid = a["ids"][src]
+    for mod in ("t1n", "t1c", "t2w", "t2f"):
+        if mod != drop:
+            shutil.copyfile(a["raw"] / sid / f"{sid}-{mod}.nii.gz", case / f"{name}-{mod}.nii.gz")
+    return case
+
+
+def _edit(path: Path, affine=None, data=None) -> None:
+    img = nib.load(path)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj) if data is None else data,
+                             img.affine if affine is None else affine), path)
+
+
+def _run(a, drop: Path, out: Path, *extra: str) -> int:
+    return main(["synthesize", "--checkpoint", str(a["ck"]), "--input", str(drop), "--output", str(out),
+                 "--no-progress", "--no-qc", "--steps", "1", "--n-samples", "1", *extra])
+
+
+def _record(out: Path, case: str) -> dict:
+    return json.loads((out / case / f"{case}.json").read_text(encoding="utf-8"))
+
+
+def _check(rid: str, code: int, capsys, want: int) -> str:
+    captured = capsys.readouterr()
+    output = captured.out + captured.err
+    assert code == want, output
+    assert "Traceback" not in output
+    assert_promised(ROWS[rid], output)
+    return output
+
+
+def _shift_x(path: Path, mm: float) -> None:
+    aff = nib.load(path).affine.copy()
+    aff[0, 3] += mm  # world x (RAS): left-right
+    _edit(path, affine=aff)
+
+
+def _flip_header(path: Path) -> None:
+    """The header mirrored left-right about the volume's centre: same voxels, a mirrored world image."""
+    img = nib.load(path)
+    aff = img.affine.copy()
+    centre = aff[:3, :3] @ ((np.array(img.shape) - 1) / 2.0) + aff[:3, 3]
+    flip = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flip[0, 3] = 2.0 * centre[0]
+    _edit(path, affine=flip @ aff)
+
+
+def _motion(affine: np.ndarray, degrees=(2.0, -2.0, 1.5), mm=(2.0, -1.0, 1.0)) -> np.ndarray:
+    """``affine`` moved rigidly (rotation about the volume's centre, then a shift): a head that moved."""
+    from scipy.spatial.transform import Rotation
+
+    centre = affine[:3, :3] @ (np.array([35, 39, 29]) / 2.0) + affine[:3, 3]
+    move = np.eye(4)
+    move[:3, :3] = Rotation.from_euler("xyz", degrees, degrees=True).as_matrix()
+    move[:3, 3] = centre - move[:3, :3] @ centre + np.array(mm)
+    return move @ affine
+
+
+def test_shifted_header_is_refused_without_registration(assets, tmp_path, capsys):
+    """C1: a t2w whose header is 40 mm off in x ran with exit 0 and no warning (correlation -0.11)."""
+    drop = tmp_path / "drop"
+    _case(assets, drop, "good", src=1)
+    case = _case(assets, drop, "shift40")
+    _shift_x(case / "shift40-t2w.nii.gz", 40.0)
+    code = _run(assets, drop, tmp_path / "out")
+    _check("C1", code, capsys, 1)
+    assert (tmp_path / "out" / "good" / "good_t2f_SYNTHETIC.nii.gz").is_file()
+    record = _record(tmp_path / "out", "shift40")
+    assert record["status"] == "refused"
+    assert record["contrasts"] == {m: f"shift40-{m}.nii.gz" for m in ("t1n", "t1c", "t2w")}
+
+
+def test_shifted_header_is_corrected_by_registration(assets, tmp_path, capsys):
+    """C2: with --register the 40 mm shift is found, undone, reported and recorded."""
+    drop = tmp_path / "drop"
+    case = _case(assets, drop, "shift40")
+    _shift_x(case / "shift40-t2w.nii.gz", 40.0)
+    code = _run(assets, drop, tmp_path / "out", "--register")
+    _check("C2", code, capsys, 0)
+    reg = _record(tmp_path / "out", "shift40")["registration"]
+    t2w = reg["contrasts"]["t2w"]
+    assert reg["registered"] and reg["reference"] == "t1n" and t2w["applied"]
+    assert abs(t2w["shift_mm"][0] - 40.0) < 2.0 and t2w["nmi_after"] > t2w["nmi_before"] + 0.1
+    summary = (tmp_path / "out" / "summary.csv").read_text(encoding="utf-8")
+    assert "t2w: moved" in summary and "shift40-t2w.nii.gz" in summary
+
+
+def test_left_right_flipped_header_is_refused(assets, tmp_path, capsys):
+    """C3: a t2w with a left-right mirrored header (correlation 0.18 before) is refused, registration or not."""
+    drop = tmp_path / "drop"
+    case = _case(assets, drop, "flipped")
+    _flip_header(case / "flipped-t2w.nii.gz")
+    code = _run(assets, drop, tmp_path / "out")
+    _check("C3", code, capsys, 1)
+    assert _record(tmp_path / "out", "flipped")["status"] == "refused"
+    assert _run(assets, drop, tmp_path / "out2", "--register") == 1
+    assert "looks left-right flipped" in _record(tmp_path / "out2", "flipped")["reason"]
+
+
+def _dicom_case(a, dest: Path, moved: dict | None = None) -> None:
+    sid = a["ids"][0]
+    for n, (mod, desc) in enumerate((("t1n", "T1 pre"), ("t1c", "T1 POST GD"), ("t2w", "T2 TSE AX"),
+                                     ("localizer", "Localizer"))):
+        img = nib.load(a["raw"] / sid / f"{sid}-{'t1n' if mod == 'localizer' else mod}.nii.gz")
+        affine = img.affine if mod not in (moved or {}) else moved[mod](img.affine)
+        _write_source(dest / desc.replace(" ", "_"), desc, affine=affine,
+                      volume=np.asarray(img.dataobj, dtype=np.float32), name="IM{k:04d}",
+                      series_uid=f"1.2.826.0.1.3680043.8.498.{n + 1}")
+
+
+def test_dicom_motion_between_series_is_registered_and_recorded(assets, tmp_path, capsys):
+    """C4: 2-3 degrees and 2 mm of head motion between DICOM series: registered by default, reported."""
+    drop = tmp_path / "drop"
+    _dicom_case(assets, drop / "moved", {"t2w": _motion})
+    code = _run(assets, drop, tmp_path / "out")
+    _check("C4", code, capsys, 0)
+    record = _record(tmp_path / "out", "moved")
+    t2w = record["registration"]["contrasts"]["t2w"]
+    assert record["registration"]["registered"] and t2w["applied"]
+    assert 2.0 < t2w["rotation_deg"] < 5.0 and t2w["nmi_after"] > t2w["nmi_before"]
+    assert record["contrasts"]["t2w"].startswith("series 'T2 TSE AX'")
+    assert any("Localizer" in note for note in record["ignored"])
+    assert "T2 TSE AX" in (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+
+
+def test_a_coarse_contrast_other_than_the_first_is_refused(assets, tmp_path, capsys):
+    """C5: a t2w on slices 2.5x thicker than the model's was upsampled without a word (only the first contrast
+    was checked)."""
+    from medsci.preprocessing.geometry import resample_to_spacing
+
+    drop = tmp_path / "drop"
+    _case(assets, drop, "good", src=1)
+    case = _case(assets, drop, "thick")
+    img = nib.load(case / "thick-t2w.nii.gz")
+    spacing = list(img.header.get_zooms()[:3])
+    spacing[2] = 2.5 * assets["spacing"][2]
+    arr, aff = resample_to_spacing(np.asarray(img.dataobj, dtype=np.float32)[None], img.affine, spacing, "bilinear")
+    nib.save(nib.Nifti1Image(arr[0], aff), case / "thick-t2w.nii.gz")
+    code = _run(assets, drop, tmp_path / "out")
+    _check("C5", code, capsys, 1)
+    assert (tmp_path / "out" / "good" / "good_t2f_SYNTHETIC.nii.gz").is_file()
+
+
+def test_the_brain_mask_comes_from_the_reference_contrast(assets, tmp_path, capsys):
+    """C6: a t2w on a thicker (allowed) grid grew the union mask by 7-27 %: voxels where the other contrasts
+    are 0 collapsed their clip window. The mask is now the reference's: the synthesis stays inside its brain."""
+    from medsci.preprocessing.geometry import resample_to_spacing
+
+    drop = tmp_path / "drop"
+    case = _case(assets, drop, "thick")
+    img = nib.load(case / "thick-t2w.nii.gz")
+    spacing = list(img.header.get_zooms()[:3])
+    spacing[2] = 1.8 * assets["spacing"][2]
+    arr, aff = resample_to_spacing(np.asarray(img.dataobj, dtype=np.float32)[None], img.affine, spacing, "bilinear")
+    nib.save(nib.Nifti1Image(arr[0], aff), case / "thick-t2w.nii.gz")
+    code = _run(assets, drop, tmp_path / "out")
+    _check("C6", code, capsys, 0)
+    made = np.asarray(nib.load(tmp_path / "out" / "thick" / "thick_t2f_SYNTHETIC.nii.gz").dataobj)
+    brain = np.asarray(nib.load(case / "thick-t1n.nii.gz").dataobj) > 0
+    assert (made[~brain] != 0).sum() == 0 and (made[brain] != 0).mean() > 0.9
+
+
+def test_a_dicom_batch_rerun_skips_cases_done(assets, tmp_path, capsys):
+    """C7: a rerun of a DICOM batch recomputed every case (the skip check wanted the _DICOM folder to be a
+    file); a NIfTI rerun skipped."""
+    drop = tmp_path / "drop"
+    _dicom_case(assets, drop / "patient")
+    out = tmp_path / "out"
+    assert _run(assets, drop, out) == 0
+    made = out / "patient" / "patient_t2f_SYNTHETIC.nii.gz"
+    stamp = made.stat().st_mtime_ns
+    capsys.readouterr()
+    code = _run(assets, drop, out)
+    _check("C7", code, capsys, 0)
+    assert made.stat().st_mtime_ns == stamp
+
+
+def test_catalogue_rows_match_tests():
+    """Every row of the section has a test (its docstring starts with the row id) and every test a row."""
+    assert sorted(ROWS) == [f"C{i}" for i in range(1, len(ROWS) + 1)] and len(ROWS) >= 7
+    ids = [fn.__doc__.split(":", 1)[0] for name, fn in globals().items()
+           if name.startswith("test_") and fn is not test_catalogue_rows_match_tests]
+    assert sorted(ids) == sorted(ROWS), (sorted(set(ids) ^ set(ROWS)), "rows without tests or tests without rows")
