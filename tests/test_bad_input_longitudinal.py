@@ -160,15 +160,30 @@ def test_L7_last_session_of_another_subject(assets, tmp_path, capsys):
     assert not (tmp_path / "f.nii.gz").exists()
 
 
-def test_L8_last_session_mirrored_by_its_header(assets, tmp_path, capsys, no_model):
-    folder = _subject(tmp_path, assets)
+def _mirrored(tmp: Path, a) -> Path:
+    """The test subject with its last session mirrored left-right by its header (the voxels unchanged)."""
+    folder = _subject(tmp, a)
     last = folder / f"{_times(folder)[-1][0]}.nii.gz"
     img = nib.load(last)
     flip = np.diag([-1.0, 1, 1, 1])
-    flip[0, 3] = (img.shape[0] - 1)  # mirrored about the grid's centre: the data stay where they were
+    flip[0, 3] = img.shape[0] - 1  # mirrored about the grid's centre: the head stays where it was
     nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine @ flip), str(last))
+    return folder
+
+
+def test_L8_last_session_mirrored_by_its_header(assets, tmp_path, capsys, no_model):
+    folder = _mirrored(tmp_path, assets)
     t = max(t for _, t in _times(folder))
     _run("L8", _forecast(assets, folder, [t + 100], tmp_path / "f.nii.gz"), 2, capsys)
+
+
+def test_L13_preprocess_refuses_a_mirrored_session(assets, tmp_path, capsys):
+    """The same handedness check in `medsci preprocess longitudinal` (a batch: the good subject is still done)."""
+    bad, good = _mirrored(tmp_path, assets), tmp_path / "sub-000"
+    shutil.copytree(assets["other"], good)
+    _run("L13", ["preprocess", "longitudinal", "--config", str(REPO / "configs" / "test.yaml"), "--subjects",
+                 str(good), str(bad), "--out", str(tmp_path / "prep")], 1, capsys)
+    assert (tmp_path / "prep" / "sub-000.npz").is_file() and not (tmp_path / "prep" / "sub-002.npz").exists()
 
 
 def test_L9_other_voxel_size_refused_from_the_headers(assets, tmp_path, capsys, no_model, monkeypatch):

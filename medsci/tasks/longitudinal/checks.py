@@ -41,7 +41,9 @@ UNITS = {"years": 365.25, "weeks": 7.0, "hours": 1 / 24}  # days per unit
 def training_times(subjects: list[dict]) -> dict:
     """{"gap_days": {"min", "median", "max"}}: the gaps between consecutive sessions of the training subjects,
     recorded in the checkpoint (``config.json`` ``training_times``) for :func:`check_times`."""
-    gaps = np.concatenate([np.diff(np.asarray(s["times"], np.float64)) for s in subjects])
+    gaps = np.concatenate([np.diff(np.asarray(s["times"], np.float64)) for s in subjects] or [np.zeros(0)])
+    if gaps.size == 0:  # no subject with two sessions: the training refuses it
+        return {}
     return {"gap_days": {k: round(float(f(gaps)), 3) for k, f in
                          (("min", np.min), ("median", np.median), ("max", np.max))}}
 
@@ -54,17 +56,20 @@ def check_times(requested: list[float], session_times: list[float], stats: dict 
     if twice:
         raise InputError(f"time {twice[0]:g} is requested twice: give each time once (one output file each)",
                          "--time")
-    gaps = (stats or {}).get("gap_days") if isinstance(stats, dict) else None
-    if not isinstance(gaps, dict):
+    gaps = stats.get("gap_days") if isinstance(stats, dict) else None
+    try:
+        lo, hi = float(gaps["min"]), float(gaps["max"])
+    except (TypeError, KeyError, ValueError):
+        lo = hi = float("nan")
+    if not 0 < lo <= hi < np.inf:
         return ["time units and horizon not checked: the checkpoint records no training_times (trained before "
                 "they were recorded)"]
-    lo, hi = float(gaps["min"]), float(gaps["max"])
     median = float(np.median(np.diff(np.asarray(session_times, np.float64))))
     if not lo / UNIT_FACTOR <= median <= hi * UNIT_FACTOR:
         guess = [u for u, days in UNITS.items() if lo / UNIT_FACTOR <= median * days <= hi * UNIT_FACTOR]
         hint = f" (in {guess[0]} they would fit)" if guess else ""
         raise InputError(f"sessions are {median:g} days apart (median), but the model was trained on gaps of "
-                         f"{lo:g}-{hi:g} days: are time_days in days?{hint}", table)
+                         f"{lo:g}-{hi:g} days: are the times in days?{hint}", table)
     horizon = max(requested) - float(session_times[-1])
     if horizon > HORIZON_FACTOR * hi:
         raise InputError(f"time {max(requested):g} is {horizon:g} days after the last session, more than "
@@ -72,19 +77,26 @@ def check_times(requested: list[float], session_times: list[float], stats: dict 
     return []
 
 
+def check_handedness(first_affine, affine, path) -> None:
+    """Refuse a session whose voxel-to-world determinant has the other sign from the first session's: a
+    left-right mirror in the header, which no rigid registration undoes (forecast and preprocessing)."""
+    first, this = (float(np.sign(np.linalg.det(np.asarray(a)[:3, :3]))) for a in (first_affine, affine))
+    if this != first:
+        raise InputError(f"its header is mirrored against the first session's (voxel-to-world determinant "
+                         f"{'+' if this > 0 else '-'}, the first's {'+' if first > 0 else '-'}): a left-right "
+                         "flip? fix the header or leave the session out", path)
+
+
 def check_headers(session_paths: list, model_spacing, allow_other_spacing: bool) -> None:
-    """From the headers alone: every session's axes have the first session's handedness (a left-right mirror
-    in the header changes the sign of the affine's determinant, and no rigid registration undoes it), and the
-    first session's voxel size is within ``SPACING_TOLERANCE`` of the model's."""
+    """From the headers alone: every session has the first session's handedness (:func:`check_handedness`), and
+    the first session's voxel size is within ``SPACING_TOLERANCE`` of the model's."""
     from medsci.io.volume import read_affine
 
     affines = [read_affine(p) for p in session_paths]
-    signs = [float(np.sign(np.linalg.det(a[:3, :3]))) for a in affines]
-    for path, sign in zip(session_paths[1:], signs[1:]):
-        if sign != signs[0]:
-            raise InputError(f"its header is mirrored against the first session's (voxel-to-world determinant "
-                             f"{'+' if sign > 0 else '-'}, the first's {'+' if signs[0] > 0 else '-'}): a "
-                             "left-right flip? fix the header or leave the session out", path)
+    for path, affine in zip(session_paths[1:], affines[1:]):
+        check_handedness(affines[0], affine, path)
+    if model_spacing is None:  # a checkpoint without it is refused when it loads
+        return
     spacing = np.linalg.norm(affines[0][:3, :3], axis=0)
     trained = np.asarray(model_spacing, float)
     if not allow_other_spacing and np.any(np.abs(spacing / trained - 1) > SPACING_TOLERANCE):

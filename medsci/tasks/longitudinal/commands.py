@@ -40,9 +40,10 @@ def run_forecast(args) -> int:
 
     Reads SUBJECT (sessions.tsv + one volume per session, or BIDS sub-*/ses-*), registers every session to the
     first, predicts the volume at --time (days, on the sessions.tsv clock; between sessions: from the earlier ones;
-    after the last: extrapolated) and writes it on the first session's native grid, with OUT_std.nii.gz when the
-    model gives an uncertainty (the voxelwise std of its variance head, plus the spread over --n-samples when
-    there are several; or the spread alone) and OUT.json, whose "uncertainty" says which.
+    after the last: extrapolated) and writes it on the first session's native grid as OUT (.nii.gz or .nii, as
+    given), with OUT_std when the model gives an uncertainty (the voxelwise std of its variance head, plus the
+    spread over --n-samples when there are several; or the spread alone) and OUT.json, whose "uncertainty" says
+    which. Implausible requests (time units, horizon, mirrored or foreign sessions) are refused first.
     """
     import torch
 
@@ -74,7 +75,8 @@ def run_forecast(args) -> int:
     # before the weights load and the sessions are registered
     ck = read_checkpoint_config(args.checkpoint, "longitudinal")
     notes = check_times(times, subject.times, ck.get("training_times"), subject.table or args.subject)
-    check_headers([s.path for s in subject.sessions], ck["preprocess"]["spacing"], args.allow_other_spacing)
+    spacing = ck["preprocess"].get("spacing") if isinstance(ck.get("preprocess"), dict) else None
+    check_headers([s.path for s in subject.sessions], spacing, args.allow_other_spacing)
     for note in notes:
         print(f"medsci forecast: warning: {note}", file=sys.stderr)
     loaded = load_model(args.checkpoint, args.device)

@@ -120,12 +120,13 @@ def markdown(s: dict) -> str:
         lines += ["", "## Does the uncertainty predict the error?", "", *uncertainty_lines(s["uncertainty"])]
     cap = s.get("baseline_extrapolation", {})
     if cap.get("clamped"):
+        capped = ", ".join(f"{c['subject']} session {c['session']} ({c['asked']:.1f} intervals ahead)"
+                           for c in cap["clamped"])
         lines += ["", f"Linear and deformation extrapolation capped at {cap['max_intervals']:g} last intervals for: "
-                  + ", ".join(f"{c['subject']} session {c['session']} ({c['asked']:.1f} intervals ahead)" for c in cap["clamped"])
-                  + "."]
+                  f"{capped}."]
     if s.get("refused_subjects"):
         lines += ["", f"**{len(s['refused_subjects'])} subject(s) left out** (refused when the data were read):", ""]
-        lines += [f"- {r['folder']}: {r['reason']}" for r in s["refused_subjects"]]
+        lines += [f"- {Path(r['folder']).name}: {r['reason']}" for r in s["refused_subjects"]]
     q = s["quality_bar"]
     lines += ["", "## Quality bar", "",
               f"- SSIM in the changed region: model {f(q['model_changed_ssim'])}; " +
