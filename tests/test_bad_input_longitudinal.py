@@ -131,7 +131,7 @@ def test_L5_nii_output_stays_nii(assets, tmp_path, capsys):
     _run("L5", _forecast(assets, folder, [last + 100], tmp_path / "pred.nii"), 0, capsys)
     assert (tmp_path / "pred.nii").is_file() and not (tmp_path / "pred.nii.gz").exists()
     assert nib.load(tmp_path / "pred.nii").shape == nib.load(folder / "ses-00.nii.gz").shape
-    assert json.loads((tmp_path / "pred.nii.json").read_text(encoding="utf-8"))["checks_skipped"] == []
+    assert json.loads((tmp_path / "pred.nii.json").read_text(encoding="utf-8"))["warnings"] == []
     assert tree_checksums(folder) == before
 
 
@@ -146,7 +146,7 @@ def test_L6_checkpoint_without_training_times(assets, tmp_path, capsys):
     out = _run("L6", _forecast(assets, folder, [last + 100], tmp_path / "f.nii.gz", ck=old), 0, capsys)
     assert out.count("not checked") == 1  # printed once
     rec = json.loads((tmp_path / "f.nii.gz.json").read_text(encoding="utf-8"))
-    assert rec["checks_skipped"] and "training_times" in rec["checks_skipped"][0]
+    assert rec["warnings"] and "training_times" in rec["warnings"][0]
 
 
 # ------------------------------------------------------------------------------------------ sessions
@@ -158,6 +158,11 @@ def test_L7_last_session_of_another_subject(assets, tmp_path, capsys):
     t = max(t for _, t in _times(folder))
     _run("L7", _forecast(assets, folder, [t + 100], tmp_path / "f.nii.gz"), 2, capsys)
     assert not (tmp_path / "f.nii.gz").exists()
+    # overridden: a warning, printed once and recorded in OUT.json
+    assert main(_forecast(assets, folder, [t + 100], tmp_path / "f.nii.gz", "--allow-other-subject")) == 0
+    assert capsys.readouterr().err.count("does not look like the same subject") == 1
+    rec = json.loads((tmp_path / "f.nii.gz.json").read_text(encoding="utf-8"))
+    assert "does not look like the same subject" in rec["warnings"][0]
 
 
 def _mirrored(tmp: Path, a) -> Path:

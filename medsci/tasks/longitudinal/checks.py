@@ -32,8 +32,8 @@ HORIZON_FACTOR = 10.0
 # extrapolation (0.975), so the refusal stays (docs/longitudinal.md).
 SPACING_TOLERANCE = 0.10
 # Correlation with the first session after rigid registration (preprocess.py), measured on demo subjects: the
-# same subject's later sessions 0.970-0.994 (12 mm, 19 sessions), another subject's last session 0.880-0.955 (20
-# pairs) (docs/longitudinal.md).
+# same subject's later sessions 0.970-0.994 at 12 mm and 0.965-0.989 at 4 mm, another subject's last session
+# 0.880-0.955 and 0.616-0.885 (docs/longitudinal.md); forecast --allow-other-subject overrides it.
 SAME_SUBJECT_SIMILARITY = 0.96
 UNITS = {"years": 365.25, "weeks": 7.0, "hours": 1 / 24}  # days per unit
 
@@ -112,5 +112,6 @@ def check_same_subject(record: dict, subject) -> None:
     for session, similarity in zip(subject.sessions[1:], record["similarity"][1:]):
         if similarity < SAME_SUBJECT_SIMILARITY:
             raise InputError(f"does not look like the same subject as the first session (correlation after rigid "
-                             f"registration {similarity:.3f} < {SAME_SUBJECT_SIMILARITY}): another subject's scan?",
+                             f"registration {similarity:.3f} < {SAME_SUBJECT_SIMILARITY}): another subject's scan? "
+                             "(--allow-other-subject to forecast anyway)",
                              session.path)
