@@ -3,6 +3,8 @@
 # session (model, copy-last, linear and deformation extrapolation; autoregressive forecasts) -> evaluation.
 
 
+import shlex
+
 import medsci.tasks.longitudinal.workflow as lon_workflow
 
 LON = CFG.longitudinal
@@ -89,7 +91,9 @@ evaluate_rule(
         "predictions": expand(str(LON_PRED / "{subject}.npz"), subject=LON_HELDOUT),
         "cfg": RESOLVED_CONFIG,
     },
-    params={"predictions": lambda wc, input: os.path.dirname(input.predictions[0])},
+    # --data: the subjects refused under raw_dir (left out of the run) are named in the report
+    params={"predictions": lambda wc, input: os.path.dirname(input.predictions[0]),
+            "data": f"--data {shlex.quote(str(LON_RAW))}" if LON.data.raw_dir else ""},
     command="medsci evaluate longitudinal --config {input.cfg} --subjects {input.subjects} "
-    "--predictions {params.predictions} --out {params.out} > {log} 2>&1",
+    "--predictions {params.predictions} --out {params.out} {params.data} > {log} 2>&1",
 )

@@ -189,6 +189,33 @@ def read_volume(path: str | Path) -> Volume:
     return vol
 
 
+def read_affine(path: str | Path) -> np.ndarray:
+    """The voxel-to-world affine (RAS+) of a NIfTI / MetaImage / NRRD file from its header alone: geometry
+    checks before any voxel is read. Raises InputError naming the file when the header cannot be read."""
+    path = Path(path)
+    suffix = _suffix(path)
+    try:
+        if suffix in NIFTI_SUFFIXES:
+            import nibabel as nib
+
+            return np.asarray(nib.load(str(path)).affine, dtype=np.float64)
+        import SimpleITK as sitk
+
+        from medsci.io.voxels import LPS_TO_RAS
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        dim = reader.GetDimension()
+        direction = np.asarray(reader.GetDirection(), np.float64).reshape(dim, dim)[:3, :3]
+        affine = np.eye(4)
+        affine[:3, :3] = LPS_TO_RAS @ direction @ np.diag(np.asarray(reader.GetSpacing(), np.float64)[:3])
+        affine[:3, 3] = LPS_TO_RAS @ np.asarray(reader.GetOrigin(), np.float64)[:3]
+        return affine
+    except Exception as err:  # noqa: BLE001 - nibabel and ITK raise many types on a mangled header
+        raise InputError(f"cannot read the header ({one_line(err)})", path) from None
+
+
 def write_nifti(path: str | Path, array: np.ndarray, affine: np.ndarray, header: Any = None,
                 dtype: Any = np.float32, description: str | None = None) -> Path:
     """Write ``array`` as NIfTI atomically with exactly ``affine``; reuse ``header``'s other fields.

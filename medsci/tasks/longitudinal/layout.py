@@ -46,6 +46,7 @@ class Subject:
     id: str
     folder: Path
     sessions: list[Session]  # sorted by time
+    table: Path | None = None  # the sessions table the times come from
 
     @property
     def times(self) -> list[float]:
@@ -192,7 +193,7 @@ def read_subject(folder) -> Subject:
                              f"(or .nii, .mha, .nrrd) beside this table, or {sid}/anat/*.nii.gz", table)
         sessions.append(Session(id=sid, time=float(t), path=path, age=age))
     sessions.sort(key=lambda s: s.time)
-    return Subject(id=folder.name, folder=folder, sessions=sessions)
+    return Subject(id=folder.name, folder=folder, sessions=sessions, table=table)
 
 
 def find_subjects(root) -> tuple[list[Subject], list[tuple[Path, str]]]:

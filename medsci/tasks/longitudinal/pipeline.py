@@ -23,6 +23,7 @@ from medsci.diffusion.networks import build_network, network_spec
 from medsci.diffusion.training import train
 from medsci.errors import InputError
 from medsci.generator import Generator, LoadedModel as EngineModel
+from medsci.tasks.longitudinal.checks import training_times
 from medsci.tasks.longitudinal.config import LongitudinalConfig
 from medsci.tasks.longitudinal.data import (CHANGE_SCALE, CONDITION_CHANNELS, VECTOR_DIM, LongitudinalTrainingTask,
                                            model_inputs)
@@ -59,6 +60,7 @@ def train_longitudinal(cfg: LongitudinalConfig, subject_paths: list[Path], out_d
     ckcfg = checkpoint_config(cfg)
     ckcfg["training_subjects"] = [s["subject"] for s in subjects]
     ckcfg["acquisition_spacing"] = acquisition_spacing_range(subjects)
+    ckcfg["training_times"] = training_times(subjects)  # medsci forecast checks time units and horizons by them
     model = build_network(ckcfg["model"])
     task = LongitudinalTrainingTask(subjects, cfg.model)
     return train(model, task, cfg.model.schedule, cfg.train, out_dir, ckcfg, default_device(device), progress)
@@ -103,7 +105,7 @@ class Longitudinal(Generator, name="longitudinal", checkpoint_task=TASK, loaded_
                 if target["std"] is not None:
                     arrays[key + "std"] = target["std"]
                 targets.append({k: target[k] for k in ("session", "horizon_days", "network_evaluations", "seconds",
-                                                       "uncertainty")})
+                                                       "uncertainty", "extrapolation")})
             for i, fut in enumerate(pred.get("future", [])):
                 arrays[f"future_{i}"] = fut
             write_npz(safe_join(args.out, path.name), arrays)
@@ -121,7 +123,7 @@ def predict_subject(loaded, record: dict, eval_cfg, sampler) -> dict:
     Each target session is predicted from the sessions before it only. The forecast continues autoregressively
     after the subject's last session (``forecast_sessions`` sessions at its median interval)."""
 
-    from medsci.tasks.longitudinal.baselines import BASELINES
+    from medsci.tasks.longitudinal.baselines import BASELINES, extrapolation_factor
     from medsci.tasks.longitudinal.evaluation import brain_mask, target_sessions
 
     frames, times = np.asarray(record["frames"], np.float32), np.asarray(record["times"], np.float64)
@@ -139,6 +141,7 @@ def predict_subject(loaded, record: dict, eval_cfg, sampler) -> dict:
         targets.append({"session": k, "truth": frames[k], "methods": methods, "std": pred.std,
                         "horizon_days": t - float(ctx_times[-1]), "network_evaluations": pred.network_evaluations,
                         "seconds": pred.seconds, "uncertainty": pred.uncertainty,
+                        "extrapolation": dict(zip(("asked", "used"), extrapolation_factor(ctx_times, t))),
                         "mean_std": float(pred.std[mask].mean()) if pred.std is not None else None})
     last = targets[-1]
     out = {"targets": targets, "forecast": [{"horizon_days": last["horizon_days"], "mean_std": last["mean_std"],

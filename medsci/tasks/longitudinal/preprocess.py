@@ -34,6 +34,7 @@ def preprocess_subject(subject, cfg, threads: int = 1) -> dict:
     first_shape} for a :class:`~medsci.tasks.longitudinal.layout.Subject`."""
     from medsci.io.volume import read_volume
     from medsci.preprocessing.geometry import resample_to_grid
+    from medsci.tasks.longitudinal.checks import check_handedness
     from medsci.tasks.longitudinal.registration import check_similarity, foreground_mask, register_to
 
     sessions = subject.sessions
@@ -46,6 +47,7 @@ def preprocess_subject(subject, cfg, threads: int = 1) -> dict:
     frames, similarity = [reference], [1.0]
     for session in sessions[1:]:
         vol = read_volume(session.path)
+        check_handedness(first.affine, vol.affine, session.path)
         result = register_to(reference, grid, np.asarray(vol.array, np.float32), vol.affine,
                              kind=cfg.registration, seed=0, threads=threads)
         check_similarity(result.similarity, cfg.min_similarity, session.path)

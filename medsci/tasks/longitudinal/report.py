@@ -50,7 +50,12 @@ def summarise_uncertainty(rows: list[dict], forecasts: dict) -> dict:
                 "forecast_std_grows": None if std_chain is None else std_chain > 0}}
 
 
-def summarise(rows: list[dict], forecasts: dict, nfe: dict, uncertainty: list[dict] | None = None) -> dict:
+def summarise(rows: list[dict], forecasts: dict, nfe: dict, uncertainty: list[dict] | None = None,
+              clamped: list[dict] | None = None, refused: list[dict] | None = None) -> dict:
+    """``clamped``: the targets whose baselines' extrapolation was capped ({subject, session, asked, used});
+    ``refused``: the subjects the workflow left out ({folder, reason}); both recorded in the report."""
+    from medsci.tasks.longitudinal.baselines import MAX_EXTRAPOLATION
+
     methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
     table = {m: metric_stats([r for r in rows if r["method"] == m], COLUMNS) for m in methods}
     horizons = sorted({r["horizon_days"] for r in rows})
@@ -68,6 +73,8 @@ def summarise(rows: list[dict], forecasts: dict, nfe: dict, uncertainty: list[di
         "subjects": sorted({r["subject"] for r in rows}), "horizons_days": horizons, "metrics": table,
         "predictions": len({(r["subject"], r.get("session")) for r in rows}),
         "by_horizon": by_horizon, "forecast_uncertainty": forecasts, "network_evaluations": nfe,
+        "baseline_extrapolation": {"max_intervals": MAX_EXTRAPOLATION, "clamped": clamped or []},
+        "refused_subjects": refused or [],
         "quality_bar": {
             "model_changed_ssim": model.get("changed_ssim", {}).get("mean"),
             "baselines_changed_ssim": base_changed,
@@ -111,6 +118,15 @@ def markdown(s: dict) -> str:
                      + " |")
     if "uncertainty" in s:
         lines += ["", "## Does the uncertainty predict the error?", "", *uncertainty_lines(s["uncertainty"])]
+    cap = s.get("baseline_extrapolation", {})
+    if cap.get("clamped"):
+        capped = ", ".join(f"{c['subject']} session {c['session']} ({c['asked']:.1f} intervals ahead)"
+                           for c in cap["clamped"])
+        lines += ["", f"Linear and deformation extrapolation capped at {cap['max_intervals']:g} last intervals for: "
+                  f"{capped}."]
+    if s.get("refused_subjects"):
+        lines += ["", f"**{len(s['refused_subjects'])} subject(s) left out** (refused when the data were read):", ""]
+        lines += [f"- {Path(r['folder']).name}: {r['reason']}" for r in s["refused_subjects"]]
     q = s["quality_bar"]
     lines += ["", "## Quality bar", "",
               f"- SSIM in the changed region: model {f(q['model_changed_ssim'])}; " +
@@ -156,7 +172,8 @@ def sequence_figure(path: Path, record: dict, predicted: dict) -> None:
 
 
 def write_evaluation(out: Path, rows: list[dict], forecasts: dict, nfe: dict,
-                     uncertainty: list[dict] | None = None) -> dict:
-    summary = summarise(rows, forecasts, nfe, uncertainty)
+                     uncertainty: list[dict] | None = None, clamped: list[dict] | None = None,
+                     refused: list[dict] | None = None) -> dict:
+    summary = summarise(rows, forecasts, nfe, uncertainty, clamped, refused)
     write_tables(out, rows, summary, markdown(summary))
     return summary
