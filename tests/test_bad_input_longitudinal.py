@@ -151,18 +151,31 @@ def test_L6_checkpoint_without_training_times(assets, tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------ sessions
 def test_L7_last_session_of_another_subject(assets, tmp_path, capsys):
+    """Between the refusal and the same-subject thresholds: forecast with the warning printed once and recorded."""
     folder = _subject(tmp_path, assets)
     last = _times(folder)[-1][0]
     other_last = _times(assets["other"])[-1][0]
     shutil.copyfile(assets["other"] / f"{other_last}.nii.gz", folder / f"{last}.nii.gz")
     t = max(t for _, t in _times(folder))
-    _run("L7", _forecast(assets, folder, [t + 100], tmp_path / "f.nii.gz"), 2, capsys)
-    assert not (tmp_path / "f.nii.gz").exists()
-    # overridden: a warning, printed once and recorded in OUT.json
-    assert main(_forecast(assets, folder, [t + 100], tmp_path / "f.nii.gz", "--allow-other-subject")) == 0
-    assert capsys.readouterr().err.count("does not look like the same subject") == 1
+    out = _run("L7", _forecast(assets, folder, [t + 100], tmp_path / "f.nii.gz"), 0, capsys)
+    assert out.count("does not look like the same subject") == 1
     rec = json.loads((tmp_path / "f.nii.gz.json").read_text(encoding="utf-8"))
     assert "does not look like the same subject" in rec["warnings"][0]
+
+
+def test_L14_last_session_far_from_this_head(assets, tmp_path, capsys):
+    """Below the refusal threshold (another subject's scan, noisy): refused, unless overridden."""
+    folder = _subject(tmp_path, assets)
+    last = folder / f"{_times(folder)[-1][0]}.nii.gz"
+    other = nib.load(str(assets["other"] / f"{_times(assets['other'])[-1][0]}.nii.gz"))
+    data = other.get_fdata(dtype=np.float32)
+    data = data + np.random.default_rng(0).normal(0, 0.6 * data.std(), data.shape).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, nib.load(str(last)).affine), str(last))
+    t = max(t for _, t in _times(folder))
+    _run("L14", _forecast(assets, folder, [t + 100], tmp_path / "f.nii.gz"), 2, capsys)
+    assert not (tmp_path / "f.nii.gz").exists()
+    assert main(_forecast(assets, folder, [t + 100], tmp_path / "f.nii.gz", "--allow-other-subject")) == 0
+    assert capsys.readouterr().err.count("does not look like the same subject") == 1
 
 
 def _mirrored(tmp: Path, a) -> Path:

@@ -27,7 +27,7 @@ def register_commands(subparsers) -> None:
     p.add_argument("--allow-other-spacing", action="store_true",
                    help="forecast a subject scanned at a voxel size more than 10 %% away from the model's")
     p.add_argument("--allow-other-subject", action="store_true",
-                   help="forecast although a session correlates less than 0.96 with the first after registration "
+                   help="forecast although a session correlates less than 0.90 with the first after registration "
                         "(the same-subject check; its margin was measured on synthetic heads only)")
     add_sampler_args(p)
 
@@ -85,13 +85,9 @@ def run_forecast(args) -> int:
     loaded = load_model(args.checkpoint, args.device)
     prep = LongitudinalPreprocessConfig.from_dict(loaded.config["preprocess"], "preprocess")
     record = preprocess_subject(subject, prep, threads=args.threads or 1)
-    try:
-        check_same_subject(record, subject)
-    except InputError as err:
-        if not args.allow_other_subject:
-            raise
-        notes.append(str(err))  # forecast anyway, with the warning in OUT.json
-        print(f"medsci forecast: warning: {err}", file=sys.stderr)
+    for note in check_same_subject(record, subject, args.allow_other_subject):
+        notes.append(note)  # forecast anyway, with the warning in OUT.json
+        print(f"medsci forecast: warning: {note}", file=sys.stderr)
     sampler = sampler_with(loaded.sample, loaded.schedule, **sampler_overrides(args))
     last = float(record["times"][-1])
     if len(times) == 1 or times[0] <= last:
