@@ -370,6 +370,21 @@ def _copy_verified(src: Path, dest: Path) -> dict[str, Any]:
     return {"sha256": after, "bytes": dest.stat().st_size}
 
 
+def _load_test(run: Path, tmp: Path, weights: list[str]) -> None:
+    """The exported folder must load as it is, with every weight file it ships (not only the EMA that sampling
+    reads: a truncated or diverged model.safetensors would pass unnoticed); errors name the file in RUN."""
+    from medsci.diffusion.checkpoint import EMA_FILE, load_weights
+    from medsci.tasks.synthesis.pipeline import load_model
+
+    try:
+        loaded = load_model(tmp, device="cpu")
+        for weight in weights:
+            load_weights(tmp, loaded.model, use_ema=weight == EMA_FILE)
+    except ConfigError as err:
+        where = Path(err.path or tmp)
+        raise ConfigError(err.reason, run / where.relative_to(tmp) if where.is_relative_to(tmp) else where) from None
+
+
 def export_model(run: str | Path, out: str | Path, evaluation: str | Path | None = None, force: bool = False,
                  ema_only: bool = False, name: str | None = None) -> Path:
     """Write the shareable model folder ``out`` from the checkpoint folder ``run``; returns ``out``.
@@ -379,7 +394,6 @@ def export_model(run: str | Path, out: str | Path, evaluation: str | Path | None
     load with :func:`~medsci.tasks.synthesis.pipeline.load_model`, then renamed into place.
     """
     from medsci.io.atomic import write_json_atomic, write_text_atomic
-    from medsci.tasks.synthesis.pipeline import load_model
 
     run, out = Path(run), Path(out)
     if not run.is_dir():
@@ -401,7 +415,7 @@ def export_model(run: str | Path, out: str | Path, evaluation: str | Path | None
         if card["evaluation"] is not None and eval_path is not None:
             files[EVALUATION_COPY] = _copy_verified(eval_path, tmp / EVALUATION_COPY)
         card["files"] = files
-        load_model(tmp, device="cpu")  # the exported folder must load as it is
+        _load_test(run, tmp, [f for f in files if f in WEIGHT_FILES])
         write_json_atomic(tmp / "model_card.json", card)
         write_text_atomic(tmp / "MODEL_CARD.md", render_model_card(card))
         mode = output_mode()  # mkdtemp/mkstemp create owner-only entries; a shared model should be readable
