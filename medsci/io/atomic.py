@@ -109,6 +109,27 @@ def atomic_path(dest: str | Path, suffix: str | None = None) -> Iterator[Path]:
         raise
 
 
+def refuse_non_finite(array, dest: str | Path) -> None:
+    """Every image, volume and cube writer calls this: a NaN/Inf result (a diverged or corrupt model) is an error
+    naming the file it would have become, never a file written with exit status 0."""
+    import numpy as np
+
+    arr = np.asarray(array)
+    if arr.dtype.kind in "fc":
+        bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            raise MedsciError(f"the result holds {bad:,} NaN/Inf value(s) of {arr.size:,}; nothing was written (a "
+                              "diverged or corrupt model, or non-finite inputs)", dest)
+
+
+def write_npy_atomic(dest: str | Path, array) -> None:
+    refuse_non_finite(array, dest)
+    import numpy as np
+
+    with atomic_path(dest) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array, allow_pickle=False)
+
+
 def output_mode() -> int:
     """What open() would give a new file: 0666 minus the umask."""
     # Reading the umask means setting it; set it straight back (single-threaded at this point in practice).
