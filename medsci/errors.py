@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -13,7 +14,8 @@ class MedsciError(Exception):
 
     def __init__(self, reason: str, path: str | Path | None = None):
         self.reason = reason
-        self.path = None if path is None else str(path)
+        # A name that is not UTF-8 is shown with its bytes escaped (\\xff), printable on any terminal or log.
+        self.path = None if path is None else os.fsencode(path).decode("utf-8", "backslashreplace")
         super().__init__(f"{self.path}: {reason}" if self.path else reason)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from medsci.errors import MedsciError
-from medsci.io.paths import inside
+from medsci.io.paths import inside, resolved
 
 
 # Temporary names carry the writer's host and process id, so a later write of the same file can tell the
@@ -88,11 +88,14 @@ def atomic_path(dest: str | Path, suffix: str | None = None) -> Iterator[Path]:
     format from the extension still work. A full disk is a :class:`MedsciError` naming ``dest``.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = "".join(dest.suffixes)
-    remove_stale_temps(dest.parent, dest.name)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest.name), suffix=suffix or ".part", dir=dest.parent)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(dest.parent, dest.name)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest.name), suffix=suffix or ".part", dir=dest.parent)
+    except OSError as err:
+        raise write_error(err, dest) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -106,7 +109,19 @@ def atomic_path(dest: str | Path, suffix: str | None = None) -> Iterator[Path]:
             tmp_path.unlink()
         if is_disk_full(err):
             raise disk_full_error(dest) from None
+        # An error of this file (not of an input the writer reads) is one line naming the output.
+        if isinstance(err, OSError) and err.filename in (None, tmp, str(dest)):
+            raise write_error(err, dest) from None
         raise
+
+
+def write_error(err: OSError, dest: str | Path) -> MedsciError:
+    """A file system's refusal to write ``dest`` (no permission, a read-only or vanished folder, a file where a
+    folder should be, a loop of links) as one line naming it; every verb's writes go through here."""
+    if is_disk_full(err):
+        return disk_full_error(dest)
+    return MedsciError(f"cannot write the output: {err.strerror or type(err).__name__}; choose a folder you can "
+                       "write to", dest)
 
 
 def refuse_non_finite(array, dest: str | Path) -> None:
@@ -167,8 +182,8 @@ def safe_join(root: str | Path, name: str) -> Path:
     """Join ``name`` under ``root``, refusing any name that would escape it (``..``, absolute, links)."""
     if "\0" in str(name):  # resolve() would raise a bare ValueError
         raise MedsciError(f"output name {name!r} holds a NUL character", root)
-    root_resolved = Path(root).resolve()
-    candidate = (root_resolved / name).resolve()
+    root_resolved = resolved(root)
+    candidate = resolved(root_resolved / name)
     if not inside(candidate, root_resolved):
         raise MedsciError(f"output name {name!r} would escape the output folder", root)
     return candidate

@@ -39,6 +39,7 @@ import numpy as np
 from medsci.errors import InputError
 from medsci.io.atomic import atomic_path, refuse_non_finite, write_bytes_atomic
 from medsci.io.dicom import _ds, _has_magic, _sop_ref, _str
+from medsci.io.paths import resolved
 from medsci.io.voxels import check_declared_size, one_line
 
 __all__ = ["Radiograph", "read_radiograph", "write_radiograph", "write_png", "RADIOGRAPH_SUFFIXES"]
@@ -425,7 +426,7 @@ def write_radiograph(path: str | Path, like: Radiograph, pixels: np.ndarray, not
 
 def _check_output(path: Path, like: Radiograph) -> None:
     src = Path(like.source)
-    same = path.resolve() == src.resolve()
+    same = resolved(path) == resolved(src)
     if not same and path.exists() and src.exists():
         try:
             same = os.path.samefile(path, src)

@@ -22,6 +22,7 @@ import segyio
 
 from medsci.errors import InputError
 from medsci.io.atomic import atomic_path, refuse_non_finite, write_npy_atomic
+from medsci.io.paths import resolved
 from medsci.io.volume import load_npy
 
 SEGY_SUFFIXES = (".segy", ".sgy")
@@ -199,7 +200,7 @@ def write_segy_like(template_path: str | Path, dest_path: str | Path, data: np.n
     """
     template_path, dest_path = Path(template_path), Path(dest_path)
     _check_file(template_path)
-    if dest_path.resolve() == template_path.resolve():
+    if resolved(dest_path) == resolved(template_path):
         raise InputError("destination is the template file itself; refusing to overwrite an input", dest_path)
     data = np.asarray(data)
     try:

@@ -26,7 +26,7 @@ import numpy as np
 from medsci.errors import InputError, MedsciError
 from medsci.io.atomic import safe_join, write_json_atomic, write_text_atomic
 from medsci.mri.cases import MODALITIES, Case
-from medsci.io.paths import inside, refuse_links_outside
+from medsci.io.paths import inside, refuse_links_outside, resolved
 
 SYNTHETIC = "SYNTHETIC"
 RECORD_VERSION = 1
@@ -82,7 +82,7 @@ class CaseRecord:
 # ------------------------------------------------------------------------------------------ discovery
 def check_locations(input_dir: Path, out_dir: Path) -> None:
     """Refuse an output folder inside the input folder (or the other way round): inputs are never written to."""
-    src, dst = Path(input_dir).resolve(), Path(out_dir).resolve()
+    src, dst = resolved(input_dir), resolved(out_dir)
     if not src.is_dir():
         raise InputError("input folder not found", input_dir)
     if inside(dst, src):

@@ -28,7 +28,7 @@ from typing import Any
 from medsci.errors import ConfigError, InputError
 from medsci.io.atomic import output_mode
 from medsci.mri.cases import MODALITIES
-from medsci.io.paths import inside
+from medsci.io.paths import inside, resolved
 
 CARD_FORMAT = "medsci-model-card"
 CARD_VERSION = 1
@@ -342,7 +342,7 @@ def render_model_card(card: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------------------------- export
 def _check_destination(run: Path, out: Path, force: bool) -> None:
-    run_r, out_r = run.resolve(), out.resolve()
+    run_r, out_r = resolved(run), resolved(out)
     if out_r == run_r:
         raise InputError("OUT is the run folder itself; export to a new folder", out)
     if inside(out_r, run_r):
