@@ -323,9 +323,13 @@ def run_batch(loaded, sampler, checkpoint: Path, input_dir: Path, settings: Batc
             record = synthesize_case(loaded, sampler, inputs, settings, model_key)
         except MedsciError as err:
             record = CaseRecord(case_id, "refused", reason=str(err))
-        records.append(record)
         if record.status != "skipped" and (path := _record_path(settings, case_id)) is not None:
-            write_json_atomic(path, asdict(record))
+            try:
+                write_json_atomic(path, asdict(record))
+            except MedsciError as err:  # e.g. a case folder we may not write to: the other cases go on
+                if record.status != "refused":  # a refusal keeps its first reason
+                    record = CaseRecord(case_id, "refused", reason=str(err))
+        records.append(record)
         if on_record is not None:
             on_record(record)
     return records

@@ -393,15 +393,18 @@ def export_model(run: str | Path, out: str | Path, evaluation: str | Path | None
     and a non-empty existing ``out`` unless ``force``. The folder is assembled beside ``out``, checked to
     load with :func:`~medsci.tasks.synthesis.pipeline.load_model`, then renamed into place.
     """
-    from medsci.io.atomic import write_json_atomic, write_text_atomic
+    from medsci.io.atomic import write_error, write_json_atomic, write_text_atomic
 
     run, out = Path(run), Path(out)
     if not run.is_dir():
         raise InputError("run folder not found", run)
     _check_destination(run, out, force)
     card = model_card(run, evaluation, name)  # refuses a folder that is not a synthesis checkpoint
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+    except OSError as err:
+        raise write_error(err, out) from None
     old: Path | None = None
     try:
         files = {"config.json": _copy_verified(run / "config.json", tmp / "config.json")}
