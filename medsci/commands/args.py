@@ -14,7 +14,7 @@ import math
 import re
 from pathlib import Path
 
-from medsci.errors import InputError
+from medsci.errors import InputError, check_plain_text
 from medsci.io.paths import inside, resolved
 
 MAX_THREADS = 1024
@@ -91,6 +91,19 @@ finite_float = bounded_float(-1e12, 1e12, "a finite number")
 non_negative_float = bounded_float(0.0, 1e12, "a non-negative number")
 spacing_mm = bounded_float(0.0, MAX_SPACING_MM, "a voxel size in mm", low_open=True)
 fraction = bounded_float(0.0, 1.0, "a fraction", low_open=True, high_open=True)
+
+
+def plain_text(what: str):
+    """argparse type: a name or free text for a model card, manifest or DICOM tag (:func:`check_plain_text`)."""
+
+    def parse(text: str) -> str:
+        try:
+            return check_plain_text(text, what)
+        except InputError as err:
+            raise argparse.ArgumentTypeError(err.reason) from None
+
+    parse.__name__ = what
+    return parse
 
 
 def device_name(text: str) -> str:

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from medsci.errors import ConfigError, InputError
+from medsci.errors import ConfigError, InputError, check_plain_text
 from medsci.io.atomic import output_mode
 from medsci.mri.cases import MODALITIES
 from medsci.io.paths import inside, resolved
@@ -187,10 +187,15 @@ def model_card(run: str | Path, evaluation: str | Path | None = None, name: str 
     cases = list(config.get("training_cases") or [])
     modalities = list(config.get("modalities") or [])
     prior = config.get("prior")
+    # What the Markdown card prints verbatim: one line each (a run folder or case id could hold a newline).
+    name = check_plain_text(name or (run.resolve().parent.parent.name if run.resolve().name == "model"
+                                     else run.resolve().name), "model name", run)
+    for case in cases:
+        check_plain_text(str(case), "training case id", run / "config.json")
     return {
         "format": CARD_FORMAT,
         "format_version": CARD_VERSION,
-        "name": name or (run.resolve().parent.parent.name if run.resolve().name == "model" else run.resolve().name),
+        "name": name,
         "task": config.get("task"),
         "synthesizes": targets,
         "inputs": f"the other contrasts of {', '.join(modalities)} (exactly one missing per case)",
@@ -444,13 +449,13 @@ def export_model(run: str | Path, out: str | Path, evaluation: str | Path | None
 
 
 def register_export(subparsers) -> None:
-    from medsci.commands.args import add_command
+    from medsci.commands.args import add_command, plain_text
 
     p = add_command(subparsers, "export", run_export)
     p.add_argument("run", type=Path, metavar="RUN", help="checkpoint folder of a training run")
     p.add_argument("out", type=Path, metavar="OUT", help="folder to create (outside RUN)")
     p.add_argument("--evaluation", type=Path, help="evaluation summary.json (or its folder) to quote in the card")
-    p.add_argument("--name", help="model name in the card (default: the results name of the run)")
+    p.add_argument("--name", type=plain_text("model name"), help="model name in the card (default: the results name of the run)")
     p.add_argument("--ema-only", action="store_true", help="leave out the raw weights (model.safetensors)")
     p.add_argument("--force", action="store_true", help="replace a non-empty OUT")
 
