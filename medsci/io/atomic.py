@@ -3,7 +3,8 @@
 Every output goes to a temporary file in the destination folder and is renamed into place, so a killed
 job never leaves a half-written file behind (rename is atomic within one file system). The temporary files a
 killed job leaves (hidden: ``.<name>.~<host>~<pid>~...``) are removed by the next write of the same file; a full
-disk is a one-line :class:`MedsciError` naming the file, with the earlier version, if any, intact.
+disk, a folder that cannot be written and a NaN/Inf result (:func:`refuse_non_finite`, called by every array
+writer) are one-line :class:`MedsciError` naming the file, with the earlier version, if any, intact.
 """
 
 from __future__ import annotations
@@ -138,9 +139,10 @@ def refuse_non_finite(array, dest: str | Path) -> None:
 
 
 def write_npy_atomic(dest: str | Path, array) -> None:
-    refuse_non_finite(array, dest)
+    """``array`` as ``.npy`` (never pickled), atomically, refusing NaN/Inf."""
     import numpy as np
 
+    refuse_non_finite(array, dest)
     with atomic_path(dest) as tmp, open(tmp, "wb") as fh:
         np.save(fh, array, allow_pickle=False)
 
