@@ -211,6 +211,20 @@ def _(tmp, a):
     return Row(_rotate(a, "rot_big", tmp / "rotated.png"), 2, check=_nothing_in(tmp))
 
 
+@row("W23")
+def _(tmp, a):
+    argv = ["sample", "synthesis", "--checkpoint", str(a["syn_nan"]), "--input", str(a["root"] / "cases"), "--out",
+            str(tmp / "out"), "--no-progress"]
+    return Row(argv, 2, check=_nothing_in(tmp / "out"))
+
+
+@row("W24")
+def _(tmp, a):
+    argv = ["sample", "synthesis", "--checkpoint", str(a["syn_big"]), "--input", str(a["root"] / "cases"), "--out",
+            str(tmp / "out"), "--no-progress"]
+    return Row(argv, 1, check=_no_volume(tmp / "out"))
+
+
 # --- output folders that cannot be written ---------------------------------------------------------------
 @row("W11")
 def _(tmp, a):
