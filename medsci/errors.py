@@ -19,7 +19,7 @@ class MedsciError(Exception):
 
     def __init__(self, reason: str, path: str | Path | None = None):
         self.reason = reason
-        # A name that is not UTF-8 is shown with its bytes escaped (\\xff), printable on any terminal or log.
+        # A name that is not UTF-8 is shown with its bytes escaped (\xff), printable on any terminal or log.
         self.path = None if path is None else os.fsencode(path).decode("utf-8", "backslashreplace")
         super().__init__(f"{self.path}: {reason}" if self.path else reason)
 
