@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from medsci import __version__, registry
@@ -55,6 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_names(args) -> None:
+    """Every path and name given on the command line is UTF-8 (what the folders hold is checked where it is read)."""
+    from medsci.io.paths import check_utf8_name
+
+    for value in vars(args).values():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, (str, os.PathLike)):
+                check_utf8_name(item)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
@@ -65,11 +76,16 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as done:  # --help, --version, or an argument error already printed on one line
         return 0 if done.code is None else done.code if isinstance(done.code, int) else 2
+    command = " ".join(filter(None, (args.command, getattr(args, "task", None))))
     try:
+        _check_names(args)
         result = args.handler(args)
     except MedsciError as err:
-        command = " ".join(filter(None, (args.command, getattr(args, "task", None))))
         print(f"medsci {command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # what no reader or writer turned into a MedsciError: still one line naming the path
+        where = f"{os.fsdecode(err.filename)}: " if err.filename is not None else ""
+        print(f"medsci {command}: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"medsci {args.command}: interrupted", file=sys.stderr)

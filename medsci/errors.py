@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
+
+# C0/C1 controls and the Unicode line/paragraph separators: a newline in a name would start a new Markdown section
+# in a model card, or a new line in a report or DICOM text.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class MedsciError(Exception):
@@ -13,12 +19,23 @@ class MedsciError(Exception):
 
     def __init__(self, reason: str, path: str | Path | None = None):
         self.reason = reason
-        self.path = None if path is None else str(path)
+        # A name that is not UTF-8 is shown with its bytes escaped (\xff), printable on any terminal or log.
+        self.path = None if path is None else os.fsencode(path).decode("utf-8", "backslashreplace")
         super().__init__(f"{self.path}: {reason}" if self.path else reason)
 
 
 class InputError(MedsciError):
     """An input file or folder is unreadable, malformed or inconsistent."""
+
+
+def check_plain_text(value: str, what: str, path: str | Path | None = None) -> str:
+    """The one check of names and free text that go into model cards, manifests and DICOM tags: one line of
+    printable text (no control characters); returns ``value``."""
+    bad = _CONTROL.search(value)
+    if bad:
+        raise InputError(f"{what} {value!r} holds the control character U+{ord(bad.group()):04X}; use one line of "
+                         "printable text", path)
+    return value
 
 
 class ConfigError(MedsciError):

@@ -14,8 +14,8 @@ import math
 import re
 from pathlib import Path
 
-from medsci.errors import InputError
-from medsci.io.paths import inside
+from medsci.errors import InputError, check_plain_text
+from medsci.io.paths import inside, resolved
 
 MAX_THREADS = 1024
 MAX_COUNT = 100_000  # cases, samples, cubes... per command
@@ -91,6 +91,19 @@ finite_float = bounded_float(-1e12, 1e12, "a finite number")
 non_negative_float = bounded_float(0.0, 1e12, "a non-negative number")
 spacing_mm = bounded_float(0.0, MAX_SPACING_MM, "a voxel size in mm", low_open=True)
 fraction = bounded_float(0.0, 1.0, "a fraction", low_open=True, high_open=True)
+
+
+def plain_text(what: str):
+    """argparse type: a name or free text for a model card, manifest or DICOM tag (:func:`check_plain_text`)."""
+
+    def parse(text: str) -> str:
+        try:
+            return check_plain_text(text, what)
+        except InputError as err:
+            raise argparse.ArgumentTypeError(err.reason) from None
+
+    parse.__name__ = what
+    return parse
 
 
 def device_name(text: str) -> str:
@@ -176,26 +189,26 @@ def check_outputs(outputs, inputs=(), *, folder: bool = True, named_after=()) ->
     """
     outputs = [outputs] if isinstance(outputs, (str, Path)) else list(outputs)
     for out in (Path(o) for o in outputs if o is not None):
-        resolved = out.resolve()
+        target = resolved(out)
         for given in named_after:
-            if Path(given).resolve().parent == resolved:
+            if resolved(given).parent == target:
                 raise InputError(f"the input {given} lies in the output folder, and its output of the same name "
                                  "would overwrite it: choose another output folder", out)
         for given in (Path(i) for i in inputs if i is not None):
-            source = given.resolve()
-            if resolved == source:
+            source = resolved(given)
+            if target == source:
                 raise InputError(f"the output is the input {given}; refusing to overwrite an input: choose another "
                                  "output", out)
-            if inside(resolved, source) and source.is_dir():
+            if inside(target, source) and source.is_dir():
                 raise InputError(f"the output lies inside the input {given}; inputs are never written to: choose "
                                  "an output outside it", out)
-        for parent in [resolved, *resolved.parents]:
+        for parent in [target, *target.parents]:
             if parent.exists():
-                if parent == resolved and parent.is_dir() and not folder:
+                if parent == target and parent.is_dir() and not folder:
                     raise InputError("output file path is an existing folder", out)
-                if parent == resolved and not parent.is_dir() and folder:
+                if parent == target and not parent.is_dir() and folder:
                     raise InputError("output path exists and is not a folder", out)
-                if parent != resolved and not parent.is_dir():
+                if parent != target and not parent.is_dir():
                     raise InputError(f"cannot create the output: {parent} is a file, not a folder", out)
                 break
 

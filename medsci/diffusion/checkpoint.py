@@ -128,6 +128,7 @@ def load_weights(folder: str | Path, model: torch.nn.Module, use_ema: bool = Tru
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise ConfigError(f"not a valid safetensors file ({str(err).splitlines()[0][:120]})", path) from None
     _check_fits(state, model, path)
+    _check_finite(state, path)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -151,6 +152,16 @@ def _check_fits(state: dict[str, torch.Tensor], model: torch.nn.Module, path: Pa
         names = ", ".join((missing + extra)[:3])
         raise ConfigError(f"weights do not fit the network in config.json: {len(missing)} tensor(s) missing, "
                           f"{len(extra)} unexpected (e.g. {names})", path)
+
+
+def _check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse NaN/Inf weights (a diverged run, a corrupt file): they would give NaN outputs, not an error."""
+    bad = {k: int((~torch.isfinite(v)).sum()) for k, v in state.items() if v.is_floating_point() or v.is_complex()}
+    bad = {k: n for k, n in bad.items() if n}
+    if bad:
+        first = next(iter(bad))
+        raise ConfigError(f"weights hold {sum(bad.values()):,} NaN/Inf values in {len(bad)} tensor(s) (e.g. {first}): "
+                          "the training diverged or the file is corrupt; use an earlier checkpoint", path)
 
 
 def load_training_state(folder: str | Path) -> dict | None:

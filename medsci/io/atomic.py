@@ -3,7 +3,8 @@
 Every output goes to a temporary file in the destination folder and is renamed into place, so a killed
 job never leaves a half-written file behind (rename is atomic within one file system). The temporary files a
 killed job leaves (hidden: ``.<name>.~<host>~<pid>~...``) are removed by the next write of the same file; a full
-disk is a one-line :class:`MedsciError` naming the file, with the earlier version, if any, intact.
+disk, a folder that cannot be written and a NaN/Inf result (:func:`refuse_non_finite`, called by every array
+writer) are one-line :class:`MedsciError` naming the file, with the earlier version, if any, intact.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 from medsci.errors import MedsciError
-from medsci.io.paths import inside
+from medsci.io.paths import inside, resolved
 
 
 # Temporary names carry the writer's host and process id, so a later write of the same file can tell the
@@ -88,11 +89,14 @@ def atomic_path(dest: str | Path, suffix: str | None = None) -> Iterator[Path]:
     format from the extension still work. A full disk is a :class:`MedsciError` naming ``dest``.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = "".join(dest.suffixes)
-    remove_stale_temps(dest.parent, dest.name)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest.name), suffix=suffix or ".part", dir=dest.parent)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(dest.parent, dest.name)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest.name), suffix=suffix or ".part", dir=dest.parent)
+    except OSError as err:
+        raise write_error(err, dest) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -106,7 +110,41 @@ def atomic_path(dest: str | Path, suffix: str | None = None) -> Iterator[Path]:
             tmp_path.unlink()
         if is_disk_full(err):
             raise disk_full_error(dest) from None
+        # An error of this file (not of an input the writer reads) is one line naming the output.
+        if isinstance(err, OSError) and err.filename in (None, tmp, str(dest)):
+            raise write_error(err, dest) from None
         raise
+
+
+def write_error(err: OSError, dest: str | Path) -> MedsciError:
+    """A file system's refusal to write ``dest`` (no permission, a read-only or vanished folder, a file where a
+    folder should be, a loop of links) as one line naming it; every verb's writes go through here."""
+    if is_disk_full(err):
+        return disk_full_error(dest)
+    return MedsciError(f"cannot write the output: {err.strerror or type(err).__name__}; choose a folder you can "
+                       "write to", dest)
+
+
+def refuse_non_finite(array, dest: str | Path) -> None:
+    """Every image, volume and cube writer calls this: a NaN/Inf result (a diverged or corrupt model) is an error
+    naming the file it would have become, never a file written with exit status 0."""
+    import numpy as np
+
+    arr = np.asarray(array)
+    if arr.dtype.kind in "fc":
+        bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            raise MedsciError(f"the result holds {bad:,} NaN/Inf value(s) of {arr.size:,}; nothing was written (a "
+                              "diverged or corrupt model, or non-finite inputs)", dest)
+
+
+def write_npy_atomic(dest: str | Path, array) -> None:
+    """``array`` as ``.npy`` (never pickled), atomically, refusing NaN/Inf."""
+    import numpy as np
+
+    refuse_non_finite(array, dest)
+    with atomic_path(dest) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array, allow_pickle=False)
 
 
 def output_mode() -> int:
@@ -146,8 +184,8 @@ def safe_join(root: str | Path, name: str) -> Path:
     """Join ``name`` under ``root``, refusing any name that would escape it (``..``, absolute, links)."""
     if "\0" in str(name):  # resolve() would raise a bare ValueError
         raise MedsciError(f"output name {name!r} holds a NUL character", root)
-    root_resolved = Path(root).resolve()
-    candidate = (root_resolved / name).resolve()
+    root_resolved = resolved(root)
+    candidate = resolved(root_resolved / name)
     if not inside(candidate, root_resolved):
         raise MedsciError(f"output name {name!r} would escape the output folder", root)
     return candidate

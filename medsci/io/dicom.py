@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medsci.errors import InputError
+from medsci.errors import InputError, check_plain_text
+from medsci.io.atomic import refuse_non_finite
 from medsci.io.voxels import LPS_TO_RAS, Volume, check_declared_size, from_sitk, one_line
 
 log = logging.getLogger(__name__)
@@ -218,8 +219,11 @@ def write_derived_series(array: np.ndarray, affine: np.ndarray, source: DicomSer
     import medsci
 
     array = np.asarray(array, dtype=np.float32)
-    if array.ndim != 3 or not np.isfinite(array).all():
-        raise ValueError(f"expected a finite 3D array, got shape {array.shape}")
+    if array.ndim != 3:
+        raise ValueError(f"expected a 3D array, got shape {array.shape}")
+    refuse_non_finite(array, out_dir)
+    for text, what in ((series_description, "series description"), (modality, "modality")):
+        check_plain_text(text, what, out_dir)
     m = LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)[:3, :3]  # the flip is its own inverse
     origin = LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)[:3, 3]
     spacing = np.linalg.norm(m, axis=0)

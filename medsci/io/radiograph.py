@@ -48,8 +48,9 @@ from pathlib import Path
 import numpy as np
 
 from medsci.errors import InputError
-from medsci.io.atomic import atomic_path, write_bytes_atomic
+from medsci.io.atomic import atomic_path, refuse_non_finite, write_bytes_atomic
 from medsci.io.dicom import _ds, _has_magic, _sop_ref, _str
+from medsci.io.paths import resolved
 from medsci.io.voxels import check_declared_size, one_line
 
 __all__ = ["Radiograph", "read_radiograph", "write_radiograph", "write_png", "RADIOGRAPH_SUFFIXES"]
@@ -450,7 +451,8 @@ def write_radiograph(path: str | Path, like: Radiograph, pixels: np.ndarray, not
     """Write ``pixels`` ((H, W) in [0, 1], clipped) in the format of ``like``, marked with ``note``.
 
     Atomic: the file appears whole or not at all. Raises InputError when ``path`` is the input file or
-    its suffix does not fit the input's format; ValueError when ``pixels`` is not a finite 2D array.
+    its suffix does not fit the input's format; MedsciError when ``pixels`` holds NaN/Inf; ValueError when it is not a
+    2D array.
     """
     path = Path(path)
     if like.format not in ("png", "dicom", "nifti"):
@@ -459,8 +461,7 @@ def write_radiograph(path: str | Path, like: Radiograph, pixels: np.ndarray, not
     arr = np.asarray(pixels, dtype=np.float64)
     if arr.ndim != 2 or arr.size == 0:
         raise ValueError(f"expected a 2D array of pixels, got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError("pixels contain NaN/Inf")
+    refuse_non_finite(arr, path)
     arr = np.clip(arr, 0.0, 1.0)
     note = str(note)
     if like.format == "png":
@@ -474,7 +475,7 @@ def write_radiograph(path: str | Path, like: Radiograph, pixels: np.ndarray, not
 
 def _check_output(path: Path, like: Radiograph) -> None:
     src = Path(like.source)
-    same = path.resolve() == src.resolve()
+    same = resolved(path) == resolved(src)
     if not same and path.exists() and src.exists():
         try:
             same = os.path.samefile(path, src)

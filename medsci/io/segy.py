@@ -22,7 +22,8 @@ import numpy as np
 import segyio
 
 from medsci.errors import InputError
-from medsci.io.atomic import atomic_path
+from medsci.io.atomic import atomic_path, refuse_non_finite, write_npy_atomic
+from medsci.io.paths import resolved
 from medsci.io.volume import load_npy
 
 SEGY_SUFFIXES = (".segy", ".sgy")
@@ -200,7 +201,7 @@ def write_segy_like(template_path: str | Path, dest_path: str | Path, data: np.n
     """
     template_path, dest_path = Path(template_path), Path(dest_path)
     _check_file(template_path)
-    if dest_path.resolve() == template_path.resolve():
+    if resolved(dest_path) == resolved(template_path):
         raise InputError("destination is the template file itself; refusing to overwrite an input", dest_path)
     data = np.asarray(data)
     try:
@@ -215,8 +216,7 @@ def write_segy_like(template_path: str | Path, dest_path: str | Path, data: np.n
     if data.shape != want:
         raise InputError(f"cube shape {data.shape} does not match the template's (il, xl, t) = {want}",
                          template_path)
-    if not np.isfinite(data).all():
-        raise InputError("cube to write contains NaN or infinite values", dest_path)
+    refuse_non_finite(data, dest_path)
     traces = _cast_for_file(_traces_in_file_order(data.astype(np.float32, copy=False), lay.order), file_dtype)
     with atomic_path(dest_path) as tmp:
         shutil.copyfile(template_path, tmp)
@@ -376,7 +376,6 @@ def write_cube(path: str | Path, data: np.ndarray, template: str | Path | None =
         arr = np.ascontiguousarray(data, dtype=np.float32)
         if arr.ndim != 3:
             raise InputError(f"expected an (inline, crossline, time) cube, got shape {arr.shape}", path)
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, arr, allow_pickle=False)
+        write_npy_atomic(path, arr)
         return path
     raise InputError(f"unsupported cube suffix {path.suffix!r}; use .segy, .sgy or .npy", path)

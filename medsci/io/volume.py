@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from medsci.errors import InputError
-from medsci.io.atomic import atomic_path
+from medsci.io.atomic import atomic_path, refuse_non_finite
 from medsci.io.voxels import Volume, check_declared_size, from_sitk, one_line, squeeze_to_3d
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -231,6 +231,7 @@ def write_nifti(path: str | Path, array: np.ndarray, affine: np.ndarray, header:
     array = np.asarray(array)
     if array.ndim != 3:
         raise ValueError(f"write_nifti expects a 3D array, got shape {array.shape}")
+    refuse_non_finite(array, path)
     affine = np.asarray(affine, dtype=np.float64)
     data = array.astype(dtype, copy=False)
     if header is not None:

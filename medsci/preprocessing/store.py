@@ -11,7 +11,7 @@ from typing import Mapping
 import numpy as np
 
 from medsci.errors import InputError
-from medsci.io.atomic import atomic_path
+from medsci.io.atomic import atomic_path, refuse_non_finite
 
 SIDECAR_VERSION = 1
 
@@ -19,6 +19,8 @@ SIDECAR_VERSION = 1
 def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """np.savez-compatible, uncompressed, but byte-reproducible (np.savez stamps the current time
     into every zip entry) and atomic."""
+    for arr in arrays.values():
+        refuse_non_finite(arr, path)
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED,
                                                    allowZip64=True) as zf:
         for name, arr in arrays.items():

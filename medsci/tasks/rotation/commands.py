@@ -222,10 +222,9 @@ def _write_std(output: Path, like, std, note: str) -> tuple[Path, str]:
 
     path = std_path_of(output, like.format)
     if like.format == "dicom":
-        from medsci.io.atomic import atomic_path
+        from medsci.io.atomic import write_npy_atomic
 
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, np.asarray(std, dtype=np.float32), allow_pickle=False)
+        write_npy_atomic(path, np.asarray(std, dtype=np.float32))
         return path, "the output's [0, 1] intensity scale (0 = the input's darkest, 1 = its brightest value)"
     if like.format == "png":
         # Always 16-bit grey: an 8-bit std would round most of the map to 0.

@@ -62,11 +62,13 @@ def guidance_variants(sampler) -> dict:
 
 
 def save_predictions(path: str | Path, result: dict) -> None:
-    from medsci.io.atomic import atomic_path
+    from medsci.io.atomic import atomic_path, refuse_non_finite
 
     arrays = {f"{remap}/{method}": v for remap, preds in result["predictions"].items() for method, v in preds.items()}
     # The model's uncertainty under its own prefix: "std" is no remap, so scoring never takes it for a method.
     arrays.update({f"{STD}/{method}": v for method, v in result.get("std", {}).items()})
+    for arr in arrays.values():
+        refuse_non_finite(arr, path)
     info = {"nfe": result["nfe"], "seconds": result["seconds"], "uncertainty": result.get("uncertainty", "none")}
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:

@@ -90,12 +90,9 @@ def sample_file(folder: str | Path, cube_id: str, pattern: str, method: str, std
 
 
 def _save_npy(path: Path, array) -> None:
-    import numpy as np
+    from medsci.io.atomic import write_npy_atomic
 
-    from medsci.io.atomic import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, array, allow_pickle=False)
+    write_npy_atomic(path, array)
 
 
 # ---------------------------------------------------------------------------------------------- train

@@ -26,7 +26,7 @@ import numpy as np
 from medsci.errors import InputError, MedsciError
 from medsci.io.atomic import safe_join, write_json_atomic, write_text_atomic
 from medsci.mri.cases import MODALITIES, Case
-from medsci.io.paths import inside, refuse_links_outside
+from medsci.io.paths import inside, refuse_links_outside, resolved
 
 SYNTHETIC = "SYNTHETIC"
 RECORD_VERSION = 2  # 2: contrasts co-registered and checked, mask from the reference
@@ -92,7 +92,7 @@ class CaseRecord:
 # ------------------------------------------------------------------------------------------ discovery
 def check_locations(input_dir: Path, out_dir: Path) -> None:
     """Refuse an output folder inside the input folder (or the other way round): inputs are never written to."""
-    src, dst = Path(input_dir).resolve(), Path(out_dir).resolve()
+    src, dst = resolved(input_dir), resolved(out_dir)
     if not src.is_dir():
         raise InputError("input folder not found", input_dir)
     if inside(dst, src):
@@ -353,9 +353,13 @@ def run_batch(loaded, sampler, checkpoint: Path, input_dir: Path, settings: Batc
             record = CaseRecord(case_id, "refused", reason=str(err))
             if inputs is not None:
                 record.contrasts, record.ignored = inputs.sources(), list(inputs.notes)
-        records.append(record)
         if record.status != "skipped" and (path := _record_path(settings, case_id)) is not None:
-            write_json_atomic(path, asdict(record))
+            try:
+                write_json_atomic(path, asdict(record))
+            except MedsciError as err:  # e.g. a case folder we may not write to: the other cases go on
+                if record.status != "refused":  # a refusal keeps its first reason
+                    record = CaseRecord(case_id, "refused", reason=str(err))
+        records.append(record)
         if on_record is not None:
             on_record(record)
     return records

@@ -127,7 +127,10 @@ def run_synthesize(args) -> int:
                             on_record=_printer("synthesize"))
         if args.cases:  # one job of a workflow batch: the gather job writes the batch summary
             return _exit_code(records, args.record_refusals)
-        records = load_records(args.output)
+        # Every case the folder holds (earlier runs' too), and this run's refusals whose record could not be written.
+        on_disk = load_records(args.output)
+        records = sorted(on_disk + [r for r in records if r.case_id not in {d.case_id for d in on_disk}],
+                         key=lambda r: r.case_id)
     write_summary(args.output, records)
     print(f"summary: {args.output / 'summary.csv'}, {args.output / 'report.html'}")
     return _exit_code(records, args.record_refusals)

@@ -104,7 +104,7 @@ def run_sample(args) -> int:
 
 
 def _sample_prepared_case(args, case_id, loaded, sampler) -> None:
-    from medsci.io.atomic import atomic_path, safe_join, write_json_atomic
+    from medsci.io.atomic import atomic_path, refuse_non_finite, safe_join, write_json_atomic
     from medsci.mri.cases import MODALITIES
     from medsci.mri.preprocessing.stage import save_native
     from medsci.tasks.synthesis.data import load_case
@@ -120,6 +120,8 @@ def _sample_prepared_case(args, case_id, loaded, sampler) -> None:
         available = tuple(m for m in case.available if m != target)
         result = synthesize(loaded, case, target, sampler, available)
         stem = f"{case.case_id}-{target}"
+        refuse_non_finite(result.mean, out / f"{stem}.npz")
+        refuse_non_finite(result.std if result.std is not None else 0.0, out / f"{stem}.npz")
         with atomic_path(out / f"{stem}.npz") as tmp:
             with open(tmp, "wb") as fh:
                 # The method is kept with the map: the evaluation table says which one it scored.

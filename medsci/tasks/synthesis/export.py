@@ -25,10 +25,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from medsci.errors import ConfigError, InputError
+from medsci.errors import ConfigError, InputError, check_plain_text
 from medsci.io.atomic import output_mode
 from medsci.mri.cases import MODALITIES
-from medsci.io.paths import inside
+from medsci.io.paths import inside, resolved
 
 CARD_FORMAT = "medsci-model-card"
 CARD_VERSION = 1
@@ -187,10 +187,15 @@ def model_card(run: str | Path, evaluation: str | Path | None = None, name: str 
     cases = list(config.get("training_cases") or [])
     modalities = list(config.get("modalities") or [])
     prior = config.get("prior")
+    # What the Markdown card prints verbatim: one line each (a run folder or case id could hold a newline).
+    name = check_plain_text(name or (run.resolve().parent.parent.name if run.resolve().name == "model"
+                                     else run.resolve().name), "model name", run)
+    for case in cases:
+        check_plain_text(str(case), "training case id", run / "config.json")
     return {
         "format": CARD_FORMAT,
         "format_version": CARD_VERSION,
-        "name": name or (run.resolve().parent.parent.name if run.resolve().name == "model" else run.resolve().name),
+        "name": name,
         "task": config.get("task"),
         "synthesizes": targets,
         "inputs": f"the other contrasts of {', '.join(modalities)} (exactly one missing per case)",
@@ -342,7 +347,7 @@ def render_model_card(card: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------------------------- export
 def _check_destination(run: Path, out: Path, force: bool) -> None:
-    run_r, out_r = run.resolve(), out.resolve()
+    run_r, out_r = resolved(run), resolved(out)
     if out_r == run_r:
         raise InputError("OUT is the run folder itself; export to a new folder", out)
     if inside(out_r, run_r):
@@ -370,6 +375,21 @@ def _copy_verified(src: Path, dest: Path) -> dict[str, Any]:
     return {"sha256": after, "bytes": dest.stat().st_size}
 
 
+def _load_test(run: Path, tmp: Path, weights: list[str]) -> None:
+    """The exported folder must load as it is, with every weight file it ships (not only the EMA that sampling
+    reads: a truncated or diverged model.safetensors would pass unnoticed); errors name the file in RUN."""
+    from medsci.diffusion.checkpoint import EMA_FILE, load_weights
+    from medsci.tasks.synthesis.pipeline import load_model
+
+    try:
+        loaded = load_model(tmp, device="cpu")
+        for weight in weights:
+            load_weights(tmp, loaded.model, use_ema=weight == EMA_FILE)
+    except ConfigError as err:
+        where = Path(err.path or tmp)
+        raise ConfigError(err.reason, run / where.relative_to(tmp) if where.is_relative_to(tmp) else where) from None
+
+
 def export_model(run: str | Path, out: str | Path, evaluation: str | Path | None = None, force: bool = False,
                  ema_only: bool = False, name: str | None = None) -> Path:
     """Write the shareable model folder ``out`` from the checkpoint folder ``run``; returns ``out``.
@@ -378,16 +398,18 @@ def export_model(run: str | Path, out: str | Path, evaluation: str | Path | None
     and a non-empty existing ``out`` unless ``force``. The folder is assembled beside ``out``, checked to
     load with :func:`~medsci.tasks.synthesis.pipeline.load_model`, then renamed into place.
     """
-    from medsci.io.atomic import write_json_atomic, write_text_atomic
-    from medsci.tasks.synthesis.pipeline import load_model
+    from medsci.io.atomic import write_error, write_json_atomic, write_text_atomic
 
     run, out = Path(run), Path(out)
     if not run.is_dir():
         raise InputError("run folder not found", run)
     _check_destination(run, out, force)
     card = model_card(run, evaluation, name)  # refuses a folder that is not a synthesis checkpoint
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+    except OSError as err:
+        raise write_error(err, out) from None
     old: Path | None = None
     try:
         files = {"config.json": _copy_verified(run / "config.json", tmp / "config.json")}
@@ -401,7 +423,7 @@ def export_model(run: str | Path, out: str | Path, evaluation: str | Path | None
         if card["evaluation"] is not None and eval_path is not None:
             files[EVALUATION_COPY] = _copy_verified(eval_path, tmp / EVALUATION_COPY)
         card["files"] = files
-        load_model(tmp, device="cpu")  # the exported folder must load as it is
+        _load_test(run, tmp, [f for f in files if f in WEIGHT_FILES])
         write_json_atomic(tmp / "model_card.json", card)
         write_text_atomic(tmp / "MODEL_CARD.md", render_model_card(card))
         mode = output_mode()  # mkdtemp/mkstemp create owner-only entries; a shared model should be readable
@@ -427,13 +449,13 @@ def export_model(run: str | Path, out: str | Path, evaluation: str | Path | None
 
 
 def register_export(subparsers) -> None:
-    from medsci.commands.args import add_command
+    from medsci.commands.args import add_command, plain_text
 
     p = add_command(subparsers, "export", run_export)
     p.add_argument("run", type=Path, metavar="RUN", help="checkpoint folder of a training run")
     p.add_argument("out", type=Path, metavar="OUT", help="folder to create (outside RUN)")
     p.add_argument("--evaluation", type=Path, help="evaluation summary.json (or its folder) to quote in the card")
-    p.add_argument("--name", help="model name in the card (default: the results name of the run)")
+    p.add_argument("--name", type=plain_text("model name"), help="model name in the card (default: the results name of the run)")
     p.add_argument("--ema-only", action="store_true", help="leave out the raw weights (model.safetensors)")
     p.add_argument("--force", action="store_true", help="replace a non-empty OUT")
 

@@ -1,0 +1,370 @@
+"""The "Weights, output folders and names" section of the bad-input catalogue (docs/bad-input.md): one test per row.
+
+Diverged or corrupt weights (NaN/Inf, or finite but so large that the result overflows), output folders that cannot
+be written (no permission, a loop of symbolic links), names that are not UTF-8 and names with control characters,
+through the real entry points (``medsci.cli.main`` in-process). Each row checks the exit code, that no traceback
+reaches the user, the message the catalogue promises and, for batches, that the good case still completes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from catalogue import assert_promised, promised_messages, section_rows, without_folders
+from medsci.cli import main
+from test_bad_input_files import SEIS_TINY, TEST_CONFIG
+
+TITLE, PREFIX = "Weights, output folders and names", "W"
+CASE0, CASE1 = "BraTS-DEMO-00000-000", "BraTS-DEMO-00001-000"
+
+
+# ------------------------------------------------------------------------------------------ shared inputs
+def _checkpoint(folder: Path, config: dict) -> Path:
+    """Untrained weights of ``config``'s network (only loading and the finiteness of results are tested)."""
+    import torch
+
+    from medsci.diffusion.checkpoint import save_checkpoint
+    from medsci.diffusion.networks import build_network
+
+    torch.manual_seed(0)
+    net = build_network(config["model"])
+    return save_checkpoint(folder, config, net, ema=net)
+
+
+def _scaled(src: Path, dest: Path, how: Callable) -> Path:
+    """A copy of checkpoint ``src`` whose weight files hold ``how(tensor)`` for every float tensor."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dest)
+    for name in ("model.safetensors", "ema.safetensors"):
+        state = load_file(str(dest / name))
+        save_file({k: how(v) if v.is_floating_point() else v for k, v in state.items()}, str(dest / name))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """One checkpoint per generator (good, all-NaN, and 'diverged': finite weights x 1e30 whose results overflow),
+    two synthesis cases missing t2f, a survey with two dead traces, a longitudinal subject and a radiograph."""
+    from medsci.config import load_config
+    from medsci.io.radiograph import write_png
+    from medsci.io.segy import create_segy
+    from medsci.tasks.longitudinal.demo import write_demo_subjects
+    from medsci.tasks.longitudinal.pipeline import checkpoint_config as longitudinal_config
+    from medsci.tasks.rotation.pipeline import checkpoint_config as rotation_config
+    from medsci.tasks.seismic.config import SeismicConfig
+    from medsci.tasks.seismic.pipeline import checkpoint_config as seismic_config
+    from medsci.tasks.synthesis.demo import write_brats_dataset
+    from medsci.tasks.synthesis.pipeline import checkpoint_config as synthesis_config
+    from test_longitudinal import SHAPE, SPACING, _cfg as longitudinal_cfg
+    from test_rotation import _small_cfg as rotation_cfg
+
+    root = tmp_path_factory.mktemp("weights_io")
+    syn = load_config(TEST_CONFIG).synthesis
+    syn.model.prior = "none"
+    configs = {"syn": synthesis_config(syn), "seis": seismic_config(SeismicConfig.from_dict(SEIS_TINY)),
+               "rot": rotation_config(rotation_cfg()), "lon": longitudinal_config(longitudinal_cfg())}
+    a = {"root": root}
+    for key, config in configs.items():
+        good = _checkpoint(root / key, config)
+        a[key] = good
+        a[f"{key}_nan"] = _scaled(good, root / f"{key}_nan", lambda v: v.new_full(v.shape, float("nan")))
+        a[f"{key}_big"] = _scaled(good, root / f"{key}_big", lambda v: v * 1e30 if v.ndim > 1 else v)
+    write_brats_dataset(root / "cases", cases=2, seed=1, shape=(36, 40, 30))
+    for p in (root / "cases").glob("*/*-t2f.nii.gz"):
+        p.unlink()
+    cube = np.random.default_rng(0).standard_normal((6, 5, 16)).astype(np.float32)
+    cube[2, 3] = cube[4, 1] = 0  # two dead traces to reconstruct
+    a["survey"] = create_segy(root / "survey.segy", cube)
+    write_demo_subjects(root / "subjects", n=1, seed=1, shape=SHAPE, spacing=SPACING)
+    a["subject"] = root / "subjects" / "sub-000"
+    a["view"] = root / "view.png"
+    write_png(a["view"], np.random.default_rng(0).random((32, 32)))
+    return a
+
+
+# ------------------------------------------------------------------------------------------ command lines
+def _synthesize(a, ck: str, out: Path, cases: Path | None = None) -> list[str]:
+    return ["synthesize", "--checkpoint", str(a[ck]), "--input", str(cases or a["root"] / "cases"), "--output",
+            str(out), "--no-progress", "--no-qc"]
+
+
+def _forecast(a, ck: str, out: Path) -> list[str]:
+    return ["forecast", "--checkpoint", str(a[ck]), "--subject", str(a["subject"]), "--time", "2000", "--output",
+            str(out)]
+
+
+def _interpolate(a, ck: str, out: Path) -> list[str]:
+    return ["interpolate", "--checkpoint", str(a[ck]), "--input", str(a["survey"]), "--output", str(out)]
+
+
+def _rotate(a, ck: str, out: Path, image: Path | None = None) -> list[str]:
+    return ["rotate", "--checkpoint", str(a[ck]), "--input", str(image or a["view"]), "--angles", "0,0,5",
+            "--output", str(out)]
+
+
+def _export(a, run: Path, out: Path, *extra: str) -> list[str]:
+    return ["export", str(run), str(out), *extra]
+
+
+# ------------------------------------------------------------------------------------------ rows
+@dataclass
+class Row:
+    argv: list[str]
+    code: int
+    unwritable: Path | None = None  # a folder made unwritable for the command
+    check: Callable[[], None] | None = None  # what must (not) have been written
+
+
+ROWS: dict[str, Callable[[Path, dict], Row]] = {}
+
+
+def row(rid: str):
+    def register(fn):
+        assert rid not in ROWS
+        ROWS[rid] = fn
+        return fn
+    return register
+
+
+def _nothing_in(folder: Path) -> Callable[[], None]:
+    def check():
+        assert not folder.exists() or not [p for p in folder.rglob("*") if p.is_file()], list(folder.rglob("*"))
+    return check
+
+
+def _no_volume(out: Path) -> Callable[[], None]:
+    def check():
+        assert not list(out.rglob("*.nii.gz")), list(out.rglob("*.nii.gz"))
+    return check
+
+
+def _only_good_case(out: Path, bad: str = CASE0, good: str = CASE1) -> Callable[[], None]:
+    def check():
+        assert (out / good / f"{good}_t2f_SYNTHETIC.nii.gz").is_file()
+        assert not (out / bad / f"{bad}_t2f_SYNTHETIC.nii.gz").exists()
+    return check
+
+
+# --- NaN weights: refused when the checkpoint loads ------------------------------------------------------
+@row("W01")
+def _(tmp, a):
+    return Row(_synthesize(a, "syn_nan", tmp / "out"), 2, check=_nothing_in(tmp / "out"))
+
+
+@row("W02")
+def _(tmp, a):
+    return Row(_forecast(a, "lon_nan", tmp / "pred.nii.gz"), 2, check=_nothing_in(tmp))
+
+
+@row("W03")
+def _(tmp, a):
+    return Row(_interpolate(a, "seis_nan", tmp / "filled.segy"), 2, check=_nothing_in(tmp))
+
+
+@row("W04")
+def _(tmp, a):
+    return Row(_rotate(a, "rot_nan", tmp / "rotated.png"), 2, check=_nothing_in(tmp))
+
+
+@row("W05")
+def _(tmp, a):
+    return Row(_export(a, a["syn_nan"], tmp / "shared"), 2, check=_nothing_in(tmp))
+
+
+@row("W06")
+def _(tmp, a):
+    run = tmp / "run"
+    shutil.copytree(a["syn"], run)
+    raw = (run / "model.safetensors").read_bytes()
+    (run / "model.safetensors").write_bytes(raw[: len(raw) // 2])  # the EMA, which sampling reads, is intact
+    return Row(_export(a, run, tmp / "shared"), 2, check=_nothing_in(tmp / "shared"))
+
+
+# --- finite weights whose results overflow: no NaN output is written -------------------------------------
+@row("W07")
+def _(tmp, a):
+    return Row(_synthesize(a, "syn_big", tmp / "out"), 1, check=_no_volume(tmp / "out"))
+
+
+@row("W08")
+def _(tmp, a):
+    return Row(_forecast(a, "lon_big", tmp / "pred.nii.gz"), 2, check=_nothing_in(tmp))
+
+
+@row("W09")
+def _(tmp, a):
+    return Row(_interpolate(a, "seis_big", tmp / "filled.segy"), 2, check=_nothing_in(tmp))
+
+
+@row("W10")
+def _(tmp, a):
+    return Row(_rotate(a, "rot_big", tmp / "rotated.png"), 2, check=_nothing_in(tmp))
+
+
+@row("W23")
+def _(tmp, a):
+    argv = ["sample", "synthesis", "--checkpoint", str(a["syn_nan"]), "--input", str(a["root"] / "cases"), "--out",
+            str(tmp / "out"), "--no-progress"]
+    return Row(argv, 2, check=_nothing_in(tmp / "out"))
+
+
+@row("W24")
+def _(tmp, a):
+    argv = ["sample", "synthesis", "--checkpoint", str(a["syn_big"]), "--input", str(a["root"] / "cases"), "--out",
+            str(tmp / "out"), "--no-progress"]
+    return Row(argv, 1, check=_no_volume(tmp / "out"))
+
+
+# --- output folders that cannot be written ---------------------------------------------------------------
+@row("W11")
+def _(tmp, a):
+    out = tmp / "out"
+    (out / CASE0).mkdir(parents=True)  # an earlier run's case folder, someone else's
+    return Row(_synthesize(a, "syn", out), 1, unwritable=out / CASE0, check=_only_good_case(out))
+
+
+@row("W12")
+def _(tmp, a):
+    (tmp / "locked").mkdir()
+    return Row(_forecast(a, "lon", tmp / "locked" / "pred.nii.gz"), 2, unwritable=tmp / "locked",
+               check=_nothing_in(tmp / "locked"))
+
+
+@row("W13")
+def _(tmp, a):
+    (tmp / "locked").mkdir()
+    return Row(_interpolate(a, "seis", tmp / "locked" / "filled.segy"), 2, unwritable=tmp / "locked",
+               check=_nothing_in(tmp / "locked"))
+
+
+@row("W14")
+def _(tmp, a):
+    (tmp / "locked").mkdir()
+    return Row(_rotate(a, "rot", tmp / "locked" / "rotated.png"), 2, unwritable=tmp / "locked",
+               check=_nothing_in(tmp / "locked"))
+
+
+@row("W15")
+def _(tmp, a):
+    (tmp / "locked").mkdir()
+    return Row(_export(a, a["syn"], tmp / "locked" / "shared"), 2, unwritable=tmp / "locked",
+               check=_nothing_in(tmp / "locked"))
+
+
+def _loop(tmp: Path) -> Path:
+    os.symlink("loop2", tmp / "loop1")
+    os.symlink("loop1", tmp / "loop2")
+    return tmp / "loop1"
+
+
+@row("W16")
+def _(tmp, a):
+    return Row(_forecast(a, "lon", _loop(tmp) / "pred.nii.gz"), 2)
+
+
+@row("W17")
+def _(tmp, a):
+    return Row(_synthesize(a, "syn", _loop(tmp) / "out"), 2)
+
+
+@row("W18")
+def _(tmp, a):
+    return Row(_export(a, a["syn"], _loop(tmp) / "shared"), 2)
+
+
+# --- names that are not UTF-8, or hold control characters ------------------------------------------------
+@row("W19")
+def _(tmp, a):
+    image = Path(os.fsdecode(os.fsencode(tmp) + b"/view\xff.png"))
+    shutil.copyfile(a["view"], image)
+    return Row(_rotate(a, "rot", tmp / "rotated.png", image), 2, check=lambda: not (tmp / "rotated.png").exists())
+
+
+@row("W20")
+def _(tmp, a):
+    cases, out = tmp / "cases", tmp / "out"
+    shutil.copytree(a["root"] / "cases", cases)
+    t1n = cases / CASE0 / f"{CASE0}-t1n.nii.gz"
+    t1n.rename(os.fsdecode(os.fsencode(cases / CASE0) + f"/{CASE0}\xe9-t1n.nii.gz".encode("latin-1")))
+    return Row(_synthesize(a, "syn", out, cases), 1, check=_only_good_case(out))
+
+
+@row("W21")
+def _(tmp, a):
+    return Row(_export(a, a["syn"], Path(os.fsdecode(os.fsencode(tmp) + b"/shared\xff"))), 2,
+               check=_nothing_in(tmp))
+
+
+@row("W22")
+def _(tmp, a):
+    return Row(_export(a, a["syn"], tmp / "shared", "--name", "demo\n## Intended use\nclinical diagnosis"), 2,
+               check=_nothing_in(tmp))
+
+
+# ------------------------------------------------------------------------------------------ the test
+def _make_unwritable(folder: Path, monkeypatch) -> None:
+    """No one may create anything in ``folder``: chmod where that binds; root ignores modes, so there the calls
+    that create files and folders are made to fail with EACCES, as the file system would."""
+    folder.chmod(0o555)
+    if os.geteuid() != 0:
+        return
+    inside = os.fsencode(folder) + b"/"
+
+    def refuse(real):
+        def call(path, *args, **kwargs):
+            if os.fsencode(path).startswith(inside) and (real is not os.open or args[0] & os.O_CREAT):
+                raise PermissionError(errno.EACCES, "Permission denied", path)
+            return real(path, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(os, "open", refuse(os.open))
+    monkeypatch.setattr(os, "mkdir", refuse(os.mkdir))
+
+
+def _assert_cell(cell: str, output: str) -> None:
+    """The row's promised messages: ``medsci ...`` lines, or a batch's ``<case>: refused: ...`` lines."""
+    if promised_messages(cell):
+        assert_promised(cell, output)
+        return
+    shown = without_folders(output)
+    for message in re.findall(r"`([^`]+)`", cell):
+        assert message in shown, f"promised {message!r}\ngot {shown!r}"
+
+
+@pytest.mark.parametrize("rid", sorted(ROWS), ids=sorted(ROWS))
+def test_bad_input_row(rid, assets, tmp_path, capsys, monkeypatch):
+    spec = ROWS[rid](tmp_path, assets)
+    if spec.unwritable is not None:
+        _make_unwritable(spec.unwritable, monkeypatch)
+    try:
+        code = main(spec.argv)
+    finally:
+        if spec.unwritable is not None:
+            monkeypatch.undo()
+            spec.unwritable.chmod(0o755)
+    captured = capsys.readouterr()
+    output = captured.out + captured.err
+    assert "Traceback" not in output, output
+    assert code == spec.code, output
+    _assert_cell(section_rows(TITLE, PREFIX)[rid], output)
+    if spec.code == 2:  # refused: on one line
+        assert len([ln for ln in captured.err.splitlines() if ": error: " in ln]) == 1, output
+    if spec.check is not None:
+        spec.check()
+
+
+def test_catalogue_rows_match_tests():
+    rows = section_rows(TITLE, PREFIX)
+    assert sorted(rows) == sorted(ROWS), (sorted(set(rows) ^ set(ROWS)), "rows without tests or tests without rows")
+    for cell in rows.values():
+        assert re.findall(r"`([^`]+)`", cell), f"row promises no message: {cell}"
