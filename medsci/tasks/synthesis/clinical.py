@@ -341,11 +341,11 @@ def run_batch(loaded, sampler, checkpoint: Path, input_dir: Path, settings: Batc
     bar = tqdm(found, desc="cases", unit="case", disable=not progress, file=sys.stderr)
     for case_id, folder, refusal in bar:
         bar.set_postfix_str(case_id)
+        inputs = None  # before anything can refuse: a refused case must not report the previous case's inputs
         try:
             if refusal:
                 raise InputError(refusal, folder)
             refuse_links_outside([folder], input_dir)
-            inputs = None
             inputs = scan_case(case_id, folder, patterns, dicom_mapping)
             refuse_links_outside(inputs.input_files(), input_dir)
             record = synthesize_case(loaded, sampler, inputs, settings, model_key)
