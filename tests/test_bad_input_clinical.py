@@ -234,3 +234,17 @@ def test_catalogue_rows_match_tests():
     ids = [fn.__doc__.split(":", 1)[0] for name, fn in globals().items()
            if name.startswith("test_") and fn is not test_catalogue_rows_match_tests]
     assert sorted(ids) == sorted(ROWS), (sorted(set(ids) ^ set(ROWS)), "rows without tests or tests without rows")
+
+
+def test_colliding_case_ids_first_in_the_batch_are_refused_alone(assets, tmp_path, capsys):
+    """C8: refused before its inputs were read, a case must neither crash the batch nor report the contrasts of
+    the case before it."""
+    drop = tmp_path / "drop"
+    for name in ("Case", "case", "good"):
+        _case(assets, drop, name)
+    code = _run(assets, drop, tmp_path / "out")
+    _check("C8", code, capsys, 1)
+    assert (tmp_path / "out" / "good" / "good_t2f_SYNTHETIC.nii.gz").is_file()
+    for name in ("Case", "case"):
+        record = _record(tmp_path / "out", name)
+        assert record["status"] == "refused" and not record["contrasts"], record
