@@ -29,6 +29,7 @@ import pytest
 import segyio
 import SimpleITK as sitk
 
+from catalogue import assert_promised, promised_messages, section_rows, without_folders
 from medsci.cli import main
 from test_dicom import _write_source
 from test_radiograph_io import _make_dicom
@@ -978,6 +979,14 @@ def test_bad_input_row(rid, assets, tmp_path, capsys):
     if spec.code == 2:  # refused: one line naming the file and the reason
         lines = [ln for ln in output.splitlines() if spec.reason in ln]
         assert len(lines) == 1 and spec.name in lines[0], output
+    # the message the catalogue promises, with the test's folders cut off as the table writes paths
+    shown = output.replace(f"{tmp_path}{os.sep}", "").replace(f"{assets['root']}{os.sep}", "")
+    cell = section_rows("Files and readers", "R")[rid]
+    if promised_messages(cell):
+        assert_promised(cell, shown)
+    else:  # a batch's per-case line (`<case>: refused: ...`) or the line of a handled input
+        for text in re.findall(r"`([^`]+)`", cell):
+            assert text in without_folders(shown), (text, shown)
     if spec.check is not None:
         spec.check()
     if before is not None:
