@@ -981,16 +981,20 @@ def test_bad_input_row(rid, assets, tmp_path, capsys):
         assert len(lines) == 1 and spec.name in lines[0], output
     # the message the catalogue promises, with the test's folders cut off as the table writes paths
     shown = output.replace(f"{tmp_path}{os.sep}", "").replace(f"{assets['root']}{os.sep}", "")
-    cell = section_rows("Files and readers", "R")[rid]
-    if promised_messages(cell):
-        assert_promised(cell, shown)
-    else:  # a batch's per-case line (`<case>: refused: ...`) or the line of a handled input
-        for text in re.findall(r"`([^`]+)`", cell):
-            assert text in without_folders(shown), (text, shown)
+    assert_row_message(section_rows("Files and readers", "R")[rid], shown)
     if spec.check is not None:
         spec.check()
     if before is not None:
         assert _digests(spec.untouched) == before  # inputs untouched
+
+
+def assert_row_message(cell: str, output: str) -> None:
+    """:func:`assert_promised`, and for a row whose message is not a ``medsci ...`` one (a batch's per-case line
+    ``<case>: refused: ...``, the line of a handled input) each backticked text of the row."""
+    if promised_messages(cell):
+        return assert_promised(cell, output)
+    for text in re.findall(r"`([^`]+)`", cell):
+        assert text in without_folders(output), f"promised {text!r}\ngot {without_folders(output)!r}"
 
 
 def _catalogue_ids() -> list[str]:

@@ -173,14 +173,14 @@ def _read_manifest(out: Path, problems: list[str]) -> dict | None:
         return None
     if DIGEST_KEY not in manifest:
         problems.append(f"{MANIFEST}: has no {DIGEST_KEY} (written by hand or by an older medsci); write the "
-                        "submission again with `medsci submit`")
+                        "submission again with medsci submit")
     elif manifest[DIGEST_KEY] != provenance_digest(manifest):
-        problems.append(f"{MANIFEST}: edited after `medsci submit` (its {DIGEST_KEY} does not match its "
+        problems.append(f"{MANIFEST}: edited after medsci submit (its {DIGEST_KEY} does not match its "
                         "seeds, sampler, config and hashes); write the submission again")
     leaked = sorted(_absolute_paths({k: v for k, v in manifest.items() if k != "environment"}))
     if leaked:
         problems.append(f"{MANIFEST}: holds {len(leaked)} absolute path(s) of the machine that wrote it "
-                        f"({leaked[0]!r}...), which would leave with the upload; write it with `medsci submit`")
+                        f"({leaked[0]!r}...), which would leave with the upload; write it with medsci submit")
     return manifest
 
 
