@@ -9,6 +9,7 @@ from pathlib import Path
 
 from medsci.errors import InputError, MedsciError
 from medsci.io.dicom import DicomSeries
+from medsci.io.paths import regular_file
 from medsci.io.voxels import one_line
 from medsci.mri.cases import MODALITIES
 
@@ -102,7 +103,7 @@ def load_mapping(path: Path) -> dict[str, list[str]]:
 
     from medsci.config import YAML_VALUE_ERRORS, check_yaml_structure
 
-    path = Path(path)
+    path = regular_file(path)
     try:
         text = path.read_text(encoding="utf-8")
         check_yaml_structure(text, path)  # nesting and alias limits first
