@@ -20,6 +20,7 @@ import yaml
 from medsci import registry
 from medsci.config_section import ConfigSection
 from medsci.errors import ConfigError
+from medsci.io.paths import regular_file
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "config_schema.yaml"
 
@@ -310,6 +311,8 @@ def read_config_yaml(path: str | Path) -> dict:
     try:
         if path.is_dir():
             raise ConfigError("is a folder, not a config file", path)
+        if path.exists():
+            regular_file(path)  # a named pipe would block the read
         if path.stat().st_size > MAX_CONFIG_BYTES:
             raise ConfigError(f"config file is larger than {MAX_CONFIG_BYTES // 1024} KiB; is it a config?", path)
         raw = path.read_bytes()

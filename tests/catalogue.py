@@ -12,7 +12,9 @@ import re
 from pathlib import Path
 
 CATALOGUE = Path(__file__).resolve().parents[1] / "docs" / "bad-input.md"
-_FOLDERS = re.compile(r"(?:[A-Za-z]:)?(?:/[^/\s:'\"()`]+)+/")
+# an absolute path's folders: only where a path starts (not the "/c1/" of a relative cases/c1/prep, nor the
+# "/object/" of a YAML tag python/object/apply)
+_FOLDERS = re.compile(r"(?<![\w.-])(?:[A-Za-z]:)?(?:/[^/\s:'\"()`]+)+/")
 
 
 def section_rows(title: str, prefix: str) -> dict[str, str]:

@@ -22,6 +22,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from catalogue import assert_promised, section_rows
 from medsci.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -294,6 +295,11 @@ def test_bad_argument_is_refused_before_any_work(row, tree, capsys, monkeypatch,
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert row.names in lines[0] and row.reason.format(w=tree) in lines[0], lines[0]
+    # the message the catalogue promises: paths relative to the tree, the torch version as VERSION
+    import torch
+
+    shown = err.replace(f"{tree}{os.sep}", "").replace(torch.__version__, "VERSION")
+    assert_promised(section_rows(SECTION[3:], "A")[row.id], shown)
     assert tree_state(tree) == before, "the refused command wrote into the tree"
     assert not (tree / "PWNED").exists()
     # In a subprocess most of the time is Python and torch starting up (slow on a loaded machine).

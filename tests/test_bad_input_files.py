@@ -29,6 +29,7 @@ import pytest
 import segyio
 import SimpleITK as sitk
 
+from catalogue import assert_promised, promised_messages, section_rows, without_folders
 from medsci.cli import main
 from test_dicom import _write_source
 from test_radiograph_io import _make_dicom
@@ -978,10 +979,22 @@ def test_bad_input_row(rid, assets, tmp_path, capsys):
     if spec.code == 2:  # refused: one line naming the file and the reason
         lines = [ln for ln in output.splitlines() if spec.reason in ln]
         assert len(lines) == 1 and spec.name in lines[0], output
+    # the message the catalogue promises, with the test's folders cut off as the table writes paths
+    shown = output.replace(f"{tmp_path}{os.sep}", "").replace(f"{assets['root']}{os.sep}", "")
+    assert_row_message(section_rows("Files and readers", "R")[rid], shown)
     if spec.check is not None:
         spec.check()
     if before is not None:
         assert _digests(spec.untouched) == before  # inputs untouched
+
+
+def assert_row_message(cell: str, output: str) -> None:
+    """:func:`assert_promised`, and for a row whose message is not a ``medsci ...`` one (a batch's per-case line
+    ``<case>: refused: ...``, the line of a handled input) each backticked text of the row."""
+    if promised_messages(cell):
+        return assert_promised(cell, output)
+    for text in re.findall(r"`([^`]+)`", cell):
+        assert text in without_folders(output), f"promised {text!r}\ngot {without_folders(output)!r}"
 
 
 def _catalogue_ids() -> list[str]:

@@ -16,7 +16,8 @@ from medsci.cli import main
 from medsci.errors import MedsciError
 from medsci.provenance import deterministic_settings, enable_determinism, environment, git_commit, sha256_file
 from medsci.tasks.synthesis.export import export_model, safetensors_parameters
-from medsci.tasks.synthesis.submission import MANIFEST, register_submission_commands, verify_submission, write_manifest
+from medsci.tasks.synthesis.submission import (MANIFEST, provenance_digest, register_submission_commands,
+                                              verify_submission, write_manifest)
 from test_synthesis import trained  # noqa: F401  (the tiny trained checkpoint, built once per module)
 
 DROP = ("t2w", "t1c")  # the contrast removed from each of the two input cases
@@ -155,6 +156,7 @@ def _rewrite(out: Path, name: str, fn, rehash: bool = True) -> None:
     if rehash:
         manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
         manifest["outputs"][name]["sha256"] = _digest(out / name)
+        manifest["provenance_sha256"] = provenance_digest(manifest)  # as if submit had written it
         (out / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
 
 
@@ -205,7 +207,8 @@ def test_each_broken_volume_is_reported_with_its_own_message(submission, tmp_pat
     assert problems[0].startswith(f"{name}: ") and message in problems[0]
     assert cli(["verify-submission", str(out), "--input", str(inputs)]) == 1
     captured = capsys.readouterr()
-    assert captured.out.strip() == problems[0] and "FAILED: 1 problem" in captured.err
+    lines = captured.err.strip().splitlines()
+    assert lines[0] == f"medsci verify-submission: error: {out}: {problems[0]}" and "FAILED: 1 problem" in lines[1]
 
 
 def test_names_cases_and_extra_files_are_checked(submission, tmp_path):

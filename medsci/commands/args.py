@@ -137,7 +137,8 @@ def add_shape_arg(parser, flag: str, nargs: int = 3, **kwargs) -> None:
 
 def add_force_arg(parser) -> None:
     parser.add_argument("--force", action="store_true",
-                        help="write into OUT even when it holds files demo-data did not write (they may be replaced)")
+                        help="write into OUT even when it holds files demo-data did not write, replacing those of the "
+                             "same names")
 
 
 def add_demo_data(tasks, name: str, handler, count: tuple[str, str, int], shape: list[int] | None = None,
@@ -157,12 +158,43 @@ def add_demo_data(tasks, name: str, handler, count: tuple[str, str, int], shape:
 
 
 def write_demo(args, own: tuple[str, ...], what: str, write) -> int:
-    """The demo-data handler's frame: check OUT (``own``: see :func:`check_demo_output`), ``write()`` the files,
-    say how many ``what`` it wrote."""
-    check_demo_output(args.out, args.force, own=own)
-    written = write()
-    print(f"wrote {len(written)} {what} to {args.out}")
+    """The demo-data handler's frame: check OUT (``own``: see :func:`check_demo_output`), ``write()`` the files
+    (into ``args.out``) and say how many ``what`` it wrote.
+
+    ``write()`` runs in a hidden staging folder inside OUT; its files are then moved into OUT. A file already
+    in OUT with other bytes is never replaced without --force, even where its name is one demo-data writes (a
+    user's case folder named like a demo case): a rerun with the same options gives the same bytes.
+    """
+    import os
+    import tempfile
+
+    out = Path(args.out)
+    check_demo_output(out, args.force, own=own)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".medsci-demo-", dir=out) as staging:
+        args.out = Path(staging)
+        try:
+            written = write()
+        finally:
+            args.out = out
+        moves = [(p, out / p.relative_to(staging)) for p in sorted(Path(staging).rglob("*")) if p.is_file()]
+        changed = [dest for src, dest in moves if dest.exists() and not _same_bytes(src, dest)]
+        if changed and not args.force:
+            more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+            raise InputError(f"OUT already holds {changed[0].relative_to(out).as_posix()}{more} with other contents; "
+                             "demo-data does not overwrite a file: choose an empty or new folder, or pass --force "
+                             "to replace them", out)
+        for src, dest in moves:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dest)
+    print(f"wrote {len(written)} {what} to {out}")
     return 0
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    import filecmp
+
+    return b.is_file() and filecmp.cmp(a, b, shallow=False)
 
 
 def check_demo_output(out: str | Path, force: bool, own: tuple[str, ...]) -> None:

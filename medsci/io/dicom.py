@@ -23,7 +23,8 @@ import numpy as np
 
 from medsci.errors import InputError, check_plain_text
 from medsci.io.atomic import refuse_non_finite
-from medsci.io.voxels import LPS_TO_RAS, Volume, check_declared_size, from_sitk, one_line
+from medsci.io.paths import regular_file
+from medsci.io.voxels import LPS_TO_RAS, Volume, check_declared_size, check_physical_size, from_sitk, one_line
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,10 @@ class DicomSeries:
 
 def _iter_visible(folder: Path):
     # Hidden names are skipped: atomic writers (ours included) keep temporary files/folders as ".name".
+    # Anything but a regular file (a named pipe would block the read forever) is refused, naming it.
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        yield from (Path(root, f) for f in sorted(files) if not f.startswith("."))
+        yield from (regular_file(Path(root, f)) for f in sorted(files) if not f.startswith("."))
 
 
 def _has_magic(path: Path) -> bool:
@@ -194,7 +196,9 @@ def read_series(series: DicomSeries) -> Volume:
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(warn)
     info = {"series_uid": series.series_uid, "description": series.description, "n_files": len(recs)}
-    return from_sitk(img, where, "dicom", {"dicom": info})
+    vol = from_sitk(img, where, "dicom", {"dicom": info})
+    check_physical_size(vol.array.shape, vol.affine, where)  # as read_volume does for files
+    return vol
 
 
 def _ds(value: float) -> str:

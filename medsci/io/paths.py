@@ -1,8 +1,10 @@
-"""Path checks shared by the commands: inputs that are links to outside the input folder."""
+"""Path checks shared by the commands: inputs that are links to outside the input folder, and inputs that are
+not regular files."""
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Iterable
 
@@ -44,3 +46,20 @@ def refuse_links_outside(paths: Iterable[str | Path], root: str | Path) -> None:
         if not inside(target, root_resolved):
             raise InputError(f"is a link to {target}, outside the input folder {root}; copy the data in instead",
                              path)
+
+
+def regular_file(path: str | Path) -> Path:
+    """``path`` if it is a regular file (after links); otherwise InputError naming it. Every reader checks
+    this before it opens a file: opening a named pipe waits for a writer forever, a device never ends."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode  # stat does not open: safe on a FIFO
+    except FileNotFoundError:
+        raise InputError("file not found", path) from None
+    except OSError as err:
+        raise InputError(f"cannot read file ({err.strerror or err})", path) from None
+    if stat.S_ISDIR(mode):
+        raise InputError("is a folder; expected a file", path)
+    if not stat.S_ISREG(mode):
+        raise InputError("not a regular file", path)
+    return path

@@ -50,7 +50,7 @@ import numpy as np
 from medsci.errors import InputError
 from medsci.io.atomic import atomic_path, refuse_non_finite, write_bytes_atomic
 from medsci.io.dicom import _ds, _has_magic, _sop_ref, _str
-from medsci.io.paths import resolved
+from medsci.io.paths import regular_file, resolved
 from medsci.io.voxels import check_declared_size, one_line
 
 __all__ = ["Radiograph", "read_radiograph", "write_radiograph", "write_png", "RADIOGRAPH_SUFFIXES"]
@@ -174,8 +174,7 @@ def read_radiograph(path: str | Path) -> Radiograph:
         raise InputError("file not found", path)
     if path.is_dir():
         raise InputError("is a folder; expected a radiograph file", path)
-    if not path.is_file():  # a FIFO or device would block or never end
-        raise InputError("not a regular file", path)
+    regular_file(path)  # a FIFO or device would block or never end
     try:
         with open(path, "rb") as fh:
             fh.read(1)

@@ -23,7 +23,7 @@ import segyio
 
 from medsci.errors import InputError
 from medsci.io.atomic import atomic_path, refuse_non_finite, write_npy_atomic
-from medsci.io.paths import resolved
+from medsci.io.paths import regular_file, resolved
 from medsci.io.volume import load_npy
 
 SEGY_SUFFIXES = (".segy", ".sgy")
@@ -143,7 +143,10 @@ def _check_format(f: segyio.SegyFile, path: Path) -> None:
 
 def _check_file(path: Path) -> None:
     if not path.is_file():
-        raise InputError("SEG-Y file not found" if not path.is_dir() else "is a folder; expected a SEG-Y file", path)
+        if not path.exists() or path.is_dir():
+            raise InputError("SEG-Y file not found" if not path.exists() else "is a folder; expected a SEG-Y file",
+                             path)
+        regular_file(path)  # a named pipe or a device
     size = path.stat().st_size
     if size < _HEADER_BYTES:
         raise InputError(f"file is too short for SEG-Y ({size} bytes; the text and binary headers alone take "

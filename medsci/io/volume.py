@@ -15,7 +15,8 @@ import numpy as np
 
 from medsci.errors import InputError
 from medsci.io.atomic import atomic_path, refuse_non_finite
-from medsci.io.voxels import Volume, check_declared_size, from_sitk, one_line, squeeze_to_3d
+from medsci.io.paths import regular_file
+from medsci.io.voxels import Volume, check_declared_size, check_physical_size, from_sitk, one_line, squeeze_to_3d
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
@@ -41,7 +42,7 @@ def load_npy(path: Path, what: str = ".npy array") -> np.ndarray:
 
     Refuses object (pickled) and complex arrays; the caller checks shape and meaning.
     """
-    path = Path(path)
+    path = regular_file(path)
     try:
         with open(path, "rb") as fh:
             version = np.lib.format.read_magic(fh)
@@ -122,9 +123,38 @@ def _read_nifti(path: Path) -> Volume:
     return Volume(array=array, affine=affine, source=path, header=header, meta=meta)
 
 
+# The header keys naming a detached voxel file: MetaImage `ElementDataFile = x.raw`, NRRD `data file: x.raw`.
+_DATA_FILE_KEYS = {".mhd": ("elementdatafile", "="), ".nhdr": ("data file", ":"), ".nrrd": ("data file", ":")}
+
+
+def _detached_data_files(path: Path) -> list[Path]:
+    """The voxel files a .mhd / .nhdr header names (a single file or a LIST), to be checked before ITK opens
+    them: a named pipe there would block ITK forever. File-name patterns (``%03d``) are left to ITK."""
+    key, sep = _DATA_FILE_KEYS.get(_suffix(path), (None, None))
+    if key is None:
+        return []
+    with open(path, "rb") as fh:
+        lines = fh.read(1 << 16).decode("latin-1").splitlines()
+    if key == "data file":
+        key = ("data file", "datafile")
+    for i, line in enumerate(lines):
+        name, found, value = line.partition(sep)
+        if found and name.strip().lower() in key:
+            value = value.strip()
+            if value.upper() == "LOCAL" or "%" in value:
+                return []
+            if value.upper().startswith("LIST"):
+                return [path.parent / v.strip() for v in lines[i + 1:] if v.strip()]
+            return [path.parent / value]
+    return []
+
+
 def _read_itk(path: Path, fmt: str) -> Volume:
     import SimpleITK as sitk
 
+    for data_file in _detached_data_files(path):
+        if data_file.exists():  # a missing one is ITK's to report, as before
+            regular_file(data_file)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     warn = sitk.ProcessObject.GetGlobalWarningDisplay()
@@ -167,8 +197,8 @@ def read_volume(path: str | Path) -> Volume:
         raise InputError("file not found", path)
     if path.is_dir() and _suffix(path) in NIFTI_SUFFIXES + ITK_SUFFIXES:
         raise InputError("is a folder; expected a volume file", path)
-    if not path.is_dir() and not path.is_file():  # a FIFO or device would block or never end
-        raise InputError("not a regular file", path)
+    if not path.is_dir():
+        regular_file(path)  # a FIFO or device would block or never end
     if path.is_dir():
         vol = _read_dicom_series(path)
     else:
@@ -186,6 +216,7 @@ def read_volume(path: str | Path) -> Volume:
     _check_finite(vol.array, path)
     if not np.isfinite(vol.affine).all() or abs(np.linalg.det(vol.affine[:3, :3])) < 1e-12:
         raise InputError("voxel-to-world affine is singular or not finite", path)
+    check_physical_size(vol.array.shape, vol.affine, path)
     return vol
 
 

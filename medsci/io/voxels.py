@@ -69,6 +69,11 @@ def squeeze_to_3d(array: np.ndarray, path: Path) -> np.ndarray:
 # Voxel data medsci agrees to hold in memory: a header may declare any size, and allocating first would
 # crash (or swap) the machine instead of refusing the file.
 MAX_VOLUME_BYTES = 8 * 1024**3
+#: Physically plausible medical volumes: no voxel thicker than MAX_VOXEL_MM and no axis longer than
+#: MAX_EXTENT_MM (a whole-body scan is about 2 m). Beyond them a header is wrong (cm or m stored as mm), and
+#: resampling it onto a millimetre grid would run for hours.
+MAX_VOXEL_MM = 100.0
+MAX_EXTENT_MM = 3000.0
 # Deflate (gzip, zlib) expands data by at most ~1032:1, so a compressed file declaring more voxel bytes
 # than this many times its own size cannot hold them.
 _MAX_COMPRESSION = 1100
@@ -112,3 +117,16 @@ def from_sitk(img, path: Path, fmt: str, extra: dict | None = None) -> Volume:
     meta = {"format": fmt, "dtype": str(array.dtype)}
     meta.update(extra or {})
     return Volume(array=array, affine=affine, source=path, header=None, meta=meta)
+
+
+def check_physical_size(shape, affine: np.ndarray, path: Path) -> None:
+    """Refuse voxel sizes over :data:`MAX_VOXEL_MM` or extents over :data:`MAX_EXTENT_MM` (before any
+    resampling; every medical volume passes here through ``read_volume``)."""
+    spacing = np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+    extent = spacing * np.asarray(tuple(shape)[:3], dtype=np.float64)
+    if spacing.max() > MAX_VOXEL_MM or extent.max() > MAX_EXTENT_MM:
+        sizes = " x ".join(f"{s:g}" for s in spacing)
+        lengths = " x ".join(f"{e:g}" for e in extent)
+        raise InputError(f"voxels of {sizes} mm ({lengths} mm in all) are not a plausible scan (at most "
+                         f"{MAX_VOXEL_MM:g} mm per voxel and {MAX_EXTENT_MM:g} mm per axis); check the header's "
+                         "voxel size (cm or m stored as mm?)", path)

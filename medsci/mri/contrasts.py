@@ -9,6 +9,7 @@ from pathlib import Path
 
 from medsci.errors import InputError, MedsciError
 from medsci.io.dicom import DicomSeries
+from medsci.io.paths import regular_file
 from medsci.io.voxels import one_line
 from medsci.mri.cases import MODALITIES
 
@@ -35,6 +36,52 @@ DEFAULT_MAPPING: dict[str, list[str]] = {
 _PRECEDENCE = ("t2f", "t1c", "t2w", "t1n")
 _NO_AGENT = {"", "none", "no", "n/a", "na", "-"}
 
+# --- bounds on a user's patterns (--dicom-mapping): a regex is matched on every series, and Python's `re`
+# cannot be interrupted, so the work it may do is bounded before it runs. Exponential backtracking needs a
+# repeated group that itself repeats or branches ("(a+)+", "(a|aa)*"): refused. Sequential repeats cost a
+# power of the text length: at most MAX_PATTERN_REPEATS repeats of more than one per pattern, on a text of
+# tag values cut to MAX_TAG_CHARS each (the DICOM limit of SeriesDescription / ProtocolName, VR LO): about
+# 0.3 s per series in the worst case.
+MAX_PATTERN_CHARS = 200
+MAX_PATTERN_REPEATS = 3
+MAX_TAG_CHARS = 64
+
+
+def _pattern_cost(parsed) -> tuple[int, bool]:
+    """(repeats of more than one, whether any of them or any branch lies inside a repeated group) of a parsed regex."""
+    from re import _constants as c
+
+    repeats, nested = 0, False
+    for op, av in parsed:
+        if op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
+            inner, inner_nested = _pattern_cost(av[2])
+            branches = any(o == c.BRANCH for o, _ in av[2]) or any(
+                o == c.SUBPATTERN and any(oo == c.BRANCH for oo, _ in a[3]) for o, a in av[2])
+            repeats += inner + (av[1] > 1)
+            nested |= inner_nested or (av[1] > 1 and (inner > 0 or branches))
+            continue
+        subs = {c.SUBPATTERN: lambda a: [a[3]], c.BRANCH: lambda a: a[1], c.ASSERT: lambda a: [a[1]],
+                c.ASSERT_NOT: lambda a: [a[1]], c.ATOMIC_GROUP: lambda a: [a],
+                c.GROUPREF_EXISTS: lambda a: [x for x in a[1:] if x is not None]}.get(op)
+        for sub in subs(av) if subs else ():
+            n, inner_nested = _pattern_cost(sub)
+            repeats, nested = repeats + n, nested or inner_nested
+    return repeats, nested
+
+
+def _check_user_pattern(mod: str, pattern: str, where: Path) -> None:
+    from re import _parser
+
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise InputError(f"regular expression for {mod} is {len(pattern)} characters long; at most "
+                         f"{MAX_PATTERN_CHARS}", where)
+    repeats, nested = _pattern_cost(_parser.parse(pattern, re.IGNORECASE))
+    if nested:
+        raise InputError(f"regular expression {pattern!r} for {mod} repeats a group that itself repeats or "
+                         "branches (catastrophic backtracking); write it without nested quantifiers", where)
+    if repeats > MAX_PATTERN_REPEATS:
+        raise InputError(f"regular expression {pattern!r} for {mod} has {repeats} repeats (*, +, {{m,n}}); "
+                         f"at most {MAX_PATTERN_REPEATS}", where)
 
 
 def _compile(mapping: dict[str, list[str]], where: Path | None) -> dict[str, list[re.Pattern]]:
@@ -56,7 +103,7 @@ def load_mapping(path: Path) -> dict[str, list[str]]:
 
     from medsci.config import YAML_VALUE_ERRORS, check_yaml_structure
 
-    path = Path(path)
+    path = regular_file(path)
     try:
         text = path.read_text(encoding="utf-8")
         check_yaml_structure(text, path)  # nesting and alias limits first
@@ -75,7 +122,10 @@ def load_mapping(path: Path) -> dict[str, list[str]]:
         if not isinstance(pats, list) or not pats or not all(isinstance(p, str) for p in pats):
             raise InputError(f"mapping entry {mod!r} must be a regex or a list of regexes", path)
         out[str(mod)] = list(pats)
-    _compile(out, path)
+    _compile(out, path)  # syntax errors first, then the cost of each valid pattern
+    for mod, pats in out.items():
+        for pattern in pats:
+            _check_user_pattern(mod, pattern, path)
     return out
 
 
@@ -99,8 +149,8 @@ def classify_series(series: list[DicomSeries], mapping: dict[str, list[str]] | N
         if s.tags.get("Modality", "") not in ("", "MR"):
             notes.append(f"ignored series {label}: modality {s.tags['Modality']}, not MR")
             continue
-        text = " | ".join(filter(None, (s.tags.get(k, "") for k in ("SeriesDescription", "ProtocolName",
-                                                                      "SequenceName"))))
+        text = " | ".join(filter(None, (s.tags.get(k, "")[:MAX_TAG_CHARS]  # bounds the regex work
+                                        for k in ("SeriesDescription", "ProtocolName", "SequenceName"))))
         mod = next((m for m in order if any(r.search(text) for r in rules[m])), None)
         if mod == "t1n" and s.tags.get("ContrastBolusAgent", "").strip().lower() not in _NO_AGENT:
             mod = "t1c"  # a contrast agent was recorded: post-contrast whatever the description says

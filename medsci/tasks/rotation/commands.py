@@ -3,6 +3,7 @@ the user commands ``medsci rotate`` (one radiograph, a rotation) and ``medsci dr
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from medsci.commands.args import (add_command, add_demo_data, add_sampler_args, bounded_float, bounded_int,
@@ -312,7 +313,7 @@ def run_preprocess(args) -> int:
             save_pairs(safe_join(args.out, f"{name}.npz"), pairs)
             print(f"{name}: {len(angles)} views")
         except MedsciError as err:
-            print(f"error: {err}")
+            print(f"medsci preprocess: error: {err}", file=sys.stderr)  # as the other preprocess verbs
             if args.record_refusals:
                 from medsci.tasks.rotation.data import save_refusal
 

@@ -60,6 +60,8 @@ def register_clinical_commands(subparsers) -> None:
                               "affine, and manifest.json (checksums of every input, output and the checkpoint, "
                               "config, seeds, versions, hardware). Check it with `medsci verify-submission`.")
     _add_batch_args(p, dicom=False)
+    p.add_argument("--force", action="store_true",
+                   help="replace an earlier submission in --output (only its volumes and manifest.json are removed)")
     p.set_defaults(handler=run_submit)
 
 
@@ -138,10 +140,13 @@ def run_synthesize(args) -> int:
 
 def run_submit(args) -> int:
     from medsci.tasks.synthesis.clinical import BatchSettings, run_batch
-    from medsci.tasks.synthesis.submission import write_manifest
+    from medsci.tasks.synthesis.submission import earlier_submission, write_manifest
 
     _check_paths(args)
+    earlier = earlier_submission(args.output, args.force)  # refused before the model is loaded
     loaded, sampler, patterns = _prepare(args)
+    for path in earlier:
+        path.unlink()
     settings = BatchSettings(args.output, layout="flat", dicom=False, qc=False, uncertainty=False,
                              register=args.register)
     records = run_batch(loaded, sampler, Path(args.checkpoint), args.input, settings, patterns=patterns,
@@ -151,6 +156,7 @@ def run_submit(args) -> int:
                    inputs={r.case_id: [Path(p) for p in r.inputs] for r in done},
                    checkpoint_dir=Path(args.checkpoint), config=loaded.config, sampler=sampler.to_dict(),
                    seeds={"sampler": sampler.seed},
-                   extra={"refused": {r.case_id: r.reason for r in records if r.status == "refused"}})
+                   extra={"refused": {r.case_id: r.reason for r in records if r.status == "refused"}},
+                   roots={"<input>": args.input, "<checkpoint>": args.checkpoint, "<output>": args.output})
     print(f"{len(done)} case(s) in {args.output}; manifest: {args.output / 'manifest.json'}")
     return _exit_code(records, args.record_refusals)

@@ -3,7 +3,11 @@
 A BraSyn submission is one flat folder holding ``<case-id>-<missing>.nii.gz`` per input case, each on the
 grid and affine of its input case. ``medsci submit`` writes the volumes and then :func:`write_manifest`,
 which adds ``manifest.json``: the SHA-256 of every output, of every input file and of every checkpoint file
-inference reads, the full config, the sampler, the seeds and the software/hardware environment.
+inference reads, the full config, the sampler, the seeds and the software/hardware environment. Files are
+named, never located: no absolute path of the machine that wrote it leaves with an upload. Its
+``provenance_sha256`` (a SHA-256 over everything else in it, output hashes included) makes an edit of the
+seeds, the sampler or a hash after ``medsci submit`` visible to ``verify-submission``; it has no secret, so it
+shows edits, not forgery.
 
 Reproducibility contract: rerunning with the same inputs, checkpoint files, config, sampler and seeds in
 the same environment (see ``manifest["environment"]``) gives **byte-identical output volumes**. The
@@ -30,6 +34,10 @@ MANIFEST_VERSION = 1
 #: Checkpoint files inference reads (the weights actually used are named in ``checkpoint.weights_used``).
 CHECKPOINT_FILES = ("config.json", "ema.safetensors", "model.safetensors")
 AFFINE_ATOL_MM = 1e-4
+#: An output correlated this much (Pearson, inside the head) with an input contrast is a copy of it, not a
+#: synthesis: different MRI contrasts of one head correlate far less (about 0.5 to 0.9).
+COPY_CORRELATION = 0.999
+DIGEST_KEY = "provenance_sha256"
 
 _NAME = re.compile(r"^(?P<case>.+)-(?P<mod>" + "|".join(MODALITIES) + r")\.nii\.gz$")
 _NIFTI = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
@@ -50,18 +58,42 @@ def checkpoint_record(checkpoint_dir: str | Path, use_ema: bool = True) -> dict[
     if "config.json" not in files:
         raise InputError("not a medsci checkpoint folder (no config.json)", folder)
     used = "ema.safetensors" if use_ema and "ema.safetensors" in files else "model.safetensors"
-    return {"path": str(folder.resolve()), "files": files, "weights_used": used if used in files else None}
+    # its name, not its path: the manifest is uploaded
+    return {"name": folder.resolve().name, "files": files, "weights_used": used if used in files else None}
+
+
+def provenance_digest(manifest: Mapping[str, Any]) -> str:
+    """SHA-256 of the manifest without its own digest, as canonical JSON (sorted keys, no spaces)."""
+    import hashlib
+
+    body = {k: v for k, v in manifest.items() if k != DIGEST_KEY}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def _hide_roots(value, roots: Sequence[tuple[str, str]]):
+    """``value`` with every string's absolute folders ``(folder, label)`` replaced by their labels."""
+    if isinstance(value, str):
+        for folder, label in roots:
+            value = value.replace(folder, label)
+        return value
+    if isinstance(value, dict):
+        return {k: _hide_roots(v, roots) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_hide_roots(v, roots) for v in value]
+    return value
 
 
 def write_manifest(out_dir: str | Path, outputs: Mapping[str, str | Path],
                    inputs: Mapping[str, Sequence[str | Path]], checkpoint_dir: str | Path, config: dict,
-                   sampler: dict, seeds: dict, extra: dict | None = None) -> Path:
+                   sampler: dict, seeds: dict, extra: dict | None = None,
+                   roots: Mapping[str, str | Path] | None = None) -> Path:
     """Write ``<out_dir>/manifest.json`` atomically and return its path.
 
     ``outputs``: submission file name -> path (normally ``out_dir / name``); ``inputs``: case id -> the input
     files read for it. Every file is hashed (SHA-256, streamed). ``config`` is stored in full; ``sampler``
     and ``seeds`` as given (``sampler["use_ema"] is False`` records the raw weights as the ones used).
-    The wall-clock time goes under ``created`` only; the output files do not depend on it.
+    The wall-clock time goes under ``created`` only; the output files do not depend on it. ``roots`` (label ->
+    folder, e.g. ``{"<input>": input_dir}``) are replaced by their labels in ``extra`` (refusal reasons).
     """
     from datetime import datetime, timezone
 
@@ -69,6 +101,8 @@ def write_manifest(out_dir: str | Path, outputs: Mapping[str, str | Path],
     from medsci.provenance import environment
 
     out = Path(out_dir)
+    hidden = sorted({(str(p), label) for label, root in (roots or {}).items()
+                     for p in (Path(root).resolve(), Path(root).absolute())}, key=lambda x: -len(x[0]))
     bad = sorted(name for name in outputs if "/" in name or "\\" in name or name in ("", ".", "..", MANIFEST))
     if bad:
         raise InputError(f"output names must be plain file names in the submission folder, not {bad[0]!r}", out)
@@ -79,20 +113,40 @@ def write_manifest(out_dir: str | Path, outputs: Mapping[str, str | Path],
                            "config, sampler and seeds in the same environment; this manifest is not "
                            "(see 'created' and 'environment')",
         "outputs": {name: _file_record(Path(path)) for name, path in sorted(outputs.items())},
-        "inputs": {case: {Path(p).name: {**_file_record(Path(p)), "path": str(Path(p).resolve())}
-                          for p in sorted(paths, key=lambda q: Path(q).name)}
+        "inputs": {case: {Path(p).name: _file_record(Path(p)) for p in sorted(paths, key=lambda q: Path(q).name)}
                    for case, paths in sorted(inputs.items())},
         "checkpoint": checkpoint_record(checkpoint_dir, use_ema=(sampler or {}).get("use_ema", True) is not False),
         "config": config,
         "sampler": sampler,
         "seeds": seeds,
         "environment": environment(),
-        "extra": extra or {},
+        "extra": _hide_roots(extra or {}, hidden),
         "created": {"utc": datetime.now(timezone.utc).replace(microsecond=0).isoformat()},
     }
+    manifest[DIGEST_KEY] = provenance_digest(manifest)
     dest = out / MANIFEST
     write_json_atomic(dest, manifest)
     return dest
+
+
+def earlier_submission(out_dir: str | Path, force: bool) -> list[Path]:
+    """The files of an earlier submission in ``out_dir`` (its volumes and manifest), for ``medsci submit
+    --force`` to remove before it writes; stale volumes left beside a new manifest would be uploaded too.
+
+    Refuses a folder holding anything else (never removed, ``--force`` or not), and an earlier submission
+    without ``force``.
+    """
+    out = Path(out_dir)
+    entries = sorted(out.iterdir(), key=lambda p: p.name) if out.is_dir() else []
+    owned = [p for p in entries if (p.name == MANIFEST or _parse_name(p.name)) and p.is_file() and not p.is_symlink()]
+    foreign = [p.name for p in entries if p not in owned]
+    if foreign:
+        raise InputError(f"output folder holds files that are not part of a submission ({', '.join(foreign[:3])}"
+                         f"{', ...' if len(foreign) > 3 else ''}); choose an empty or new folder", out)
+    if owned and not force:
+        raise InputError(f"output folder holds an earlier submission ({len(owned)} file(s)); pass --force to "
+                         "replace it, or choose an empty or new folder", out)
+    return owned
 
 
 # ---------------------------------------------------------------------------------------------- verify
@@ -117,7 +171,24 @@ def _read_manifest(out: Path, problems: list[str]) -> dict | None:
     if not isinstance(manifest.get("outputs"), dict):
         problems.append(f"{MANIFEST}: has no 'outputs' table")
         return None
+    if DIGEST_KEY not in manifest:
+        problems.append(f"{MANIFEST}: has no {DIGEST_KEY} (written by hand or by an older medsci); write the "
+                        "submission again with medsci submit")
+    elif manifest[DIGEST_KEY] != provenance_digest(manifest):
+        problems.append(f"{MANIFEST}: edited after medsci submit (its {DIGEST_KEY} does not match its "
+                        "seeds, sampler, config and hashes); write the submission again")
+    leaked = sorted(_absolute_paths({k: v for k, v in manifest.items() if k != "environment"}))
+    if leaked:
+        problems.append(f"{MANIFEST}: holds {len(leaked)} absolute path(s) of the machine that wrote it "
+                        f"({leaked[0]!r}...), which would leave with the upload; write it with medsci submit")
     return manifest
+
+
+def _absolute_paths(value) -> list[str]:
+    if isinstance(value, str):
+        return [value] if re.match(r"(/|[A-Za-z]:[\\/])\S", value) else []
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return [p for v in items for p in _absolute_paths(v)]
 
 
 def _check_hashes(kind: str, recorded: dict, actual: dict[str, Path], where: str, problems: list[str]) -> None:
@@ -160,6 +231,9 @@ def _check_volume(name: str, vol, problems: list[str]) -> None:
         is_float = False
     if not is_float:
         problems.append(f"{name}: stored as {dtype}, expected a float type (float32)")
+    stored = tuple(vol.header.get_data_shape()) if vol.header is not None else tuple(vol.array.shape)
+    if len(stored) != 3:  # read_volume squeezes (X, Y, Z, 1): the file itself must be 3D
+        problems.append(f"{name}: stored with shape {stored}, expected a 3D volume (X, Y, Z)")
     if not np.any(vol.array):
         problems.append(f"{name}: all voxels are zero")
 
@@ -172,6 +246,7 @@ def _check_against_input(name: str, vol, case, problems: list[str]) -> None:
 
     head = None
     ref = None
+    same_grid = {}
     for mod in MODALITIES:
         path = case.files.get(mod)
         if path is None:
@@ -181,6 +256,7 @@ def _check_against_input(name: str, vol, case, problems: list[str]) -> None:
             ref = inp
         if inp.array.shape == ref.array.shape:
             head = (inp.array != 0) if head is None else (head | (inp.array != 0))
+            same_grid[mod] = inp
     if ref is None:
         return
     if tuple(vol.array.shape) != tuple(ref.array.shape):
@@ -193,6 +269,16 @@ def _check_against_input(name: str, vol, case, problems: list[str]) -> None:
                         f"(tolerance {AFFINE_ATOL_MM} mm)")
     if head is not None and head.any() and np.any(vol.array) and not np.any(vol.array[head]):
         problems.append(f"{name}: empty inside the head (all zero where the input contrasts are nonzero)")
+    inside = head if head is not None and head.sum() > 1 else np.ones(vol.array.shape, bool)
+    for mod, inp in same_grid.items():  # an input contrast handed in as the synthesis
+        a, b = vol.array[inside].astype(np.float64), inp.array[inside].astype(np.float64)
+        same = np.array_equal(vol.array, inp.array)
+        corr = 1.0 if same else (float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0)
+        if corr >= COPY_CORRELATION:
+            problems.append(f"{name}: a copy of the input {mod} ({inp.source.name}): "
+                            f"{'identical voxels' if same else f'correlation {corr:.4f}'} inside the head, "
+                            f"at least {COPY_CORRELATION} is not a synthesis")
+            break
 
 
 def verify_submission(out_dir: str | Path, input_dir: str | Path | None = None,
@@ -238,6 +324,8 @@ def verify_submission(out_dir: str | Path, input_dir: str | Path | None = None,
         case_id, mod = parsed
         outputs[name] = path
         by_case.setdefault(case_id, []).append((mod, name))
+    if not outputs:
+        problems.append("no <case>-<mod>.nii.gz volume: the submission is empty")
     for case_id, items in sorted(by_case.items()):
         if len(items) > 1:
             problems.append(f"{case_id}: {len(items)} files ({', '.join(n for _, n in items)}); expected one "
@@ -332,7 +420,7 @@ def run_verify(args) -> int:
     """
     problems = verify_submission(args.out, input_dir=args.input, checkpoint=args.checkpoint)
     for line in problems:
-        print(line)
+        print(f"medsci verify-submission: error: {args.out}: {line}", file=sys.stderr)
     if problems:
         print(f"FAILED: {len(problems)} problem(s) in {args.out}", file=sys.stderr)
         return 1
