@@ -161,7 +161,8 @@ def write_bytes_atomic(dest: str | Path, data: bytes) -> None:
 
 
 def write_text_atomic(dest: str | Path, text: str) -> None:
-    write_bytes_atomic(dest, text.encode("utf-8"))
+    # A report may quote a file name that is not UTF-8 (a refused case's): shown escaped, never a crash.
+    write_bytes_atomic(dest, text.encode("utf-8", "backslashreplace"))
 
 
 def write_json_atomic(dest: str | Path, obj) -> None:
