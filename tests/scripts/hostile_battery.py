@@ -878,7 +878,7 @@ def _register_all():  # noqa: C901 - one flat list of cases reads best
     heavy("forecast", "--time -100000 (273 years before the first session)", "either", recorded("pred*.json", "warning", "extrapolat"))(
         lambda w, A: fc(w, A, time_=("-100000",)))
     heavy("forecast", "--time 1e11 days", "either", recorded("pred*.json", "warning", "extrapolat"))(lambda w, A: fc(w, A, time_=("1e11",)))
-    heavy("forecast", "--time exactly an observed session (0)", "ok", ok_fc)(lambda w, A: fc(w, A, time_=("0",)))
+    heavy("forecast", "--time exactly the first session (0)", "either", ok_fc)(lambda w, A: fc(w, A, time_=("0",)))
     heavy("forecast", "--time 400 400 (the same time twice: same output name)", "either", ok_fc)(lambda w, A: fc(w, A, time_=("400", "400")))
     case("forecast", "--output with a .png suffix", "refuse")(lambda w, A: fc(w, A, out=w / "pred.png"))
     case("forecast", "--output is an existing folder", "refuse")(lambda w, A: fc(w, A, out=(w / "o").mkdir() or w / "o"))
@@ -899,8 +899,8 @@ def _register_all():  # noqa: C901 - one flat list of cases reads best
     case("forecast", "sessions on different grids (one at half the matrix)", "either", ok_fc, heavy=True, timeout=180)(
         lambda w, A: fc(w, A, subject=_session_vol(copy(A["long_raw"] / "sub-001", w / "sub"),
                                                   lambda d, a: (np.ascontiguousarray(d[::2, ::2, ::2]), a @ np.diag([2., 2, 2, 1])))))
-    case("forecast", "--uncertainty variance with a model without a variance head", "either",
-         recorded("pred*.json", "uncertainty"), heavy=True, timeout=180)(lambda w, A: fc(w, A, "--uncertainty", "variance"))
+    case("forecast", "--uncertainty variance (the demo model has a variance head)", "ok",
+         finite_files("pred*.nii.gz", 2), heavy=True, timeout=180)(lambda w, A: fc(w, A, "--uncertainty", "variance"))
     case("forecast", "--n-samples 0", "refuse")(lambda w, A: fc(w, A, "--n-samples", 0))
     case("forecast", "--time 1,000 (thousands separator)", "refuse")(lambda w, A: fc(w, A, time_=("1,000",)))
     case("forecast", "--checkpoint is the rotation model", "refuse")(lambda w, A: ["forecast", "--checkpoint", A["rot_ck"], "--subject",
@@ -960,6 +960,8 @@ def _register_all():  # noqa: C901 - one flat list of cases reads best
 
     # ---------------------------------------------------------------- interpolate
     def interp(w, A, *extra, inp=None, out=None, ck=None):
+        if "--mask" not in extra:  # every other trace missing, so the model runs (a complete survey is copied)
+            extra = (*extra, "--mask", npy(w / "half.npy", np.indices((8, 8)).sum(0) % 2 == 0))
         return ["interpolate", "--checkpoint", ck or A["seis_ck"], "--input", inp or A["seis_raw"] / "cube_001.segy",
                 "--output", out or w / "out.npy", "--config", A["config"], *extra]
     ok_interp = finite_files("out.npy")
@@ -999,7 +1001,7 @@ def _register_all():  # noqa: C901 - one flat list of cases reads best
     heavy("interpolate", "a SEG-Y with sample interval 0 in its binary header", "either", ok_interp)(
         lambda w, A: interp(w, A, inp=_segy_patch(segy(w / "dt0.segy", cube()), 3216, ">h", 0)))
     case("interpolate", "config seismic.inference overlap 1.5", "refuse")(
-        lambda w, A: interp(w, A)[:-2] + ["--config", cfg_with(A, w, "seismic: {inference: {overlap: 1.5}}\n")])
+        lambda w, A: interp(w, A, "--config", cfg_with(A, w, "seismic: {inference: {overlap: 1.5}}\n")))
     case("interpolate", "--checkpoint is the synthesis model", "refuse")(lambda w, A: interp(w, A, ck=A["syn_ck"]))
     heavy("interpolate", "checkpoint whose weights are all NaN", "refuse")(
         lambda w, A: interp(w, A, ck=ckpt(A, w, "seis_ck", weights=lambda k, v: np.full_like(v, np.nan) if v.dtype.kind == "f" else v)))
@@ -1076,7 +1078,7 @@ def _register_all():  # noqa: C901 - one flat list of cases reads best
     case("submit", "an empty input folder", "refuse")(lambda w, A: synth(w, A, verb="submit", inp=(w / "e").mkdir() or w / "e"))
     case("submit", "a case missing nothing", "refuse")(lambda w, A: synth(w, A, verb="submit", inp=case_dir(A, w, drop=())))
     case("submit", "a case missing two contrasts", "refuse")(lambda w, A: synth(w, A, verb="submit", inp=case_dir(A, w, drop=("t1n", "t2f"))))
-    heavy("submit", "two case folders with the same case id (same output name)", "refuse")(
+    heavy("submit", "two case folders whose files carry the same case id", "either", finite_files("out/*.nii.gz", 2))(
         lambda w, A: synth(w, A, verb="submit", inp=(case_dir(A, w, "in"), shutil.copytree(w / "in" / SYN[2], w / "in" / "copy"))[0]))
     case("submit", "--output holds a user's file", "refuse")(
         lambda w, A: [*synth(w, A, verb="submit")[:5], text(w / "out" / "notes.txt", "mine").parent, "--no-progress"])
@@ -1350,7 +1352,7 @@ def run_case(c: Case, A: dict, work: Path, cache: Path) -> Result:
     secs = time.time() - t0
     stdout, stderr = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
     (w.parent / f"{c.id}.log").write_text(f"$ {' '.join(map(os.fsdecode, argv))}\nexit {rc}\n--- stdout\n{stdout}"
-                                          f"\n--- stderr\n{stderr}", encoding="utf-8")
+                                          f"\n--- stderr\n{stderr}", encoding="utf-8", errors="replace")
     said = stderr if stderr.strip() else stdout  # some batch verbs print their refusals on stdout
     first = next((ln for ln in said.splitlines() if ln.strip() and "warning" not in ln.lower()[:60]),
                  next((ln for ln in said.splitlines() if ln.strip()), ""))
@@ -1426,6 +1428,8 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every case's time limit")
     ap.add_argument("--out", type=Path, help="write the markdown table here too")
     ap.add_argument("--json", type=Path, help="write every result as JSON here")
+    ap.add_argument("--merge", type=Path, help="a --json file of an earlier run: this run's cases replace theirs "
+                                               "in it, and the report covers them all")
     args = ap.parse_args(argv)
 
     _register_all()
@@ -1464,10 +1468,22 @@ def main(argv=None) -> int:
     with cf.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futs = {pool.submit(run_case, c, A, work, args.cache.resolve()): c for c in order}
         for fut in cf.as_completed(futs):
-            r = fut.result()
+            try:
+                r = fut.result()
+            except Exception as err:  # the battery's own bug: keep going, report it
+                c = futs[fut]
+                r = Result(c.id, c.verb, c.desc, c.expect, [], "BUILD-ERROR", None, 0, f"{type(err).__name__}: {err}")
             results.append(r)
+            if args.json:  # after every case, so an interrupted run still leaves its results
+                args.json.write_text(json.dumps({"meta": {"wall": time.time() - t0}, "results": [x.__dict__ for x in results]},
+                                                indent=1), encoding="utf-8")
             print(f"[{len(results):3d}/{len(cases)}] {r.id:8s} {r.outcome:12s} {r.seconds:5.1f}s  {r.verb}: {r.desc}",
                   file=sys.stderr, flush=True)
+    if args.merge:
+        earlier = json.loads(args.merge.read_text(encoding="utf-8"))
+        done = {r.id for r in results}
+        results += [Result(**r) for r in earlier["results"] if r["id"] not in done]
+        t0 -= earlier["meta"]["wall"]
     results.sort(key=lambda r: [c.id for c in CASES].index(r.id))
     changed = [k for k, v in tree_digest(args.cache).items() if digest.get(k) != v]
     meta = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
