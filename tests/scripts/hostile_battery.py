@@ -1029,7 +1029,8 @@ def _register_all():  # noqa: C901 - one flat list of cases reads best
     case("summarize", "a folder of rotation .npz (wrong kind)", "refuse")(lambda w, A: ["summarize", A["rot_prep"], "--out", w / "s.json"])
     case("summarize", "preprocessed cases with their .json sidecars removed", "either", exists("s.json"))(
         lambda w, A: ["summarize", _rm(copy(A["syn_prep"], w / "p"), "*.json"), "--out", w / "s.json"])
-    case("summarize", "--out /dev/full", "refuse")(lambda w, A: ["summarize", A["syn_prep"], "--out", "/dev/full"])
+    case("summarize", "--out is a symlink to /dev/full (disk full)", "refuse")(
+        lambda w, A: ["summarize", A["syn_prep"], "--out", full(w / "s.json")])
     case("summarize", "--out inside the preprocessed folder", "refuse")(
         lambda w, A: ["summarize", copy(A["syn_prep"], w / "p"), "--out", w / "p" / "s.json"])
 
@@ -1145,7 +1146,8 @@ def _register_all():  # noqa: C901 - one flat list of cases reads best
     case("bench", "--items nothing-like-this", "refuse")(lambda w, A: ["bench", "--items", "nothing-like-this"])
     case("bench", "--items with no value", "refuse")(lambda w, A: ["bench", "--items"])
     case("bench", "--device banana", "refuse")(lambda w, A: ["bench", "--device", "banana", "--list"])
-    case("bench", "--out /dev/full", "refuse")(lambda w, A: ["bench", "--items", "nothing-like-this", "--out", "/dev/full"])
+    case("bench", "--out is a symlink to /dev/full", "refuse")(
+        lambda w, A: ["bench", "--items", "nothing-like-this", "--out", full(w / "b.json")])
     case("bench", "--list", "ok", lambda w, res: None if res.stdout.strip() else "empty list")(lambda w, A: ["bench", "--list"])
 
 
@@ -1164,6 +1166,13 @@ def _nrrd(path: Path, directions: str) -> Path:
     hdr = (f"NRRD0004\ntype: float\ndimension: 3\nspace: left-posterior-superior\nsizes: 4 4 4\n"
            f"space directions: {directions}\nendian: little\nencoding: raw\nspace origin: (0,0,0)\n\n")
     path.write_bytes(hdr.encode() + arr.astype("<f4").tobytes())
+    return path
+
+
+def full(path: Path) -> Path:
+    """A symlink to /dev/full: writes fail with ENOSPC. Never /dev/full itself: an atomic write run as root
+    renames its temporary file over the device node (summarize did, on 2026-12-07)."""
+    os.symlink("/dev/full", path)
     return path
 
 
@@ -1275,9 +1284,12 @@ def _segy_patch(path: Path, offset: int, fmt: str, value) -> Path:
 
 
 def _bad_hash(sub: Path) -> None:
+    """The recorded SHA-256 of the submitted volume (not of an input or the checkpoint) made wrong."""
     path = sub / "manifest.json"
-    text_ = path.read_text()
-    path.write_text(re.sub(r"[0-9a-f]{64}", "0" * 64, text_, count=1))
+    data = json.loads(path.read_text())
+    for entry in data["outputs"].values():
+        entry["sha256"] = "0" * 64
+    path.write_text(json.dumps(data))
 
 
 def _name(A) -> str:
