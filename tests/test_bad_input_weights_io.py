@@ -254,6 +254,17 @@ def _(tmp, a):
                check=_nothing_in(tmp / "locked"))
 
 
+@row("W25")
+def _(tmp, a):
+    """The output path is a symbolic link to the user's own file: it was replaced by a regular file."""
+    (tmp / "mine.png").write_bytes(b"the user's own file")
+    (tmp / "rotated.png").symlink_to(tmp / "mine.png")
+
+    def check():
+        assert (tmp / "rotated.png").is_symlink() and (tmp / "mine.png").read_bytes() == b"the user's own file"
+    return Row(_rotate(a, "rot", tmp / "rotated.png"), 2, check=check)
+
+
 @row("W15")
 def _(tmp, a):
     (tmp / "locked").mkdir()

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import json
 import os
+import stat
 import re
 import shutil
 import socket
@@ -91,6 +92,7 @@ def atomic_path(dest: str | Path, suffix: str | None = None) -> Iterator[Path]:
     dest = Path(dest)
     if suffix is None:
         suffix = "".join(dest.suffixes)
+    refuse_special_output(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(dest.parent, dest.name)
@@ -114,6 +116,22 @@ def atomic_path(dest: str | Path, suffix: str | None = None) -> Iterator[Path]:
         if isinstance(err, OSError) and err.filename in (None, tmp, str(dest)):
             raise write_error(err, dest) from None
         raise
+
+
+def refuse_special_output(dest: Path) -> None:
+    """Only a regular file (or nothing) is replaced: renaming over a link, a device (/dev/full as root) or a pipe
+    would silently swap the user's object for a file."""
+    try:
+        mode = os.lstat(dest).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise write_error(err, dest) from None
+    if not stat.S_ISREG(mode):
+        kind = ("a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else
+                "a device, pipe or socket")
+        raise MedsciError(f"the output exists and is {kind}, not a regular file: medsci replaces only regular "
+                          "files; choose another output path", dest)
 
 
 def write_error(err: OSError, dest: str | Path) -> MedsciError:

@@ -181,7 +181,7 @@ def _read_dicom_series(folder: Path) -> Volume:
 
     series = find_series(folder)
     if len(series) > 1:
-        names = ", ".join(repr(s.description or s.series_uid) for s in series[:4])
+        names = ", ".join(sorted(repr(s.description or s.series_uid) for s in series)[:4])  # stable order
         raise InputError(f"folder holds {len(series)} DICOM series ({names}); give the folder of one series",
                          folder)
     return read_series(series[0])
