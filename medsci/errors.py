@@ -28,9 +28,15 @@ class InputError(MedsciError):
     """An input file or folder is unreadable, malformed or inconsistent."""
 
 
+MAX_PLAIN_TEXT = 200  # characters of a name or free text (a model card's title, a DICOM description)
+
+
 def check_plain_text(value: str, what: str, path: str | Path | None = None) -> str:
     """The one check of names and free text that go into model cards, manifests and DICOM tags: one line of
-    printable text (no control characters); returns ``value``."""
+    printable text (no control characters) of at most MAX_PLAIN_TEXT characters; returns ``value``."""
+    if len(value) > MAX_PLAIN_TEXT:  # a 100,000-character name made a model card of one heading
+        raise InputError(f"{what} of {len(value):,} characters is longer than the limit of {MAX_PLAIN_TEXT}; use a "
+                         "shorter one", path)
     bad = _CONTROL.search(value)
     if bad:
         raise InputError(f"{what} {value!r} holds the control character U+{ord(bad.group()):04X}; use one line of "

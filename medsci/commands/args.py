@@ -131,8 +131,9 @@ class VolumeShape(argparse.Action):
         setattr(namespace, self.dest, list(values))
 
 
-def add_shape_arg(parser, flag: str, nargs: int = 3, **kwargs) -> None:
-    parser.add_argument(flag, type=side_length, nargs=nargs, action=VolumeShape, **kwargs)
+def add_shape_arg(parser, flag: str, nargs: int = 3, min_side: int = 1, **kwargs) -> None:
+    side = side_length if min_side == 1 else bounded_int(min_side, MAX_SIDE, "a side length")
+    parser.add_argument(flag, type=side, nargs=nargs, action=VolumeShape, **kwargs)
 
 
 def add_force_arg(parser) -> None:
@@ -212,6 +213,13 @@ def check_demo_output(out: str | Path, force: bool, own: tuple[str, ...]) -> Non
                          "new folder, or pass --force to write into it", out)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
 def check_outputs(outputs, inputs=(), *, folder: bool = True, named_after=()) -> None:
     """Refuse, before any work, output paths that would write into an input or cannot be created.
 
@@ -228,7 +236,7 @@ def check_outputs(outputs, inputs=(), *, folder: bool = True, named_after=()) ->
                                  "would overwrite it: choose another output folder", out)
         for given in (Path(i) for i in inputs if i is not None):
             source = resolved(given)
-            if target == source:
+            if target == source or _same_file(target, source):  # a hard link is the same file by another name
                 raise InputError(f"the output is the input {given}; refusing to overwrite an input: choose another "
                                  "output", out)
             if inside(target, source) and source.is_dir():
@@ -266,9 +274,10 @@ def add_sampler_args(parser) -> None:
                              "samples, or none (default: auto, the head when the model has one)")
 
 
-def check_steps_fit(checkpoint, steps: int | None, args=None) -> None:
-    """``--steps``, ``--sampler`` and ``--uncertainty`` against the checkpoint's training, from its config.json
-    alone: before the weights load."""
+def check_steps_fit(checkpoint, steps: int | list[int] | None, args=None, flag: str = "--steps") -> None:
+    """``--steps`` (or ``flag``: several counts, such as --steps-curve), ``--sampler`` and ``--uncertainty``
+    against the checkpoint's training, from its config.json alone: before the weights load."""
+    steps = max(steps) if isinstance(steps, (list, tuple)) else steps
     given = {k: v for k, v in (sampler_overrides(args) if args is not None else {}).items()
              if k in ("sampler", "uncertainty")}
     if steps is None and not given:
@@ -282,7 +291,7 @@ def check_steps_fit(checkpoint, steps: int | None, args=None) -> None:
     total = schedule.get("num_train_timesteps") if isinstance(schedule, dict) else None
     if isinstance(total, int) and steps is not None and steps > total:
         raise InputError(f"{steps} sampling steps exceed the {total} timesteps the model in {checkpoint} was trained "
-                         "with; give at most that many", "--steps")
+                         "with; give at most that many", flag)
     if not isinstance(schedule, dict) or not given:
         return
     try:

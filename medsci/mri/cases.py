@@ -151,6 +151,12 @@ def discover_cases(root: str | Path, layout: str = "brats", modalities: Sequence
             cases.append(case)
     if not cases and not refused:
         raise InputError(f"no cases found (layout {layout!r}, one sub-folder per case)", root)
+    # A pattern that finds no file anywhere is a typo (or a malformed glob such as an unclosed '['), not a
+    # modality every case lacks: going on would drop that contrast from every case without a word.
+    unused = [m for m in (patterns or {}) if cases and not any(m in c.files for c in cases)]
+    if layout == "generic" and unused:
+        raise InputError(f"--pattern {unused[0]}={patterns[unused[0]]!r} matches no file in any of the {len(cases)} "
+                         "case(s); check the pattern (a glob: * ? [...])", root)
     return sorted(cases, key=lambda c: c.case_id)
 
 

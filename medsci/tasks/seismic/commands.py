@@ -64,6 +64,7 @@ def run_split_survey(args) -> int:
 # ---------------------------------------------------------------------------------------------- demo-data
 def register_demo_data(tasks) -> None:
     add_demo_data(tasks, "seismic", run_demo_data, ("--cubes", "cubes", 8), [32, 32, 128], metavar=("IL", "XL", "T"),
+                  min_side=2,  # a cube needs two samples per axis (a gradient, a fault)
                   help="inlines, crosslines, time samples (default 32 32 128)")
 
 

@@ -59,8 +59,9 @@ def register_sample(tasks) -> None:
     add_common_args(p, config_required=False)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--input", help="folder of cases (or one case folder) with one missing contrast each")
-    p.add_argument("--data", help="preprocessed folder (evaluation mode)")
+    mode = p.add_mutually_exclusive_group()  # new cases, or the evaluation of preprocessed ones
+    mode.add_argument("--input", help="folder of cases (or one case folder) with one missing contrast each")
+    mode.add_argument("--data", help="preprocessed folder (evaluation mode)")
     p.add_argument("--case", nargs="+", help="preprocessed case id(s) (evaluation mode; several share one model load)")
     p.add_argument("--targets", nargs="+", help="modalities to synthesise in evaluation mode")
     add_sampler_args(p)
@@ -90,6 +91,8 @@ def run_sample(args) -> int:
     device = setup_torch(args, config)
     use_ema = not args.raw_weights and (config is None or config.synthesis.sample.use_ema)
     check_steps_fit(args.checkpoint, args.steps, args)
+    if args.steps_curve:
+        check_steps_fit(args.checkpoint, args.steps_curve, flag="--steps-curve")
     from medsci.tasks.synthesis.pipeline import load_model, sampler_for  # torch and MONAI: after the checks
 
     loaded = load_model(args.checkpoint, device, use_ema=use_ema)
