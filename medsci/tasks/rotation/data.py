@@ -12,6 +12,7 @@ with ``a = angle / max_angle * pi / 2`` (the trained range spans a quarter turn 
 from __future__ import annotations
 
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,18 +96,20 @@ def refusal_of(path: str | Path) -> str | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             return bytes(z["refused"]).decode("utf-8") if "refused" in z.files else None
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # not readable: load_pairs says why
         return None
 
 
 def load_pairs(path: str | Path) -> Pairs:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if "refused" in z.files:
-                raise InputError(f"CT was refused: {bytes(z['refused']).decode('utf-8')}", path)
-            return Pairs(z["source"], z["targets"], z["angles"], float(z["divisor"]))
-    except (OSError, KeyError, ValueError) as err:
-        raise InputError(f"not a rotation pair file ({str(err).splitlines()[0][:100]})", path) from None
+    from medsci.preprocessing.store import read_npz
+
+    z = read_npz(path, what="rotation pairs")
+    if "refused" in z:
+        raise InputError(f"CT was refused: {bytes(z['refused']).decode('utf-8', 'replace')}", path)
+    missing = [k for k in ("source", "targets", "angles", "divisor") if k not in z]
+    if missing:
+        raise InputError(f"not a rotation pair file (no array {missing[0]!r})", path)
+    return Pairs(z["source"], z["targets"], z["angles"], float(z["divisor"]))
 
 
 def angle_features(angles, max_angle) -> torch.Tensor:

@@ -13,6 +13,7 @@ from medsci.evaluation.metrics import image_metrics
 from medsci.evaluation.tables import metric_stats
 from medsci.evaluation.uncertainty import SCORES, mean_scores, scores_markdown, uncertainty_scores
 from medsci.mri.cases import MODALITIES
+from medsci.preprocessing.store import read_npz
 from medsci.tasks.synthesis.baselines import LinearRegressionBaseline, mean_of_available
 from medsci.tasks.synthesis.data import PreparedCase
 
@@ -135,9 +136,9 @@ UNCERTAINTY_SOURCES = {"variance": "the variance head", "samples": "the spread o
 def uncertainty_method(z) -> str:
     """Where a saved sample's ``std`` came from; samples written before the method was stored had only the
     spread over samples."""
-    if "std" not in z.files:
+    if "std" not in z:
         return "none"
-    return str(z["uncertainty"]) if "uncertainty" in z.files else "samples"
+    return str(z["uncertainty"]) if "uncertainty" in z else "samples"
 
 
 def volume_uncertainty(case: PreparedCase, target: str, synthesis: np.ndarray, std: np.ndarray | None,
@@ -251,10 +252,8 @@ def evaluate_heldout(data, train_cases: list[str], cases: list[str], samples, ou
             sample_file = folder / f"{case_id}-{target}.npz"
             if not sample_file.is_file():
                 raise MedsciError("missing synthesis (run `medsci sample synthesis` first)", sample_file)
-            with np.load(sample_file, allow_pickle=False) as z:
-                synthesis = z["mean"]
-                std = z["std"] if "std" in z.files else None
-                method = uncertainty_method(z)
+            z = read_npz(sample_file, ("mean",), what="synthesis sample")  # NaN scored as a result before
+            synthesis, std, method = z["mean"], z.get("std"), uncertainty_method(z)
             preds = {"model": synthesis, **baseline_predictions(case, target, regression)}
             if first_guess is not None:
                 # What the diffusion model starts from: shows how much the network itself adds.
