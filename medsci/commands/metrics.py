@@ -12,6 +12,9 @@ from pathlib import Path
 GRID_TOLERANCE_MM = 1e-3
 
 
+RANGE_FACTOR = 100.0  # --data-range further than this factor from the target's max - min gets a warning
+
+
 def register(subparsers) -> None:
     from medsci.commands.args import add_command, bounded_float
 
@@ -31,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
     Read two volumes of the same shape (and optionally a mask) and print SSIM (MONAI's formula, Gaussian window 11,
     sigma 1.5), PSNR, MSE and MAE as JSON; with --mask also mask_ssim, mask_psnr, mask_mse, mask_mae over the voxels
     where the mask is > 0. PSNR of identical volumes is Infinity; metrics of an empty mask are NaN. A volume shorter
-    than the SSIM window (11 voxels) along any axis gets SSIM null and the reason in ssim_note (and a warning).
+    than the SSIM window (11 voxels) along any axis gets SSIM null and the reason in ssim_note (and a warning). A
+    --data-range more than 100 times larger or smaller than the target's max - min is warned about and recorded in
+    data_range_warning.
     """
     import numpy as np
 
@@ -66,6 +71,13 @@ def run(args: argparse.Namespace) -> int:
         data_range = args.data_range  # checked by its argparse type
 
     result = {"data_range": data_range, **image_metrics(pred, target, data_range=data_range, masks=masks)}
+    spans = float(np.max(target)) - float(np.min(target))
+    if args.data_range is not None and spans > 0 and not 1 / RANGE_FACTOR <= data_range / spans <= RANGE_FACTOR:
+        # PSNR and SSIM's constants scale with the range: a wrong unit makes them meaningless, not an error.
+        warning = (f"--data-range {data_range:g} is {data_range / spans:.3g} times the target's range {spans:g} "
+                   f"(more than {RANGE_FACTOR:g} times off): SSIM and PSNR are not comparable with other results")
+        result["data_range_warning"] = warning
+        print(f"medsci metrics: warning: {args.target}: {warning}", file=sys.stderr)
     note = ssim_window_gap(target.shape)
     if note is not None:  # a shrunk window is not the SSIM --help promises: reported as n/a, not as a number
         result.update({k: None for k in result if k.endswith("ssim")}, ssim_note=f"{args.target}: {note}")

@@ -251,6 +251,9 @@ def preprocess_case(case: Case, cfg: PreprocessConfig | None = None, out_dir: st
     stats_mask = interior(mask_b, cfg.stats_erosion)
     for m in available:
         region = np.asarray(arrays[m][bbox], dtype=np.float32)
+        if not np.any(region[mask_b]):  # an empty export: would train and score as a real, black contrast
+            raise InputError(f"case {case.case_id}: {m} is zero everywhere in the brain (no signal); replace the "
+                             "file, or remove it so that the contrast counts as missing", vols[m].source or case.folder)
         if cfg.n4:
             region = n4(region, mask_b, spacing, case.files[m])
         lo, hi = clip_window(region, stats_mask, cfg.clip_percentiles)
