@@ -89,6 +89,10 @@ def assets(tmp_path_factory):
     a["subject"] = root / "subjects" / "sub-000"
     a["view"] = root / "view.png"
     write_png(a["view"], np.random.default_rng(0).random((32, 32)))
+    write_brats_dataset(root / "brats", cases=2, seed=3, shape=(36, 40, 30))  # complete cases, preprocessed
+    for case in (CASE0, CASE1):
+        assert main(["preprocess", "synthesis", "--case-dir", str(root / "brats" / case), "--out",
+                     str(root / "prep"), "--config", str(TEST_CONFIG)]) == 0
     return a
 
 
@@ -320,6 +324,139 @@ def _(tmp, a):
 def _(tmp, a):
     return Row(_export(a, a["syn"], tmp / "shared", "--name", "demo\n## Intended use\nclinical diagnosis"), 2,
                check=_nothing_in(tmp))
+
+
+# --- found by the hostile-input battery (tests/scripts/hostile_battery.py) -------------------------------
+def _npz_edit(path: Path, key: str, how: Callable) -> None:
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays[key] = how(arrays[key])
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def _prep_copy(tmp: Path, a, key: str, how: Callable) -> Path:
+    prep = shutil.copytree(a["root"] / "prep", tmp / "prep")
+    _npz_edit(prep / f"{CASE0}.npz", key, how)
+    return prep
+
+
+def _train_synthesis(tmp: Path, prep: Path) -> list[str]:
+    return ["train", "synthesis", "--config", str(TEST_CONFIG), "--data", str(prep), "--cases", CASE0, CASE1,
+            "--out", str(tmp / "ck"), "--no-progress"]
+
+
+def _unchanged(path: Path) -> Callable[[], None]:
+    before = path.read_bytes()
+
+    def check():
+        assert path.read_bytes() == before
+    return check
+
+
+def _sample(a, tmp: Path, *extra: str) -> list[str]:
+    return ["sample", "synthesis", "--checkpoint", str(a["syn"]), "--out", str(tmp / "out"), "--no-progress", *extra]
+
+
+@row("W26")
+def _(tmp, a):
+    return Row(["demo-data", "seismic", "--shape", "1", "1", "2", str(tmp / "out")], 2, check=_nothing_in(tmp))
+
+
+@row("W27")
+def _(tmp, a):
+    return Row(_export(a, a["syn"], tmp / "shared", "--name", "x" * 100_000), 2, check=_nothing_in(tmp))
+
+
+@row("W28")
+def _(tmp, a):
+    survey = shutil.copyfile(a["survey"], tmp / "survey.segy")
+    os.link(survey, tmp / "filled.segy")
+    return Row(_interpolate(a, "seis", tmp / "filled.segy")[:4] + [str(survey), "--output", str(tmp / "filled.segy")],
+               2, check=_unchanged(survey))
+
+
+@row("W29")
+def _(tmp, a):
+    patterns = ["--pattern", "t1n=*[t1n.nii.gz", "--pattern", "t1c=*t1c*", "--pattern", "t2w=*t2w*"]
+    return Row(["preprocess", "synthesis", "--all", "--case-dir", str(a["root"] / "brats"), "--out", str(tmp / "p"),
+                "--config", str(TEST_CONFIG), "--layout", "generic", *patterns], 2, check=_nothing_in(tmp))
+
+
+@row("W30")
+def _(tmp, a):
+    return Row(_sample(a, tmp, "--input", str(a["root"] / "cases"), "--data", str(a["root"] / "prep"), "--case",
+                       CASE0), 2, check=_nothing_in(tmp))
+
+
+@row("W31")
+def _(tmp, a):
+    return Row(_sample(a, tmp, "--data", str(a["root"] / "prep"), "--case", CASE0, "--steps-curve", "10", "99999"), 2,
+               check=_nothing_in(tmp))
+
+
+@row("W32")
+def _(tmp, a):
+    prep = _prep_copy(tmp, a, "image", lambda x: np.where(x > 0.5, np.nan, x).astype(x.dtype))
+    return Row(_train_synthesis(tmp, prep), 2, check=_nothing_in(tmp / "ck"))
+
+
+@row("W33")
+def _(tmp, a):
+    return Row(_train_synthesis(tmp, _prep_copy(tmp, a, "image", lambda x: x[:2])), 2, check=_nothing_in(tmp / "ck"))
+
+
+@row("W34")
+def _(tmp, a):
+    (tmp / "cut.npz").write_bytes((a["root"] / "prep" / f"{CASE0}.npz").read_bytes()[:500])
+    return Row(["train", "rotation", "--config", str(TEST_CONFIG), "--pairs", str(tmp / "cut.npz"), "--out",
+                str(tmp / "ck"), "--no-progress"], 2, check=_nothing_in(tmp / "ck"))
+
+
+@row("W35")
+def _(tmp, a):
+    shape = np.load(a["root"] / "prep" / f"{CASE1}.npz")["mask"].shape
+    (tmp / "s" / CASE1).mkdir(parents=True)
+    np.savez(tmp / "s" / CASE1 / f"{CASE1}-t2f.npz", mean=np.full(shape, np.nan, np.float32))
+    return Row(["evaluate", "synthesis", "--data", str(a["root"] / "prep"), "--train-cases", CASE0, "--cases", CASE1,
+                "--samples", str(tmp / "s"), "--targets", "t2f", "--out", str(tmp / "ev")], 2,
+               check=_nothing_in(tmp / "ev"))
+
+
+@row("W36")
+def _(tmp, a):
+    import nibabel as nib
+
+    ramp = np.arange(96, dtype=np.float32).reshape(4, 4, 6) + 1  # spans 95
+    for name, data in (("pred", ramp[::-1].copy()), ("target", ramp)):
+        nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp / f"{name}.nii.gz"))
+    argv = ["metrics", "--pred", str(tmp / "pred.nii.gz"), "--target", str(tmp / "target.nii.gz"), "--data-range",
+            "1e-30"]
+
+    def check():  # the warning is in the JSON too
+        import contextlib
+        import io
+        import json
+
+        with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()):
+            assert main(argv) == 0
+        assert "more than 100 times off" in json.loads(out.getvalue())["data_range_warning"]
+    return Row(argv, 0, check=check)
+
+
+@row("W37")
+def _(tmp, a):
+    import nibabel as nib
+
+    cases = shutil.copytree(a["root"] / "brats", tmp / "cases")
+    t1c = cases / CASE0 / f"{CASE0}-t1c.nii.gz"
+    img = nib.load(str(t1c))
+    nib.save(nib.Nifti1Image(np.zeros(img.shape, np.float32), img.affine), str(t1c))
+
+    def check():
+        assert (tmp / "p" / f"{CASE1}.npz").is_file() and not (tmp / "p" / f"{CASE0}.npz").exists()
+    return Row(["preprocess", "synthesis", "--all", "--case-dir", str(cases), "--out", str(tmp / "p"), "--config",
+                str(TEST_CONFIG)], 1, check=check)
 
 
 # ------------------------------------------------------------------------------------------ the test
