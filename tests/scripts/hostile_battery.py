@@ -1031,7 +1031,8 @@ def _register_all():  # noqa: C901 - one flat list of cases reads best
         lambda w, A: ["summarize", _rm(copy(A["syn_prep"], w / "p"), "*.json"), "--out", w / "s.json"])
     case("summarize", "--out is a symlink to /dev/full (disk full)", "refuse")(
         lambda w, A: ["summarize", A["syn_prep"], "--out", full(w / "s.json")])
-    case("summarize", "--out inside the preprocessed folder", "refuse")(
+    # the workflow itself writes preprocessed/summary.json: a .json beside the cases is never read back as one
+    case("summarize", "--out inside the preprocessed folder", "ok")(
         lambda w, A: ["summarize", copy(A["syn_prep"], w / "p"), "--out", w / "p" / "s.json"])
 
     # ---------------------------------------------------------------- synthesize / submit
@@ -1260,13 +1261,10 @@ def _npz_edit(key, fn):
 
 
 def _nan_samples(folder: Path) -> Path:
-    for p in folder.rglob("*.nii.gz"):
-        edit_nii(lambda d, a: (np.full(d.shape, np.nan, np.float32), a))(p)
+    # evaluate scores the .npz samples (the .nii.gz beside them are copies for viewing): poison what it reads
+    for p in folder.rglob("*.npz"):
+        _npz_edit(next(iter(np.load(p).files)), lambda x: np.full(x.shape, np.nan, np.float32))(p)
         break
-    else:
-        for p in folder.rglob("*.npz"):
-            _npz_edit(next(iter(np.load(p).files)), lambda x: np.full(x.shape, np.nan, np.float32))(p)
-            break
     return folder
 
 
