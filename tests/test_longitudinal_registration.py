@@ -1,4 +1,4 @@
-"""Session registration and next-session baselines (medsci.tasks.longitudinal.registration / .baselines).
+"""Session registration and next-session baselines (medsci.preprocessing.registration / .baselines).
 
 Phantoms are rendered analytically in world (RAS mm) coordinates, so "the same object moved by M" is exact:
 no interpolation blur in the ground truth.
@@ -12,7 +12,7 @@ import pytest
 from medsci.errors import InputError
 from medsci.tasks.longitudinal.baselines import (BASELINES, copy_last, deformation_extrapolation, demons_field,
                                                  linear_extrapolation, warp)
-from medsci.tasks.longitudinal.registration import (RigidResult, check_similarity, foreground_mask,
+from medsci.preprocessing.registration import (RigidResult, check_similarity, foreground_mask,
                                                     masked_correlation, register_to, to_sitk, transform_to_ras)
 
 SHAPE = (32, 32, 32)

@@ -2,7 +2,7 @@
 
 Series of one session share a scanner frame of reference, but a patient moves between series and a header can
 be wrong (a shifted origin, a left-right flip). Each contrast is optionally registered rigidly onto the
-reference (Mattes mutual information, :func:`medsci.tasks.longitudinal.registration.register_to` on copies
+reference (Mattes mutual information, :func:`medsci.preprocessing.registration.register_to` on copies
 block-averaged to about :data:`REGISTRATION_MM` so a case takes seconds on one CPU thread; fixed sampling seed,
 so reruns give the same bytes), then resampled onto the reference grid with one interpolation. Whatever was
 done, the result must pass :func:`check_alignment`: normalised mutual information with the reference over the
@@ -84,7 +84,7 @@ def _centred(affine: np.ndarray, centre: np.ndarray, target: np.ndarray, mirror:
 
 def _register(ref: Volume, array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(RAS matrix fixed world -> moving world, the moving affine expressed in the reference's world)."""
-    from medsci.tasks.longitudinal.registration import register_to, transform_to_ras
+    from medsci.preprocessing.registration import register_to, transform_to_ras
 
     fixed, fixed_affine = _coarse(ref.array, ref.affine)
     moving, moving_affine = _coarse(array, affine)

@@ -1,7 +1,7 @@
 """Classical next-session baselines for the longitudinal task.
 
 Every baseline takes the sessions of one subject as float32 arrays on one common grid (already registered,
-e.g. with :func:`medsci.tasks.longitudinal.registration.register_to`), their acquisition times in days
+e.g. with :func:`medsci.preprocessing.registration.register_to`), their acquisition times in days
 (strictly increasing) and the time to predict; it returns a float32 array of the same shape.
 """
 

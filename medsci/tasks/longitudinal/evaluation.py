@@ -16,7 +16,7 @@ METRICS = ("ssim", "psnr", "mae")
 
 
 def brain_mask(frame: np.ndarray) -> np.ndarray:
-    from medsci.tasks.longitudinal.registration import foreground_mask
+    from medsci.preprocessing.registration import foreground_mask
 
     return foreground_mask(frame)
 

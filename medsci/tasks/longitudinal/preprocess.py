@@ -35,7 +35,7 @@ def preprocess_subject(subject, cfg, threads: int = 1) -> dict:
     from medsci.io.volume import read_volume
     from medsci.preprocessing.geometry import resample_to_grid
     from medsci.tasks.longitudinal.checks import check_handedness
-    from medsci.tasks.longitudinal.registration import check_similarity, foreground_mask, register_to
+    from medsci.preprocessing.registration import check_similarity, foreground_mask, register_to
 
     sessions = subject.sessions
     if len(sessions) < 2:

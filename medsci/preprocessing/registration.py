@@ -1,4 +1,5 @@
-"""Rigid / affine registration of a session onto another (SimpleITK), with an alignment check.
+"""Rigid / affine registration of one volume onto another (SimpleITK), with an alignment check: longitudinal
+sessions onto the first, clinical contrasts onto a reference contrast.
 
 Arrays follow :mod:`medsci.io.volume`: voxel order (i, j, k) and a 4x4 voxel -> RAS+ mm affine. ITK works in
 LPS physical space with arrays in (k, j, i) order; :func:`to_sitk` does both conversions (it is the inverse of
