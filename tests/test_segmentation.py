@@ -187,8 +187,8 @@ def test_evaluation_adds_the_downstream_segmentation_table(blob_segmenter, tmp_p
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     seg = summary["segmentation"]["metrics"]
     assert set(seg) == {"all", "t2f", "t1c"}
-    assert set(seg["all"]) == {"real", "model", "regression", "mean", "zeros"}
-    assert set(summary["metrics"]["all"]) == {"model", "regression", "mean"}  # the image tables are unchanged
+    assert set(seg["all"]) == {"real", "model", "cubic", "regression", "mean", "zeros"}
+    assert set(summary["metrics"]["all"]) == {"model", "cubic", "regression", "mean"}  # the image tables are unchanged
     real, zeros = seg["all"]["real"], seg["all"]["zeros"]
     assert real["WT"]["mean"] > 0.8 and real["WT"]["n"] == 2  # one case x two targets
     assert all(real[r]["mean"] >= zeros[r]["mean"] for r in REGIONS)
@@ -197,7 +197,8 @@ def test_evaluation_adds_the_downstream_segmentation_table(blob_segmenter, tmp_p
     assert seg["t2f"]["model"]["WT"]["mean"] > seg["t2f"]["zeros"]["WT"]["mean"]
     rows = list(csv.DictReader((out / "metrics.csv").open(encoding="utf-8")))
     dice = [r for r in rows if r["dice"] != ""]
-    assert {r["region"] for r in dice} == set(REGIONS) and len(dice) == 2 * 5 * 3
+    # targets x (real, model, cubic, regression, mean, zeros) x regions
+    assert {r["region"] for r in dice} == set(REGIONS) and len(dice) == 2 * 6 * 3
     assert {r["region"] for r in rows if r["dice"] == ""} == {"volume", "brain", "tumour"}
     text = (out / "summary.md").read_text(encoding="utf-8")
     assert "## Downstream segmentation (BraSyn)" in text and "| real |" in text and "| zeros |" in text

@@ -167,7 +167,9 @@ def test_sample_and_evaluate_heldout_case(trained, capsys):
     import json
 
     rows = list(csv.DictReader((ev / "metrics.csv").open(encoding="utf-8")))
-    assert {r["method"] for r in rows} == {"model", "regression", "mean"}
+    assert {r["method"] for r in rows} == {"model", "cubic", "regression", "mean"}
+    brain_mse = {r["method"]: r["mse"] for r in rows if r["region"] == "brain" and r["target"] == "t2f"}
+    assert brain_mse["cubic"] != brain_mse["regression"]  # a fit of its own, not the linear one copied
     assert {r["region"] for r in rows} == {"volume", "brain", "tumour"}
     summary = json.loads((ev / "summary.json").read_text(encoding="utf-8"))
     reg = summary["metrics"]["t2f"]["regression"]["brain"]["ssim"]["mean"]

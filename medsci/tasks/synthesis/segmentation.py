@@ -41,7 +41,7 @@ TUMOUR_CENTRED = 0.5  # share of training patches centred on a tumour voxel (the
 INTENSITY_SCALE = 0.1  # per-channel intensity factor 1 + U(-0.1, 0.1) ...
 INTENSITY_SHIFT = 0.1  # ... and offset U(-0.1, 0.1), inside the brain (images are in [0, 1])
 BCE_WEIGHT = 1.0  # loss = Dice + BCE_WEIGHT x binary cross-entropy, per region
-SEGMENTATION_METHODS = ("real", "model", "first_guess", "regression", "mean", "zeros")
+SEGMENTATION_METHODS = ("real", "model", "first_guess", "cubic", "regression", "mean", "zeros")
 EMPTY_CONVENTION = ("empty truth and empty prediction = 1.0; empty truth and a non-empty prediction = 0.0 "
                     "(BraTS convention; MONAI compute_dice with ignore_empty=False)")
 
