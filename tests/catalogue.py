@@ -46,3 +46,16 @@ def assert_promised(cell: str, output: str) -> None:
     shown = without_folders(output)
     for message in messages:
         assert message in shown, f"promised {message!r}\ngot {shown!r}"
+
+
+def row_registry():
+    """``(ROWS, row)``: ``@row("R01")`` registers a test module's builder of that catalogue row in ``ROWS``."""
+    rows: dict = {}
+
+    def row(rid: str):
+        def register(fn):
+            assert rid not in rows, f"row {rid} registered twice"
+            rows[rid] = fn
+            return fn
+        return register
+    return rows, row

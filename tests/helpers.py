@@ -54,3 +54,24 @@ def inputs_untouched(argv):
     before = {p: tree_checksums(p) for p in paths}
     yield
     assert {p: tree_checksums(p) for p in paths} == before, f"an input of {args} was changed"
+
+
+def tiny_synthesis(root: Path, name: str = "synthesis_model"):
+    """Two 36x40x30 demo BraTS cases under ``root/brats``, preprocessed into ``root/prep`` with configs/test.yaml,
+    and a synthesis checkpoint trained for one step (only its loading and geometry matter): (raw, ids, cfg, ck)."""
+    from medsci.cli import main
+    from medsci.config import load_config
+    from medsci.tasks.synthesis.demo import write_brats_dataset
+    from medsci.tasks.synthesis.pipeline import train_synthesis
+
+    config = REPO / "configs" / "test.yaml"
+    raw = root / "brats"
+    write_brats_dataset(raw, cases=2, seed=3, shape=(36, 40, 30))
+    ids = sorted(p.name for p in raw.iterdir() if p.is_dir())
+    prep = root / "prep"
+    for case in ids:
+        assert main(["preprocess", "synthesis", "--case-dir", str(raw / case), "--out", str(prep),
+                     "--config", str(config)]) == 0
+    cfg = load_config(config).synthesis
+    cfg.train.steps, cfg.train.checkpoint_every, cfg.train.warmup_steps = 1, 1, 0
+    return raw, ids, cfg, train_synthesis(cfg, prep, ids, root / name, "cpu", progress=False)

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from catalogue import assert_promised, section_rows
+from helpers import tiny_synthesis
 from medsci.cli import main
 from test_dicom import _write_source
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_CONFIG = ROOT / "configs" / "test.yaml"
 SECTION = ("Clinical studies: alignment and grids", "C")
 ROWS = section_rows(*SECTION)
 
@@ -29,21 +29,7 @@ ROWS = section_rows(*SECTION)
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     """Two demo cases and a synthesis checkpoint trained for one step (only its geometry matters here)."""
-    from medsci.config import load_config
-    from medsci.tasks.synthesis.demo import write_brats_dataset
-    from medsci.tasks.synthesis.pipeline import train_synthesis
-
-    root = tmp_path_factory.mktemp("clinical_assets")
-    raw = root / "brats"
-    write_brats_dataset(raw, cases=2, seed=3, shape=(36, 40, 30))
-    ids = sorted(p.name for p in raw.iterdir() if p.is_dir())
-    prep = root / "prep"
-    for case in ids:
-        assert main(["preprocess", "synthesis", "--case-dir", str(raw / case), "--out", str(prep),
-                     "--config", str(TEST_CONFIG)]) == 0
-    cfg = load_config(TEST_CONFIG).synthesis
-    cfg.train.steps, cfg.train.checkpoint_every, cfg.train.warmup_steps = 1, 1, 0
-    ck = train_synthesis(cfg, prep, ids, root / "model", "cpu", progress=False)
+    raw, ids, cfg, ck = tiny_synthesis(tmp_path_factory.mktemp("clinical_assets"), "model")
     return {"raw": raw, "ids": ids, "ck": ck, "spacing": cfg.preprocess.spacing}
 
 
@@ -176,19 +162,24 @@ def test_dicom_motion_between_series_is_registered_and_recorded(assets, tmp_path
     assert "T2 TSE AX" in (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
 
 
+def _thicker_slices(path: Path, thickness: float) -> None:
+    """The contrast resampled in place to slices ``thickness`` mm apart (a coarser acquisition)."""
+    from medsci.preprocessing.geometry import resample_to_spacing
+
+    img = nib.load(path)
+    spacing = list(img.header.get_zooms()[:3])
+    spacing[2] = thickness
+    arr, aff = resample_to_spacing(np.asarray(img.dataobj, dtype=np.float32)[None], img.affine, spacing, "bilinear")
+    nib.save(nib.Nifti1Image(arr[0], aff), path)
+
+
 def test_a_coarse_contrast_other_than_the_first_is_refused(assets, tmp_path, capsys):
     """C5: a t2w on slices 2.5x thicker than the model's was upsampled without a word (only the first contrast
     was checked)."""
-    from medsci.preprocessing.geometry import resample_to_spacing
-
     drop = tmp_path / "drop"
     _case(assets, drop, "good", src=1)
     case = _case(assets, drop, "thick")
-    img = nib.load(case / "thick-t2w.nii.gz")
-    spacing = list(img.header.get_zooms()[:3])
-    spacing[2] = 2.5 * assets["spacing"][2]
-    arr, aff = resample_to_spacing(np.asarray(img.dataobj, dtype=np.float32)[None], img.affine, spacing, "bilinear")
-    nib.save(nib.Nifti1Image(arr[0], aff), case / "thick-t2w.nii.gz")
+    _thicker_slices(case / "thick-t2w.nii.gz", 2.5 * assets["spacing"][2])
     code = _run(assets, drop, tmp_path / "out")
     _check("C5", code, capsys, 1)
     assert (tmp_path / "out" / "good" / "good_t2f_SYNTHETIC.nii.gz").is_file()
@@ -197,15 +188,9 @@ def test_a_coarse_contrast_other_than_the_first_is_refused(assets, tmp_path, cap
 def test_the_brain_mask_comes_from_the_reference_contrast(assets, tmp_path, capsys):
     """C6: a t2w on a thicker (allowed) grid grew the union mask by 7-27 %: voxels where the other contrasts
     are 0 collapsed their clip window. The mask is now the reference's: the synthesis stays inside its brain."""
-    from medsci.preprocessing.geometry import resample_to_spacing
-
     drop = tmp_path / "drop"
     case = _case(assets, drop, "thick")
-    img = nib.load(case / "thick-t2w.nii.gz")
-    spacing = list(img.header.get_zooms()[:3])
-    spacing[2] = 1.8 * assets["spacing"][2]
-    arr, aff = resample_to_spacing(np.asarray(img.dataobj, dtype=np.float32)[None], img.affine, spacing, "bilinear")
-    nib.save(nib.Nifti1Image(arr[0], aff), case / "thick-t2w.nii.gz")
+    _thicker_slices(case / "thick-t2w.nii.gz", 1.8 * assets["spacing"][2])
     code = _run(assets, drop, tmp_path / "out")
     _check("C6", code, capsys, 0)
     made = np.asarray(nib.load(tmp_path / "out" / "thick" / "thick_t2f_SYNTHETIC.nii.gz").dataobj)

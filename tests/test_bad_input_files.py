@@ -29,7 +29,8 @@ import pytest
 import segyio
 import SimpleITK as sitk
 
-from catalogue import assert_promised, promised_messages, section_rows, without_folders
+from catalogue import assert_promised, promised_messages, row_registry, section_rows, without_folders
+from helpers import tiny_synthesis
 from medsci.cli import main
 from test_dicom import _write_source
 from test_radiograph_io import _make_dicom
@@ -50,15 +51,12 @@ SEIS_TINY = {
 def assets(tmp_path_factory):
     """Good inputs the rows start from: seismic checkpoint (untrained: only its loading is tested), survey,
     synthesis checkpoint (1 training step) with a spare good case, longitudinal demo subjects."""
-    from medsci.config import load_config
     from medsci.diffusion.checkpoint import save_checkpoint
     from medsci.diffusion.networks import build_network
     from medsci.io.segy import create_segy
     from medsci.tasks.longitudinal.demo import write_demo_subjects
     from medsci.tasks.seismic.config import SeismicConfig
     from medsci.tasks.seismic.pipeline import checkpoint_config
-    from medsci.tasks.synthesis.demo import write_brats_dataset
-    from medsci.tasks.synthesis.pipeline import train_synthesis
 
     root = tmp_path_factory.mktemp("bad_input_assets")
     ckcfg = checkpoint_config(SeismicConfig.from_dict(SEIS_TINY))
@@ -67,16 +65,7 @@ def assets(tmp_path_factory):
     cube = np.random.default_rng(0).standard_normal(SEIS_SHAPE).astype(np.float32)
     survey = create_segy(root / "survey.segy", cube)
 
-    raw = root / "brats"
-    write_brats_dataset(raw, cases=2, seed=3, shape=(36, 40, 30))
-    ids = sorted(p.name for p in raw.iterdir() if p.is_dir())
-    prep = root / "prep"
-    for case in ids:
-        assert main(["preprocess", "synthesis", "--case-dir", str(raw / case), "--out", str(prep),
-                     "--config", str(TEST_CONFIG)]) == 0
-    cfg = load_config(TEST_CONFIG).synthesis
-    cfg.train.steps, cfg.train.checkpoint_every, cfg.train.warmup_steps = 1, 1, 0
-    syn_ck = train_synthesis(cfg, prep, ids, root / "synthesis_model", "cpu", progress=False)
+    raw, ids, _, syn_ck = tiny_synthesis(root)
 
     subjects = root / "subjects"
     write_demo_subjects(subjects, n=1, seed=1, shape=(16, 24, 16), spacing=(12.0, 12.0, 12.0))
@@ -188,15 +177,7 @@ class Row:
     untouched: Path | None = None  # input tree whose bytes must not change
 
 
-ROWS: dict[str, Callable[[Path, dict], Row]] = {}
-
-
-def row(rid: str):
-    def register(fn):
-        assert rid not in ROWS
-        ROWS[rid] = fn
-        return fn
-    return register
+ROWS, row = row_registry()
 
 
 def _info(path: Path, reason: str, **kw) -> Row:

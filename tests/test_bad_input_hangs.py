@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from catalogue import section_rows
+from catalogue import row_registry, section_rows
 from medsci.cli import main
 from test_bad_input_files import assert_row_message
 from test_dicom import _write_source
@@ -107,15 +107,7 @@ class Row:
     check: Callable[[], None] | None = None
 
 
-ROWS: dict[str, Callable] = {}
-
-
-def row(rid: str):
-    def register(fn):
-        assert rid not in ROWS
-        ROWS[rid] = fn
-        return fn
-    return register
+ROWS, row = row_registry()
 
 
 def _itk_header(tmp: Path, name: str, unblock) -> Path:

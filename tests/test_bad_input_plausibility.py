@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from catalogue import assert_promised, section_rows
+from catalogue import assert_promised, row_registry, section_rows
 from medsci.cli import main
 from test_bad_input_files import _grey_rows, _png
 from test_radiograph_io import _make_dicom
@@ -49,15 +49,7 @@ class Row:
     check: Callable[[str], None] | None = None  # what else the row promises (outputs, records)
 
 
-ROWS: dict[str, Callable[[Path, dict], Row]] = {}
-
-
-def row(rid: str):
-    def register(fn):
-        assert rid not in ROWS
-        ROWS[rid] = fn
-        return fn
-    return register
+ROWS, row = row_registry()
 
 
 # --- radiographs through `medsci rotate` ------------------------------------------------------------------

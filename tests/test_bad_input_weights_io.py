@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from catalogue import assert_promised, promised_messages, section_rows, without_folders
+from catalogue import assert_promised, promised_messages, row_registry, section_rows, without_folders
 from medsci.cli import main
 from test_bad_input_files import SEIS_TINY, TEST_CONFIG
 
@@ -129,15 +129,7 @@ class Row:
     check: Callable[[], None] | None = None  # what must (not) have been written
 
 
-ROWS: dict[str, Callable[[Path, dict], Row]] = {}
-
-
-def row(rid: str):
-    def register(fn):
-        assert rid not in ROWS
-        ROWS[rid] = fn
-        return fn
-    return register
+ROWS, row = row_registry()
 
 
 def _nothing_in(folder: Path) -> Callable[[], None]:

@@ -52,8 +52,9 @@ def nmi(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
 
 def _coarse(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Block means of ``array`` with blocks of about REGISTRATION_MM, and the affine of the coarse grid."""
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    f = np.maximum(1, np.round(REGISTRATION_MM / spacing)).astype(int)
+    from medsci.preprocessing.geometry import voxel_spacing
+
+    f = np.maximum(1, np.round(REGISTRATION_MM / np.asarray(voxel_spacing(affine)))).astype(int)
     if (f == 1).all():
         return np.asarray(array, dtype=np.float32), affine
     n = np.array(array.shape) // f

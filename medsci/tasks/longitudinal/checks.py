@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from medsci.errors import InputError
+from medsci.preprocessing.geometry import voxel_spacing
 
 # The demo trains on gaps of 90-540 days. A subject whose median gap lies more than 5x outside the training range
 # has its times in another unit: years (gaps ~0.25-1.5) or hours (x24) land 60x below and 4.4x..24x above
@@ -100,7 +101,7 @@ def check_headers(session_paths: list, model_spacing, allow_other_spacing: bool)
         check_handedness(affines[0], affine, path)
     if model_spacing is None:  # a checkpoint without it is refused when it loads
         return
-    spacing = np.linalg.norm(affines[0][:3, :3], axis=0)
+    spacing = np.asarray(voxel_spacing(affines[0]))
     trained = np.asarray(model_spacing, float)
     if not allow_other_spacing and np.any(np.abs(spacing / trained - 1) > SPACING_TOLERANCE):
         shown, model = tuple(round(float(v), 2) for v in spacing), tuple(float(v) for v in trained)
