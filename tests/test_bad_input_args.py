@@ -386,7 +386,7 @@ def test_failed_evaluate_leaves_no_partial_json(tmp_path, capsys):
             calls.append("written")
             return {}
 
-    def fit(cases, targets):
+    def fit(cases, targets, **options):
         return Fitted()
 
     def load_case(data, case_id):
