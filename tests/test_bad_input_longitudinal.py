@@ -8,6 +8,7 @@ message the row promises (``tests/catalogue.py``).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -213,6 +214,26 @@ def test_L9_other_voxel_size_refused_from_the_headers(assets, tmp_path, capsys, 
     folder = tmp_path / "fine" / "sub-000"
     t = max(t for _, t in _times(folder))
     _run("L9", _forecast(assets, folder, [t + 100], tmp_path / "f.nii.gz"), 2, capsys)
+
+
+def test_L15_sessions_table_is_a_named_pipe(assets, tmp_path, capsys, no_model):
+    """Opening a FIFO waits for a writer: it is refused by its name before it is opened, not reported missing."""
+    folder = _subject(tmp_path, assets)
+    t = max(t for _, t in _times(folder))
+    (folder / "sessions.tsv").unlink()
+    os.mkfifo(folder / "sessions.tsv")
+    out = _run("L15", _forecast(assets, folder, [t + 100], tmp_path / "f.nii.gz"), 2, capsys)
+    assert "no sessions.tsv" not in out and not (tmp_path / "f.nii.gz").exists()
+
+
+def test_L16_session_volume_is_a_named_pipe(assets, tmp_path, capsys, no_model):
+    folder = _subject(tmp_path, assets)
+    rows = _times(folder)
+    assert rows[1][0] == "ses-01"
+    (folder / "ses-01.nii.gz").unlink()
+    os.mkfifo(folder / "ses-01.nii.gz")
+    out = _run("L16", _forecast(assets, folder, [rows[-1][1] + 100], tmp_path / "f.nii.gz"), 2, capsys)
+    assert "no volume for session" not in out
 
 
 # ------------------------------------------------------------------------------------------ workflow

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from medsci.errors import InputError, MedsciError
+from medsci.io.paths import regular_file
 
 SESSIONS_TSV = "sessions.tsv"
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
@@ -54,12 +55,11 @@ class Subject:
 
 
 def _sessions_table(folder: Path) -> Path:
-    plain = folder / SESSIONS_TSV
-    if plain.is_file():
-        return plain
-    bids = folder / f"{folder.name}_sessions.tsv"
-    if bids.is_file():
-        return bids
+    """The subject's sessions table; one that exists but is not a regular file (a named pipe, whose reading
+    would wait for a writer, a folder) is refused by name rather than reported missing."""
+    for table in (folder / SESSIONS_TSV, folder / f"{folder.name}_sessions.tsv"):
+        if table.exists():
+            return regular_file(table)
     if any(p.is_dir() and p.name.startswith("ses-") for p in _children(folder)):
         raise InputError(f"no session times: add {SESSIONS_TSV} (columns session_id, time_days)", folder)
     raise InputError(f"no {SESSIONS_TSV} and no ses-* session folders", folder)
@@ -106,8 +106,8 @@ def _acq_days(texts: list[tuple[str, str, int]], table: Path) -> list[float]:
 def _find_volume(folder: Path, sid: str) -> Path | None:
     for suffix in VOLUME_SUFFIXES:
         candidate = folder / f"{sid}{suffix}"
-        if candidate.is_file():
-            return candidate
+        if candidate.exists():
+            return regular_file(candidate)  # a named pipe or folder is refused by name, not reported missing
     names = [sid] if sid.startswith("ses-") else [sid, f"ses-{sid}"]
     for name in names:
         for sub in (folder / name / "anat", folder / name):
