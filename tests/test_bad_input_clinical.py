@@ -215,7 +215,7 @@ def test_a_dicom_batch_rerun_skips_cases_done(assets, tmp_path, capsys):
 
 def test_catalogue_rows_match_tests():
     """Every row of the section has a test (its docstring starts with the row id) and every test a row."""
-    assert sorted(ROWS) == [f"C{i}" for i in range(1, len(ROWS) + 1)] and len(ROWS) >= 7
+    assert sorted(ROWS, key=lambda r: int(r[1:])) == [f"C{i}" for i in range(1, len(ROWS) + 1)] and len(ROWS) >= 10
     ids = [fn.__doc__.split(":", 1)[0] for name, fn in globals().items()
            if name.startswith("test_") and fn is not test_catalogue_rows_match_tests]
     assert sorted(ids) == sorted(ROWS), (sorted(set(ids) ^ set(ROWS)), "rows without tests or tests without rows")
@@ -233,3 +233,75 @@ def test_colliding_case_ids_first_in_the_batch_are_refused_alone(assets, tmp_pat
     for name in ("Case", "case"):
         record = _record(tmp_path / "out", name)
         assert record["status"] == "refused" and not record["contrasts"], record
+
+
+# ------------------------------------------------------------------------------------------ training domain
+def _unseen_case(dest: Path, name: str) -> Path:
+    """A demo case of another seed than the checkpoint's training cases, without t2f: in the model's domain."""
+    from medsci.tasks.synthesis.demo import write_brats_dataset
+
+    (src,) = write_brats_dataset(dest.parent / f"{name}_src", cases=1, seed=7, shape=(36, 40, 30))
+    case = dest / name
+    case.mkdir(parents=True)
+    for mod in ("t1n", "t1c", "t2w"):
+        shutil.copyfile(src / f"{src.name}-{mod}.nii.gz", case / f"{name}-{mod}.nii.gz")
+    return case
+
+
+def _domain_warnings(record: dict) -> list[str]:
+    return [w for w in record["warnings"] if "training data" in w or "training domain" in w]
+
+
+def test_an_inverted_contrast_is_out_of_the_training_domain(assets, tmp_path, capsys):
+    """C9: a t2w with its in-brain intensities inverted (a T1-like T2) was synthesised without a word; now the
+    case record, summary.csv and report.html warn that it lies outside the training data. A case the model has
+    not seen but from the same kind of data passes; a checkpoint without training_data is not checked."""
+    drop = tmp_path / "drop"
+    _unseen_case(drop, "good")
+    case = _case(assets, drop, "inverted")
+    path = case / "inverted-t2w.nii.gz"
+    data = np.asarray(nib.load(path).dataobj, dtype=np.float32)
+    brain = data > 0
+    _edit(path, data=np.where(brain, 1.01 * data.max() - data, 0).astype(np.float32))
+    out = tmp_path / "out"
+    output = _check("C9", _run(assets, drop, out), capsys, 0)
+    assert output.count("outside the training data") == 2  # intensities and the t1n-t2w relation, once each
+    assert _domain_warnings(_record(out, "good")) == []
+    record = _record(out, "inverted")
+    assert record["status"] == "done" and len(_domain_warnings(record)) == 2
+    assert "outside the training data" in (out / "summary.csv").read_text(encoding="utf-8")
+    assert "outside the training data" in (out / "report.html").read_text(encoding="utf-8")
+    training = json.loads((assets["ck"] / "config.json").read_text(encoding="utf-8"))["training_data"]
+    assert training["cases"] == 2 and training["correlation"]["t1n-t2w"][1] < -0.5  # T1 and T2 anti-correlate
+    from medsci.tasks.synthesis.domain import domain_warnings
+
+    image, mask = np.ones((4, 4, 4, 4), np.float32), np.ones((4, 4, 4), bool)
+    assert domain_warnings({"intensity": [1]}, image, mask, ["t1n"], {}) == [
+        "training domain not checked: the checkpoint's training_data in config.json is not readable"]
+
+    old = tmp_path / "old_model"
+    shutil.copytree(assets["ck"], old)
+    config = json.loads((old / "config.json").read_text(encoding="utf-8"))
+    del config["training_data"]
+    (old / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    code = main(["synthesize", "--checkpoint", str(old), "--input", str(drop), "--output", str(tmp_path / "old"),
+                 "--no-progress", "--no-qc", "--steps", "1", "--n-samples", "1"])
+    output = capsys.readouterr().err
+    assert code == 0 and "training d" not in output and "Traceback" not in output, output
+    assert _domain_warnings(_record(tmp_path / "old", "inverted")) == []
+
+
+def test_a_brain_far_smaller_than_the_training_brains_is_out_of_the_domain(assets, tmp_path, capsys):
+    """C10: voxel sizes 0.6x the true ones in every header (a brain of 0.22x the volume) were synthesised without
+    a word; the record now warns that the brain volume lies far outside the training brains'."""
+    drop = tmp_path / "drop"
+    case = _case(assets, drop, "small")
+    for mod in ("t1n", "t1c", "t2w"):
+        path = case / f"small-{mod}.nii.gz"
+        affine = nib.load(path).affine.copy()
+        affine[:3, :3] *= 0.6
+        _edit(path, affine=affine)
+    out = tmp_path / "out"
+    _check("C10", _run(assets, drop, out), capsys, 0)
+    record = _record(out, "small")
+    assert record["status"] == "done" and any("brain volume" in w for w in _domain_warnings(record))

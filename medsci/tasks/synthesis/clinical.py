@@ -241,6 +241,7 @@ def synthesize_case(loaded, sampler, inputs: CaseInputs, settings: BatchSettings
     from medsci.io.volume import read_volume
     from medsci.mri.preprocessing.stage import preprocess_case, to_native, save_native
     from medsci.tasks.synthesis.data import load_case
+    from medsci.tasks.synthesis.domain import domain_warnings
     from medsci.tasks.synthesis.pipeline import synthesize
 
     available = [m for m in MODALITIES if m in (inputs.series if inputs.kind == "dicom" else inputs.files)]
@@ -307,7 +308,10 @@ def synthesize_case(loaded, sampler, inputs: CaseInputs, settings: BatchSettings
             qc_figure(prepared.image, result.mean, result.std, prepared.mask, available, target,
                       safe_join(out, f"{cid}/{cid}_qc.png"), cid)
             outputs.append(f"{cid}/{cid}_qc.png")
-    record = CaseRecord(cid, "done", target=target, warnings=list(sidecar.get("warnings", [])),
+    # A case far from the training cases (intensities, contrast relations, brain size): a warning, not a refusal.
+    warnings = list(sidecar.get("warnings", [])) + domain_warnings(
+        loaded.config.get("training_data"), prepared.image, prepared.mask, prepared.available, prepared.sidecar)
+    record = CaseRecord(cid, "done", target=target, warnings=warnings,
                         seconds=round(time.perf_counter() - started, 2), outputs=outputs,
                         inputs=[str(p) for p in inputs.input_files()], input_kind=inputs.kind, key=key,
                         network_evaluations=result.network_evaluations,

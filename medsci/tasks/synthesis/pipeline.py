@@ -29,6 +29,7 @@ from medsci.tasks.synthesis.conditioning import (
 from medsci.tasks.synthesis.baselines import LinearRegressionBaseline
 from medsci.tasks.synthesis.config import SynthesisConfig
 from medsci.tasks.synthesis.data import PreparedCase, SynthesisTrainingTask, load_training_cases
+from medsci.tasks.synthesis.domain import training_summary
 
 TASK = "mri-synthesis"
 
@@ -76,6 +77,7 @@ def train_synthesis(cfg: SynthesisConfig, data_dir: str | Path, case_ids: list[s
                                  patch=cfg.model.train_patch, prior=prior)
     ckcfg["training_cases"] = list(case_ids)
     ckcfg["geometry"] = training_geometry(cfg.preprocess, cases, data_dir)
+    ckcfg["training_data"] = training_summary(cases)  # what `medsci synthesize` compares a new case with
     return train(model, task, cfg.model.schedule, cfg.train, out_dir, ckcfg, default_device(device), progress)
 
 
