@@ -207,3 +207,30 @@ def test_defaults_cycle_and_missing_base_are_refused(tmp_path):
     (tmp_path / "c.yaml").write_text("defaults: nope.yaml\n")
     with pytest.raises(ConfigError, match="nope.yaml not found"):
         read_preset(tmp_path / "c.yaml")
+
+
+@pytest.mark.parametrize("register,flag", [(True, " --register "), (False, " --no-register "), (None, None)])
+def test_batch_registration_reaches_the_command_line(tmp_path, register, flag):
+    """synthesis.batch.register is `medsci synthesize --register / --no-register` in every batch job; null (the
+    default, as the command's: registered for DICOM input only) passes neither."""
+    cases = tmp_path / "cases"
+    for name in ("c1", "c2"):
+        (cases / name).mkdir(parents=True)
+    batch = {"input": str(cases)} if register is None else {"input": str(cases), "register": register}
+    res = dry_run(tmp_path, "--configfile", "configs/test.yaml", "--config", f"results={tmp_path}",
+                  f"synthesis={{\"batch\": {yaml.safe_dump(batch, default_flow_style=True).strip()}}}",
+                  "--printshellcmds", "--forceall")
+    assert res.returncode == 0, res.stderr[-3000:]
+    commands = [line.split("Shell command: ", 1)[-1] for line in res.stdout.splitlines()
+                if "medsci synthesize " in line]
+    assert len(commands) == 3, res.stdout[-3000:]  # one job per case, then the report
+    for command in commands:
+        flags = re.findall(r" (--(?:no-)?register)\b", command)
+        assert flags == ([] if flag is None else [flag.strip()]), command
+    assert load_config(REPO / "configs/test.yaml").synthesis.batch.register is None
+
+
+def test_batch_registration_must_be_true_false_or_null(tmp_path):
+    res = dry_run(tmp_path, "--configfile", "configs/test.yaml", "--config", f"results={tmp_path}",
+                  'synthesis={"batch": {"register": "maybe"}}')
+    one_line_refusal(res, "synthesis.batch.register: 'maybe' is not of type 'boolean', 'null'")

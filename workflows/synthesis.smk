@@ -241,7 +241,7 @@ if SYN_BATCH.input:
     SYN_BATCH_CASES = syn_workflow.batch_cases(SYN_BATCH.input)
     SYN_BATCH_ARGS = f"--checkpoint {SYN_BATCH_MODEL} --input {SYN_BATCH.input} --output {SYN_BATCH_OUT}" + (
         f" --dicom-mapping {SYN_BATCH.dicom_mapping}" if SYN_BATCH.dicom_mapping else ""
-    )
+    ) + {True: " --register", False: " --no-register", None: ""}[SYN_BATCH.register]
     TARGETS["synthesis"] = [str(SYN_BATCH_OUT / "summary.csv")]
 
     rule synthesis_batch_case:

@@ -74,6 +74,9 @@ class BatchConfig(ConfigSection):
     output: str | None = None  # null = <results>/<name>/synthesis/batch
     checkpoint: str | None = None  # null = the model this workflow trains
     dicom_mapping: str | None = None
+    # Co-registration of each case's contrasts: true/false = --register/--no-register; null = the command's
+    # default (DICOM input registered, NIfTI not).
+    register: bool | None = None
 
 
 @dataclass
