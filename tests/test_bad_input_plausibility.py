@@ -81,7 +81,7 @@ def _(tmp, a):  # an axial CT slice in HU as NIfTI: air around a round body with
 
 @row("P04")
 def _(tmp, a):  # an angiography frame: an X-ray projection, but not a plain radiograph
-    src = _make_dicom(tmp / "xa.dcm", RAMP12, modality="XA")
+    src = _make_dicom(tmp / "xa.dcm", RAMP12, modality="XA", extra={"ImagerPixelSpacing": ["22.4", "22.4"]})
 
     def check(output):
         record = json.loads((tmp / "out.dcm.json").read_text())
@@ -90,6 +90,23 @@ def _(tmp, a):  # an angiography frame: an X-ray projection, but not a plain rad
 
         assert "DICOM modality 'XA'" in pydicom.dcmread(tmp / "out.dcm").ImageComments
         assert output.count("DICOM modality 'XA'") == 1  # printed once
+    return Row(_rotate(tmp, a, src, "out.dcm"), 0, check)
+
+
+@row("P10")
+def _(tmp, a):  # a 20 px image of 0.15 mm (3 mm across) on a model of 448 mm views: a wrong spacing or a detail crop
+    return Row(_rotate(tmp, a, _make_dicom(tmp / "small.dcm", RAMP12, extra={"ImagerPixelSpacing": ["0.15", "0.15"]}),
+                       "out.dcm"), 2)
+
+
+@row("P11")
+def _(tmp, a):  # 224 mm across (a hand or a child's chest on an adult chest model): rotated, warned
+    src = _make_dicom(tmp / "hand.dcm", RAMP12, extra={"ImagerPixelSpacing": ["11.2", "11.2"]})
+
+    def check(output):
+        record = json.loads((tmp / "out.dcm.json").read_text())
+        assert any("224x224 mm, 50 %" in w for w in record["warnings"]), record["warnings"]
+        assert record["resampling"]["padded_model_pixels"] == {"top": 4, "bottom": 4, "left": 4, "right": 4}
     return Row(_rotate(tmp, a, src, "out.dcm"), 0, check)
 
 

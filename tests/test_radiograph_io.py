@@ -167,7 +167,7 @@ def test_png_rgb_16bit_keeps_16_bits(tmp_path):
 
 # --- DICOM -----------------------------------------------------------------------------------------
 
-def _check_derived(out, note=NOTE, modality="CR"):
+def _check_derived(out, note=NOTE, modality="CR", photometric="MONOCHROME2"):
     ds = pydicom.dcmread(out)
     assert ds.SOPInstanceUID != SOP_UID and ds.SeriesInstanceUID != SERIES_UID
     assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
@@ -177,7 +177,7 @@ def _check_derived(out, note=NOTE, modality="CR"):
     assert ds.DerivationDescription == note and ds.ImageComments == note
     assert ds.BurnedInAnnotation == "NO"
     assert (ds.PatientID, ds.StudyInstanceUID, ds.Modality) == ("P-0042", STUDY_UID, modality)
-    assert ds.PhotometricInterpretation == "MONOCHROME2" and ds.PixelRepresentation == 0
+    assert ds.PhotometricInterpretation == photometric and ds.PixelRepresentation == 0
     assert (ds.BitsAllocated, ds.BitsStored, ds.HighBit) == (16, 12, 11)
     assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == SOP_UID
     return ds
@@ -216,24 +216,30 @@ def test_dicom_cr_monochrome2_with_rescale_round_trip(tmp_path):
     assert ds3.SOPInstanceUID != ds.SOPInstanceUID
 
 
-def test_dicom_monochrome1_is_inverted_and_written_as_monochrome2(tmp_path):
+def test_dicom_monochrome1_is_inverted_on_reading_and_written_back_as_monochrome1(tmp_path):
     stored = _ramp12()
     src = _make_dicom(tmp_path / "mono1.dcm", stored, photometric="MONOCHROME1", slope=0.5, intercept=10,
-                      implicit=True, extra={"WindowCenter": "500", "WindowWidth": "800"})
+                      implicit=True, extra={"WindowCenter": "500", "WindowWidth": "800"}, modality="DX")
     r = read_radiograph(src)
     assert r.meta["monochrome1"] and r.spacing == (0.15, 0.125)
     assert r.pixels[0, 0] == 1.0 and r.pixels[-1, -1] == 0.0  # stored 0 is white under MONOCHROME1
     assert r.pixels[5, 7] == pytest.approx(1 - 1000 / 4095, abs=1e-7)
     out = write_radiograph(tmp_path / "rot.dcm", r, r.pixels, NOTE)
-    ds = _check_derived(out)
-    # Same picture under MONOCHROME2: stored values inverted within the original range.
-    np.testing.assert_array_equal(ds.pixel_array, 4095 - stored)
+    ds = _check_derived(out, modality="DX", photometric="MONOCHROME1")
+    # The input's polarity, stored values, rescale, window and bit depth come back unchanged (issue 26).
+    assert ds.PhotometricInterpretation == "MONOCHROME1" and ds.PresentationLUTShape == "INVERSE"
+    np.testing.assert_array_equal(ds.pixel_array, stored)
+    assert ds.BitsStored == 12 and ds.BitsAllocated == 16
     assert float(ds.RescaleSlope) == 0.5 and float(ds.RescaleIntercept) == 10.0
-    lo, hi = 10.0, 10.0 + 0.5 * 4095
-    assert float(ds.WindowCenter) == pytest.approx(lo + hi - 500)
+    assert float(ds.WindowCenter) == 500.0
     back = read_radiograph(out)
-    assert not back.meta["monochrome1"]
+    assert back.meta["monochrome1"]
     assert np.abs(back.pixels - r.pixels).max() <= 1 / 4095
+    # A brighter (MONOCHROME2 convention) output pixel is a lower stored value under MONOCHROME1.
+    brighter = r.pixels.copy()
+    brighter[5, 7] += 0.1
+    ds2 = pydicom.dcmread(write_radiograph(tmp_path / "b.dcm", r, brighter, NOTE))
+    assert int(ds2.pixel_array[5, 7]) == 1000 - round(0.1 * 4095)
 
 
 def test_dicom_signed_stored_values_are_written_unsigned_with_same_values(tmp_path):

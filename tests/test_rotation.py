@@ -477,20 +477,65 @@ def test_rotate_cli_dicom_and_nifti_round_trip(trained, tmp_path):
     cfg, out, _ = trained
     src = _pairs(cfg, 5).source
     stored = np.round(np.kron(src, np.ones((2, 2))) * 4095).astype(np.uint16)  # 32x32, 12 bits
-    _make_dicom(tmp_path / "cr.dcm", stored, photometric="MONOCHROME1")
+    # 32 px of 14 mm: the tiny model's 448 mm field of view.
+    _make_dicom(tmp_path / "cr.dcm", stored, photometric="MONOCHROME1", extra={"ImagerPixelSpacing": ["14", "14"]})
     r = _medsci("rotate", "--checkpoint", out, "--input", tmp_path / "cr.dcm", "--angles", "5,0,0",
                 "--output", tmp_path / "rot.dcm")
     assert r.returncode == 0, r.stderr
     ds = pydicom.dcmread(tmp_path / "rot.dcm")
     src_ds = pydicom.dcmread(tmp_path / "cr.dcm")
     assert ds.Rows == 32 and ds.Modality == "CR" and "SYNTHETIC" in ds.SeriesDescription
+    assert ds.PhotometricInterpretation == "MONOCHROME1" and ds.BitsStored == 12
+    assert "ImagerPixelSpacing" in ds.DerivationDescription and "16x16 px at the model's 28x28 mm" in ds.ImageComments
     assert ds.SOPInstanceUID != src_ds.SOPInstanceUID and ds.StudyInstanceUID == src_ds.StudyInstanceUID
     assert "DERIVED" in ds.ImageType and "rx,ry,rz=[5.0, 0.0, 0.0]" in ds.DerivationDescription
     nii = tmp_path / "dx.nii.gz"
-    aff = np.diag([0.2, 0.2, 1.0, 1.0])
+    aff = np.diag([14.0, 14.0, 1.0, 1.0])
     nib.save(nib.Nifti1Image(np.kron(src, np.ones((2, 2))).T.astype(np.float32)[:, :, None], aff), nii)
     r = _medsci("rotate", "--checkpoint", out, "--input", nii, "--angles", "0,0,-5", "--output", tmp_path / "r.nii.gz")
     assert r.returncode == 0, r.stderr
     img = nib.load(tmp_path / "r.nii.gz")
     assert img.shape == (32, 32, 1) and np.allclose(img.affine, aff)
     assert b"SYNTHETIC" in img.header["descrip"].tobytes()
+
+
+def test_rotate_keeps_the_aspect_ratio_and_the_physical_scale(trained, tmp_path):
+    """Issue 26: a non-square radiograph is resampled by its pixel spacing and centred on the model's detector
+    (padded, never squashed); one far smaller than the model's field of view is refused."""
+    import pydicom
+
+    from test_radiograph_io import _make_dicom
+
+    cfg, out, _ = trained
+    src = _pairs(cfg, 5).source  # 16x16 at 28 mm
+    # 40x24 px of 7 mm: 280x168 mm, centred on the 448 mm detector as 10x6 model pixels.
+    wide = np.kron(src[3:13, 5:11], np.ones((4, 4), np.float32))
+    stored = np.round(wide * 4095).astype(np.uint16)
+    _make_dicom(tmp_path / "dx.dcm", stored, modality="DX", extra={"ImagerPixelSpacing": ["7", "7"]})
+    r = _medsci("rotate", "--checkpoint", out, "--input", tmp_path / "dx.dcm", "--angles", "0,0,5",
+                "--output", tmp_path / "rot.dcm")
+    assert r.returncode == 0, r.stderr
+    record = json.loads((tmp_path / "rot.dcm.json").read_text(encoding="utf-8"))["resampling"]
+    assert record["scaled_pixels"] == [10, 6] and record["scale"] == [0.25, 0.25]
+    assert record["padded_model_pixels"] == {"top": 3, "bottom": 3, "left": 5, "right": 5}
+    assert record["spacing_source"] == "ImagerPixelSpacing" and record["field_of_view_fraction"] == 1.0
+    assert pydicom.dcmread(tmp_path / "rot.dcm").pixel_array.shape == (40, 24)
+
+    from medsci.tasks.rotation.detector_fit import DetectorFit
+    from medsci.tasks.rotation.pipeline import load_model
+
+    fit = DetectorFit.plan((40, 24), (7.0, 7.0), "test", load_model(out, "cpu").geometry)
+    on_model = fit.to_model(wide)
+    np.testing.assert_allclose(on_model[3:13, 5:11], src[3:13, 5:11], atol=0.15)  # same anatomy, same place
+    assert np.abs(on_model[3:13, 5:11] - src[3:13, 5:11]).mean() < 0.03
+    assert on_model[:3].max() == 0 and on_model[:, :5].max() == 0  # air around it
+    back = fit.to_input(on_model)
+    assert np.abs(back - wide).mean() < 0.05
+
+    # At 0.15 mm the same 40 px are 6 mm: 1 % of the field of view, refused with the reason.
+    _make_dicom(tmp_path / "tiny.dcm", stored, modality="DX")
+    r = _medsci("rotate", "--checkpoint", out, "--input", tmp_path / "tiny.dcm", "--angles", "0,0,5",
+                "--output", tmp_path / "t.dcm")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "tiny.dcm: the image spans 6x3 mm (ImagerPixelSpacing), 1 % of the model's 448x448 mm" in r.stderr
+    assert not (tmp_path / "t.dcm").exists()

@@ -74,7 +74,7 @@ def test_rotate_std_of_nifti_in_value_units_and_of_dicom_as_npy(models, tmp_path
 
     cfg, ckpt = models["head"]
     src = _pairs(cfg, 5).source
-    aff = np.diag([0.2, 0.2, 1.0, 1.0])
+    aff = np.diag([14.0, 14.0, 1.0, 1.0])  # 32 px of 14 mm: the tiny model's 448 mm field of view
     values = (100.0 + 900.0 * np.kron(src, np.ones((2, 2)))).T.astype(np.float32)[:, :, None]  # 100 .. 1000
     nib.save(nib.Nifti1Image(values, aff), tmp_path / "dx.nii.gz")
     rec = _rotate(ckpt, tmp_path / "dx.nii.gz", tmp_path / "r.nii.gz", "0,0,-5")
@@ -87,7 +87,7 @@ def test_rotate_std_of_nifti_in_value_units_and_of_dicom_as_npy(models, tmp_path
     assert img.get_fdata().min() >= 0
 
     stored = np.round(np.kron(src, np.ones((2, 2))) * 4095).astype(np.uint16)
-    _make_dicom(tmp_path / "cr.dcm", stored, photometric="MONOCHROME1")
+    _make_dicom(tmp_path / "cr.dcm", stored, photometric="MONOCHROME1", extra={"ImagerPixelSpacing": ["14", "14"]})
     rec = _rotate(ckpt, tmp_path / "cr.dcm", tmp_path / "rot.dcm", "5,0,0")
     std = np.load(tmp_path / "rot_std.npy")
     assert rec["std_file"] == "rot_std.npy" and std.dtype == np.float32 and std.shape == (32, 32)

@@ -14,7 +14,8 @@ Conventions per format:
 * DICOM: one frame of 2D pixel data (CR, DX, RG or any modality). The Modality LUT (or Rescale
   Slope/Intercept) is applied, MONOCHROME1 is inverted, and the result is min-max normalised; the
   stored range is recorded so writing maps [0, 1] back onto it. Written as a new derived instance in a
-  new series of the same study, MONOCHROME2, uncompressed, with the input's Bits Allocated/Stored.
+  new series of the same study, uncompressed, with the input's Bits Allocated/Stored and polarity
+  (MONOCHROME1 stays MONOCHROME1 with its window and VOI LUT; colour becomes MONOCHROME2).
 * NIfTI: a 2D image, or 3D with exactly one singleton axis; min-max normalised. The array index (i, j)
   is (column, row) as in ITK and :mod:`medsci.io.volume`, so ``pixels = data.T``. Written back as
   float32 in the original value range with the same affine and the singleton axis restored.
@@ -566,6 +567,9 @@ def _write_dicom(path: Path, like: Radiograph, arr: np.ndarray, note: str) -> No
     src = m.get("dataset")
     if src is None:
         raise ValueError("like.meta has no DICOM dataset; read it with read_radiograph")
+    mono1 = bool(m["monochrome1"])
+    if mono1:
+        arr = 1.0 - arr  # written back as MONOCHROME1, the input's own polarity and stored values
     bits_alloc, bits_stored = int(m["bits_allocated"]), int(m["bits_stored"])
     top = 2 ** bits_stored - 1
     lo, hi = float(m["value_min"]), float(m["value_max"])
@@ -598,19 +602,15 @@ def _write_dicom(path: Path, like: Radiograph, arr: np.ndarray, note: str) -> No
     for tag in list(ds.keys()):
         if (0x6000 <= tag.group <= 0x60FF and tag.group % 2 == 0) or tag.element == 0:
             del ds[tag]  # overlays drawn for the input image; group lengths
-    if (m["monochrome1"] or m["colour"]) and "VOILUTSequence" in ds:
-        del ds.VOILUTSequence  # a table for the input's polarity / colours
     if m["colour"]:
+        if "VOILUTSequence" in ds:
+            del ds.VOILUTSequence  # a table for the input's colours
         for kw in ("WindowCenter", "WindowWidth", "WindowCenterWidthExplanation", "VOILUTFunction"):
             if kw in ds:
                 delattr(ds, kw)
-    elif m["monochrome1"] and "WindowCenter" in ds:
-        # Same display after inverting: value v under MONOCHROME1 is lo + hi - v under MONOCHROME2.
-        centres = ds.WindowCenter if ds["WindowCenter"].VM > 1 else [ds.WindowCenter]
-        flipped = [_ds(lo + hi - float(c)) for c in centres]
-        ds.WindowCenter = flipped if len(flipped) > 1 else flipped[0]
+    # The input's polarity is kept, so its window and VOI LUT still apply; DX ties the presentation LUT to it.
     if "PresentationLUTShape" in ds or _str(src, "Modality") == "DX":
-        ds.PresentationLUTShape = "IDENTITY"
+        ds.PresentationLUTShape = "INVERSE" if mono1 else "IDENTITY"
     if rescale is None:
         for kw in ("RescaleSlope", "RescaleIntercept", "RescaleType"):
             if kw in ds:
@@ -621,7 +621,7 @@ def _write_dicom(path: Path, like: Radiograph, arr: np.ndarray, note: str) -> No
             ds.RescaleType = "US"
 
     ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PhotometricInterpretation = "MONOCHROME1" if mono1 else "MONOCHROME2"
     ds.Rows, ds.Columns = stored.shape
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits_alloc, bits_stored, bits_stored - 1
     ds.PixelRepresentation = 0

@@ -18,6 +18,11 @@ from medsci.generator import add_evaluate, add_sample, add_train
 # angle / max * 90 deg) repeat at 2 x the range (+30 and -30 deg look alike to a model trained on +-15).
 WARN_LIMIT = 1.5
 HARD_LIMIT = 1.9
+# An image whose longer side spans less than MIN_SPAN of the model's field of view (after resampling by its pixel
+# spacing) is refused: a handful of model pixels, or a wrong spacing. Below WARN_SPAN (a hand on a chest model,
+# ~200 of 448 mm) it is rotated with a warning.
+MIN_SPAN = 0.25
+WARN_SPAN = 0.6
 
 
 def parse_angles(text) -> tuple[float, float, float]:
@@ -48,6 +53,10 @@ def register_commands(subparsers) -> None:
     p.add_argument("--allow-extrapolation", action="store_true",
                    help="rotate up to 1.9x the trained angle range (otherwise refused beyond 1.5x; beyond the "
                         "range itself, a warning in the output's metadata)")
+    p.add_argument("--pixel-spacing", type=bounded_float(0.0, 100.0, "a pixel size in mm", low_open=True), nargs=2,
+                   metavar=("ROW_MM", "COL_MM"),
+                   help="detector pixel size when the file has none (PNG) or to override ImagerPixelSpacing/"
+                        "PixelSpacing; without either, the image is fitted to the model's field of view")
     add_sampler_args(p)
 
     d = add_command(subparsers, "drr", run_drr)
@@ -126,7 +135,9 @@ def run_rotate(args) -> int:
     head, or several samples), OUT_std beside it (a float32 .npy for DICOM) and its method, file and mean/max on the
     [0, 1] intensity scale in OUT.json. Angles (degrees) turn the patient about x
     (left-right, tilt), y (beam, in-plane) and z (head-foot, turn), applied x, then y, then z. The image is
-    resampled to the model's detector grid and back.
+    resampled to the model's pixel size by its own spacing, centred on the model's detector (padded or cropped,
+    never squashed); the output is the input's projective warp plus the model's correction, at the input's size
+    (``resampling`` in OUT.json, the geometry line in the note).
     """
     import numpy as np
     import torch
@@ -154,43 +165,56 @@ def run_rotate(args) -> int:
             raise InputError(f"{message}: {ratio:.2g}x the trained range is too far for this model{hint}",
                              args.input)
         warnings.append(message + ": extrapolated, expect lower fidelity")
-    h, w = radiograph.pixels.shape
-    rows, cols = loaded.pixels
-    if abs((h / w) / (rows / cols) - 1) > 0.05:
-        warnings.append(f"aspect ratio {h}x{w} differs from the model's {rows}x{cols}: resampled anisotropically")
-    # The display window of training: the source's window percentile -> 1 (DRR pairs, data.display).
+    # Onto the model's detector by physical pixel size, centred, padded or cropped: never squashed.
+    from medsci.tasks.rotation.baselines import homography_warp
     from medsci.tasks.rotation.data import window_divisor
+    from medsci.tasks.rotation.detector_fit import DetectorFit
 
+    spacing = radiograph.spacing
+    spacing_source = radiograph.meta.get("spacing_tag") or ("NIfTI affine" if radiograph.format == "nifti" else "")
+    if args.pixel_spacing:
+        spacing, spacing_source = tuple(args.pixel_spacing), "--pixel-spacing"
+    fit = DetectorFit.plan(radiograph.pixels.shape, spacing, spacing_source, loaded.geometry)
+    span = fit.span_fraction()
+    if span < MIN_SPAN:
+        raise InputError(f"the image spans {fit.extent_mm()} mm ({spacing_source}), {100 * span:.0f} % of the model's "
+                         f"{fit.field_mm()} mm field of view: at the model's {fit.model_spacing[0]:g} mm pixels it "
+                         f"would be {fit.scaled[0]}x{fit.scaled[1]} px; a wrong pixel spacing (--pixel-spacing ROW_MM "
+                         f"COL_MM) or not a view the model was trained on", args.input)
+    if span < WARN_SPAN:
+        warnings.append(f"the image spans {fit.extent_mm()} mm, {100 * span:.0f} % of the model's {fit.field_mm()} mm "
+                        f"training views (a smaller body part than the training views?)")
+    if fit.covered_fraction() < 0.999:
+        warnings.append(f"{100 * (1 - fit.covered_fraction()):.0f} % of the image lies outside the model's "
+                        f"field of view: only warped there")
+    # The display window of training (the source's window percentile -> 1, data.display) for the model's input;
+    # the input itself is never clipped.
     divisor = window_divisor(radiograph.pixels, float(loaded.config.get("window_percentile", 99.5)))
-    full = np.clip(radiograph.pixels / divisor, 0.0, 1.0)
-    small = _resize(full, (rows, cols))
+    small = np.clip(fit.to_model(radiograph.pixels) / divisor, 0.0, 1.0)
     sampler = sampler_with(loaded.sample, loaded.schedule, **sampler_overrides(args))
     result = rotate(loaded, small[None], np.array([angles]), sampler)
-    # Back to the input's size: the model's prediction, upsampled, plus the input's fine detail (what the
-    # model-size image does not hold) moved by the projective warp of the rotation, so detail moves with the
-    # anatomy instead of staying where it was.
-    from medsci.tasks.rotation.baselines import homography_warp
-    from medsci.tasks.rotation.drr import DetectorGeometry
-
-    g = loaded.geometry
-    fine_geometry = DetectorGeometry(g.sdd, g.sid, (h, w), (g.spacing[0] * rows / h, g.spacing[1] * cols / w))
-    detail = homography_warp(full - _resize(small, (h, w)), angles, fine_geometry)
-    out = np.clip((_resize(result.image[0], (h, w)) + detail) * divisor, 0.0, 1.0).astype(np.float32)
+    # Back at the input's resolution: the projective warp of the input (its full detail, moved with the
+    # anatomy) plus the model's correction over its own first guess, upsampled.
+    guess = homography_warp(small, angles, loaded.geometry) if loaded.first_guess == "warp" else small
+    correction = fit.to_input(result.image[0] - guess) * divisor
+    base = homography_warp(radiograph.pixels, angles, fit.input_geometry(loaded.geometry))
+    out = np.clip(base + correction, 0.0, 1.0).astype(np.float32)
     note = (f"SYNTHETIC: medsci radiograph rotation of {args.input.name} by rx,ry,rz={list(angles)} deg "
-            f"(diffusion model, {result.network_evaluations} network evaluations); not an acquired image")
+            f"(diffusion model, {result.network_evaluations} network evaluations); not an acquired image. "
+            f"Geometry: {fit.summary()}")
     if warnings:
         note += ". WARNING: " + "; ".join(warnings)
     written = write_radiograph(args.output, radiograph, out, note)
     # The model's std, back on the output's grid and intensity scale (out = image * divisor).
-    std = None if result.std is None else np.clip(_resize(result.std[0], (h, w)) * divisor, 0.0, None)
+    std = None if result.std is None else np.clip(fit.to_input(result.std[0]) * divisor, 0.0, None)
     uncertainty = {"method": result.uncertainty if std is not None else "none", "std_file": None}
     if std is not None:
         std_path, units = _write_std(written, radiograph, std, f"SYNTHETIC: uncertainty (std) of {written.name}")
         uncertainty.update(std_file=std_path.name, std_units=units, std_mean=float(std.mean()),
                            std_max=float(std.max()))
     record = {"input": str(args.input), "output": str(written), "angles_deg": list(angles),
-              "trained_max_angle_deg": list(loaded.max_angle), "model_pixels": [rows, cols],
-              "input_pixels": [h, w], "display_divisor": divisor, "sampler": sampler.to_dict(),
+              "trained_max_angle_deg": list(loaded.max_angle), "resampling": fit.to_dict(),
+              "display_divisor": divisor, "sampler": sampler.to_dict(),
               "network_evaluations": result.network_evaluations, "seconds": round(result.seconds, 3),
               "warnings": warnings, "synthetic": True, "checkpoint": str(args.checkpoint),
               "uncertainty": uncertainty}
@@ -235,18 +259,6 @@ def _write_std(output: Path, like, std, note: str) -> tuple[Path, str]:
     lo, hi = float(like.meta["value_min"]), float(like.meta["value_max"])
     write_radiograph(path, replace(like, meta={**like.meta, "value_min": 0.0, "value_max": hi - lo}), std, note)
     return path, "the input's value units (as the output image)"
-
-
-def _resize(image, shape):
-    import numpy as np
-    import torch
-
-    t = torch.as_tensor(np.asarray(image, dtype=np.float32))[None, None]
-    if tuple(t.shape[-2:]) == tuple(shape):
-        return np.asarray(image, dtype=np.float32)
-    antialias = t.shape[-1] > shape[1] or t.shape[-2] > shape[0]
-    return torch.nn.functional.interpolate(t, size=tuple(shape), mode="bilinear", align_corners=False,
-                                           antialias=antialias)[0, 0].numpy()
 
 
 # ---------------------------------------------------------------------------------------------- workflow verbs
