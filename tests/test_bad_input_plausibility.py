@@ -110,6 +110,29 @@ def _(tmp, a):  # 224 mm across (a hand or a child's chest on an adult chest mod
     return Row(_rotate(tmp, a, src, "out.dcm"), 0, check)
 
 
+@row("P12")
+def _(tmp, a):  # a lateral chest view on a model of frontal views: rotated, warned in the JSON and the DICOM
+    src = _make_dicom(tmp / "lat.dcm", RAMP12, extra={"ImagerPixelSpacing": ["22.4", "22.4"], "ViewPosition": "LL"})
+
+    def check(output):
+        record = json.loads((tmp / "out.dcm.json").read_text())
+        assert any(w.startswith("ViewPosition 'LL'") for w in record["warnings"]), record["warnings"]
+        import pydicom
+
+        assert "ViewPosition 'LL'" in pydicom.dcmread(tmp / "out.dcm").ImageComments
+    return Row(_rotate(tmp, a, src, "out.dcm"), 0, check)
+
+
+@row("P13")
+def _(tmp, a):  # --strict: a knee radiograph is refused before anything is written
+    src = _make_dicom(tmp / "knee.dcm", RAMP12, extra={"ImagerPixelSpacing": ["22.4", "22.4"],
+                                                       "BodyPartExamined": "KNEE"})
+
+    def check(output):
+        assert not (tmp / "out.dcm").exists() and not (tmp / "out.dcm.json").exists()
+    return Row([*_rotate(tmp, a, src, "out.dcm"), "--strict"], 2, check)
+
+
 # --- a .npy cube through `medsci interpolate` ----------------------------------------------------------------
 @row("P05")
 def _(tmp, a):  # a (time, crossline, inline) array: refused before the model is loaded

@@ -23,6 +23,26 @@ HARD_LIMIT = 1.9
 # ~200 of 448 mm) it is rotated with a warning.
 MIN_SPAN = 0.25
 WARN_SPAN = 0.6
+# The models are trained on frontal chest DRRs (the PA geometry of drr.py): a DICOM that says it is another view
+# or body part is rotated with a warning, or refused with --strict.
+FRONTAL_VIEWS = ("PA", "AP")
+CHEST_PARTS = ("CHEST", "THORAX", "LUNG")
+
+
+def view_warnings(radiograph) -> list[str]:
+    """What the DICOM's ViewPosition / BodyPartExamined say that the model was not trained on."""
+    ds = radiograph.meta.get("dataset")
+    if ds is None:
+        return []
+    out = []
+    view = str(ds.get("ViewPosition") or "").strip().upper()
+    if view and view not in FRONTAL_VIEWS:
+        out.append(f"ViewPosition {view!r}: the model is trained on frontal (PA) chest views, not a lateral or "
+                   "oblique one")
+    part = str(ds.get("BodyPartExamined") or "").strip().upper()
+    if part and part not in CHEST_PARTS:
+        out.append(f"BodyPartExamined {part!r}: the model is trained on chest views")
+    return out
 
 
 def parse_angles(text) -> tuple[float, float, float]:
@@ -53,6 +73,10 @@ def register_commands(subparsers) -> None:
     p.add_argument("--allow-extrapolation", action="store_true",
                    help="rotate up to 1.9x the trained angle range (otherwise refused beyond 1.5x; beyond the "
                         "range itself, a warning in the output's metadata)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse instead of warning: another view or body part (DICOM ViewPosition, "
+                        "BodyPartExamined), an image far smaller than the model's views, an unusual modality, "
+                        "angles beyond the trained range")
     p.add_argument("--pixel-spacing", type=bounded_float(0.0, 100.0, "a pixel size in mm", low_open=True), nargs=2,
                    metavar=("ROW_MM", "COL_MM"),
                    help="detector pixel size when the file has none (PNG) or to override ImagerPixelSpacing/"
@@ -155,7 +179,7 @@ def run_rotate(args) -> int:
     check_outputs(std_path_of(args.output, radiograph.format), [args.input, args.checkpoint], folder=False)
     check_steps_fit(args.checkpoint, args.steps, args)
     loaded = load_model(args.checkpoint, args.device)
-    warnings = list(radiograph.warnings)  # implausible but read: recorded in the note and OUT.json
+    warnings = list(radiograph.warnings) + view_warnings(radiograph)  # recorded in the note and OUT.json
     beyond = [f"{axis} {a:g} deg > {m:g}" for axis, a, m in zip("xyz", angles, loaded.max_angle) if abs(a) > m + 1e-9]
     if beyond:
         message = f"rotation outside the trained range ({', '.join(beyond)})"
@@ -184,6 +208,8 @@ def run_rotate(args) -> int:
     if span < WARN_SPAN:
         warnings.append(f"the image spans {fit.extent_mm()} mm, {100 * span:.0f} % of the model's {fit.field_mm()} mm "
                         f"training views (a smaller body part than the training views?)")
+    if args.strict and warnings:
+        raise InputError(f"--strict: {warnings[0]}", args.input)
     if fit.covered_fraction() < 0.999:
         warnings.append(f"{100 * (1 - fit.covered_fraction()):.0f} % of the image lies outside the model's "
                         f"field of view: only warped there")
