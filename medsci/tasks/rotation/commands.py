@@ -221,8 +221,7 @@ def run_rotate(args) -> int:
     result = rotate(loaded, small[None], np.array([angles]), sampler)
     # Back at the input's resolution: the projective warp of the input (its full detail, moved with the
     # anatomy) plus the model's correction over its own first guess, upsampled.
-    guess = homography_warp(small, angles, loaded.geometry) if loaded.first_guess == "warp" else small
-    correction = fit.to_input(result.image[0] - guess) * divisor
+    correction = fit.to_input(result.image[0] - result.first_guess[0]) * divisor
     base = homography_warp(radiograph.pixels, angles, fit.input_geometry(loaded.geometry))
     out = np.clip(base + correction, 0.0, 1.0).astype(np.float32)
     note = (f"SYNTHETIC: medsci radiograph rotation of {args.input.name} by rx,ry,rz={list(angles)} deg "

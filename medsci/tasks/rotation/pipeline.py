@@ -158,6 +158,7 @@ class Rotated:
     seconds: float
     uncertainty: str = "none"  # where std came from: variance | samples | none
     view_evaluations: np.ndarray | None = None  # (B,) network evaluations each view took part in
+    first_guess: np.ndarray | None = None  # (B, H, W) what the model corrects: the source or its warp
 
 
 def rotate(loaded: LoadedModel, sources: np.ndarray, angles, sampler: SamplerConfig | None = None) -> Rotated:
@@ -176,5 +177,6 @@ def rotate(loaded: LoadedModel, sources: np.ndarray, angles, sampler: SamplerCon
                       conditions, (src.shape[0], 1, *src.shape[1:]), offset=offset, device=loaded.device)
     image = (result.mean[:, 0] / MODEL_SCALE).clamp(0.0, 1.0).numpy()
     std = None if result.std is None else (result.std[:, 0] / MODEL_SCALE).numpy()
+    guess = (conditions.condition[:, -1] / MODEL_SCALE).numpy()  # the last condition channel: source or its warp
     return Rotated(image, std, result.network_evaluations, result.seconds, result.uncertainty,
-                   result.item_evaluations.numpy())
+                   result.item_evaluations.numpy(), guess)

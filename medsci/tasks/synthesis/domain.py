@@ -115,12 +115,12 @@ def _domain_warnings(training: dict, image: np.ndarray, mask: np.ndarray, availa
                             f"{values[i]:.2f} after normalisation, {ranges['low'][i]:.2f}-{ranges['high'][i]:.2f} "
                             f"in {n} (more than {INTENSITY_MARGIN:g} off): another sequence, or an inverted "
                             "contrast?")
-    off = {p: _outside(r, *training.get("correlation", {})[p]) for p, r in case["correlation"].items()
-           if p in training.get("correlation", {})}
+    trained = training.get("correlation", {})
+    off = {p: _outside(r, *trained[p]) for p, r in case["correlation"].items() if p in trained}
     worst = [p for p in sorted(off, key=off.get, reverse=True) if off[p] > CORRELATION_MARGIN]
     if worst:
         p = worst[0]
-        low, high = training["correlation"][p]
+        low, high = trained[p]
         more = f" ({len(worst) - 1} other pair(s) too)" if len(worst) > 1 else ""
         warnings.append(f"outside the training data: {p.replace('-', ' and ')} correlate {case['correlation'][p]:+.2f} "
                         f"in the brain, {low:+.2f} to {high:+.2f} in {n}: more than {CORRELATION_MARGIN:g} off{more}: "

@@ -20,6 +20,8 @@ from medsci.tasks.synthesis.data import PreparedCase
 # cubic: the voxelwise degree-3 regression, the strongest classical method measured on the demo (docs/measurements.md)
 METHODS = ("model", "first_guess", "cubic", "regression", "mean")
 CUBIC_DEGREE = 3
+METHOD_LEGEND = ("model = the network; first_guess = its regression prior alone; cubic = voxelwise cubic regression "
+                 "of the available contrasts; regression = linear regression; mean = their voxelwise mean.")
 REGIONS = {"volume": "", "brain": "brain_", "tumour": "tumour_"}
 METRICS = ("ssim", "psnr", "mse", "mae")
 
@@ -312,9 +314,7 @@ def evaluate_heldout(data, train_cases: list[str], cases: list[str], samples, ou
     # Written only now that every case was scored: a failed evaluation leaves no partial results behind.
     write_json_atomic(out / "regression_baseline.json", regression.to_dict())
     table = markdown_table(summary["metrics"], "brain")
-    legend = ("model = the network; first_guess = its regression prior alone; cubic = voxelwise cubic regression "
-              "of the available contrasts; regression = linear regression; mean = their voxelwise mean.")
-    sections = [f"# MRI synthesis, held-out cases ({len(cases)})\n\n{table}\n\n{legend}\n", uncertainty_text]
+    sections = [f"# MRI synthesis, held-out cases ({len(cases)})\n\n{table}\n\n{METHOD_LEGEND}\n", uncertainty_text]
     tumour = summary["metrics"]["all"].get("model", {}).get("tumour")
     if tumour is not None and tumour["ssim"]["n"] > 0:  # some held-out case has a tumour segmentation
         sections.append(f"\n## Inside the tumour\n\n{markdown_table(summary['metrics'], 'tumour')}\n")

@@ -309,15 +309,14 @@ def render_model_card(card: dict[str, Any]) -> str:
         if overall:
             lines += ["", "Inside the brain, all synthesised contrasts (mean ± std over volumes):", "",
                       "| method | SSIM | PSNR dB | MAE |", "|---|---|---|---|"]
-            order = ["model", "first_guess", "cubic", "regression", "mean"]
+            from medsci.tasks.synthesis.evaluation import METHOD_LEGEND, METHODS as order
+
             for method in sorted(overall, key=lambda m: (order.index(m) if m in order else len(order), m)):
                 regions = overall[method]
                 row = regions.get("brain")
                 lines.append(f"| {method} | {_stat_cell(row, 'ssim', 4)} | {_stat_cell(row, 'psnr', 2)} | "
                              f"{_stat_cell(row, 'mae', 4)} |")
-            lines += ["", "model = this network; first_guess = its regression prior alone; cubic = voxelwise cubic "
-                          "regression of the available contrasts; regression = linear regression; mean = their "
-                          "voxelwise mean."]
+            lines += ["", METHOD_LEGEND]
         per_target = [(t, ev["metrics"][t]["model"].get("brain")) for t in sorted(
             (t for t in ev["metrics"] if t != "all" and "model" in ev["metrics"][t]),
             key=lambda t: (MODALITIES.index(t) if t in MODALITIES else len(MODALITIES), t))]
