@@ -248,6 +248,28 @@ def test_haar_network_runs_the_unet_on_subbands_of_half_size(dims):
     assert out.shape == (2, 1, *size) and seen["shape"] == (2, 3 * 2 ** dims, *(4,) * dims)
 
 
+def test_two_haar_levels_run_the_unet_on_a_quarter_size_wavelet_packet():
+    """Level 2: every level-1 subband transformed again, so 16 bands per 2D channel on a grid 4x smaller, and the
+    output is mapped back through both inverses (a UNet that returns the sample's bands gives back the sample)."""
+    from medsci.wavelets import haar_dwt2d
+
+    net = _unet(condition_channels=2, haar=True, haar_levels=2)
+    assert net.spec["haar_levels"] == 2 and "haar_levels" not in _unet(haar=True).spec
+    assert net.unet.conv_in.conv.in_channels == 3 * 16 and net.unet.out[2].conv.out_channels == 16
+    seen = {}
+
+    def identity_unet(inp, *args, **kwargs):
+        seen["inp"] = inp
+        return inp[:, :16]
+
+    net.unet.forward = identity_unet
+    x, c = torch.randn(2, 1, 16, 16), torch.randn(2, 2, 16, 16)
+    out = net(x, torch.full((2,), 10), Conditions(condition=c))
+    torch.testing.assert_close(out, x, atol=1e-5, rtol=0)
+    torch.testing.assert_close(seen["inp"], haar_dwt2d(haar_dwt2d(torch.cat([x, c], 1))))
+    assert seen["inp"].shape == (2, 48, 4, 4)
+
+
 def test_each_condition_kind_changes_the_output_and_its_null_is_used_when_dropped():
     net = _unet(condition_channels=1, num_classes=3, vector_dim=2, context_dim=4,
                 dropout_kinds=("condition", "labels", "vector", "context")).eval()

@@ -198,3 +198,48 @@ def test_bad_arguments_raise_input_error(tmp_path, kwargs):
         seed = chest_kwargs.pop("seed", 0)
         with pytest.raises(InputError):
             chest_ct(seed, **chest_kwargs)
+
+
+# ------------------------------------------------------------------------------------ CTs unlike the generator
+def test_each_change_unlike_the_generator_does_what_it_says():
+    from medsci.tasks.rotation.demo import add_noise, broaden, crop_apices, enhance_mediastinum, rescale_voxels
+
+    hu, aff = chest_ct(3, (32, 32, 32), (10.0, 10.0, 10.0))
+    rng = np.random.default_rng(0)
+    noisy, _ = add_noise(hu, aff, rng, 40.0)
+    assert np.std(noisy - hu) == pytest.approx(40.0, rel=0.05)
+    enhanced, _ = enhance_mediastinum(hu, aff, rng, 250.0)
+    changed = enhanced != hu
+    assert changed.any() and np.allclose((enhanced - hu)[changed], 250.0)
+    assert not changed[:4].any() and not changed[-4:].any()  # only the central part of the cross-section
+    cropped, _ = crop_apices(hu, aff, rng, 0.25)
+    assert (cropped[:, :, -8:] == -1000.0).all() and np.array_equal(cropped[:, :, :24], hu[:, :, :24])
+    flipped = aff.copy()
+    flipped[2, 2] = -10.0  # superior at index 0: the top quarter is then the first 8 slices
+    cropped_flipped, _ = crop_apices(hu, flipped, rng, 0.25)
+    assert (cropped_flipped[:, :, :8] == -1000.0).all() and np.array_equal(cropped_flipped[:, :, 8:], hu[:, :, 8:])
+    wide, _ = broaden(hu, aff, rng, 1.2)
+    body = lambda v: int((v[:, 16, 16] > -500).sum())  # noqa: E731 - body width along x at the centre
+    assert body(wide) >= body(hu) + 3 and wide.shape == hu.shape
+    _, small = rescale_voxels(hu, aff, rng, 0.8)
+    assert np.allclose(np.diag(small)[:3], 8.0)
+    centre = lambda a: a[:3, :3] @ np.full(3, 15.5) + a[:3, 3]  # noqa: E731
+    assert np.allclose(centre(small), centre(aff))
+
+
+def test_variety_is_reproducible_and_zero_keeps_the_generator_bytes(tmp_path):
+    from medsci.tasks.rotation.demo import vary_ct
+
+    hu, aff = chest_ct(5, (24, 24, 24), (13.0, 13.0, 13.0))
+    same, same_aff, made = vary_ct(hu, aff, np.random.default_rng(7), 0.0)
+    assert made == {} and same is hu and same_aff is aff
+    a = vary_ct(hu, aff, np.random.default_rng(7), 1.0)
+    b = vary_ct(hu, aff, np.random.default_rng(7), 1.0)
+    assert set(a[2]) == {"noise", "contrast", "apices cropped", "habitus", "voxel size"} and a[2] == b[2]
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    plain = write_demo_cts(tmp_path / "plain", n=3, seed=0, shape=(24, 24, 24), spacing=(13.0,) * 3)
+    varied = write_demo_cts(tmp_path / "varied", n=3, seed=0, shape=(24, 24, 24), spacing=(13.0,) * 3, variety=1.0)
+    again = write_demo_cts(tmp_path / "again", n=3, seed=0, shape=(24, 24, 24), spacing=(13.0,) * 3, variety=1.0)
+    for p, v, g in zip(plain, varied, again):
+        assert p.read_bytes() != v.read_bytes() and v.read_bytes() == g.read_bytes()
+        assert not np.allclose(nib.load(v).affine, nib.load(p).affine)  # voxel size changed with probability 1

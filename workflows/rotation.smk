@@ -30,7 +30,7 @@ if not ROT.data.raw_dir:
         "Deterministic synthetic chest CTs in HU (body, lungs, heart, liver, spine, ribs), NIfTI.",
         {"cts": list(ROT_FILES.values())},
         folder=lambda wc, output: os.path.dirname(output.cts[0]),
-        options=("cts", "seed", "shape", "spacing"),
+        options=("cts", "seed", "shape", "spacing", "variety"),
     )
 
 rule rotation_pairs:

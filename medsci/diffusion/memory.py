@@ -70,7 +70,7 @@ def estimate_bytes(model: torch.nn.Module, shape: tuple[int, ...], window: tuple
     items, call_voxels = (shape[0], math.prod(spatial)) if window is None else (
         sw_batch_size, math.prod(min(w, s) for w, s in zip(window, spatial)))
     if spec.get("haar"):
-        call_voxels //= 2 ** dims
+        call_voxels //= (2 ** dims) ** int(spec.get("haar_levels", 1))
     attention_peak = 0
     for level, width in enumerate(channels):
         if attention[level] or level == len(channels) - 1:

@@ -1,7 +1,8 @@
 """The engine's network: MONAI's ``DiffusionModelUNet`` behind the conditioning API, optionally in the Haar domain.
 
 ``ConditionalUNet(x_t, t, conditions)`` concatenates the condition channels to ``x_t``, runs the UNet (on the
-one-level Haar subbands of that input when ``haar`` is set, 2D or 3D), and injects labels and vectors through
+Haar subbands of that input when ``haar`` is set, 2D or 3D; ``haar_levels`` > 1 repeats the transform on every
+subband, so a 2D image of side ``n`` reaches the UNet as ``4**levels`` bands of side ``n / 2**levels``), and injects labels and vectors through
 the time embedding and context through cross-attention. Dropped kinds (classifier-free guidance) are replaced
 by their nulls here, so training and sampling share one definition of "unconditional".
 
@@ -24,8 +25,12 @@ SPEC_FORMAT = 2  # checkpoints of format 1 (medsci 0.1) stored a bare UNet
 
 def network_spec(unet: UNetConfig, spatial_dims: int, channels: int, *, condition_channels: int = 0,
                  num_classes: int | None = None, vector_dim: int | None = None, context_dim: int | None = None,
-                 haar: bool = False, dropout_kinds: tuple[str, ...] = (), context_encoder: dict | None = None) -> dict:
+                 haar: bool = False, dropout_kinds: tuple[str, ...] = (), context_encoder: dict | None = None,
+                 haar_levels: int = 1) -> dict:
     """Everything that defines the network, as plain JSON. ``dropout_kinds``: kinds trained with a null.
+
+    ``haar_levels``: how many times the Haar transform is applied (to every subband: a wavelet packet); the UNet's
+    grid shrinks by ``2**haar_levels`` per axis, so a larger image costs about the same per step.
 
     ``context_encoder``: keyword arguments of :class:`medsci.diffusion.context.FrameSequenceEncoder`; the raw
     ``context`` is then a frame sequence, encoded into ``context_encoder["dim"]``-wide tokens.
@@ -46,7 +51,16 @@ def network_spec(unet: UNetConfig, spatial_dims: int, channels: int, *, conditio
     }
     if context_encoder is not None:  # absent otherwise: checkpoints of other generators keep their spec
         spec["context_encoder"] = dict(context_encoder)
+    if haar and int(haar_levels) > 1:  # absent at one level: earlier checkpoints keep their spec
+        spec["haar_levels"] = int(haar_levels)
     return spec
+
+
+def haar_bands(spec: dict) -> int:
+    """Subbands per channel the UNet sees: 1 in the image domain, ``(2**dims)**levels`` in the Haar domain."""
+    if not spec.get("haar"):
+        return 1
+    return (2 ** int(spec["spatial_dims"])) ** int(spec.get("haar_levels", 1))
 
 
 class _TimeEmbeddingExtras(torch.nn.Module):
@@ -83,7 +97,8 @@ class ConditionalUNet(torch.nn.Module):
         super().__init__()
         self.spec = spec
         dims = int(spec["spatial_dims"])
-        self.bands = 2 ** dims if spec.get("haar") else 1
+        self.bands = haar_bands(spec)
+        self.haar_levels = int(spec.get("haar_levels", 1)) if spec.get("haar") else 0
         self.channels = int(spec["channels"])
         self.condition_channels = int(spec.get("condition_channels") or 0)
         self.null_kinds = tuple(spec.get("null_kinds", ()))
@@ -148,10 +163,12 @@ class ConditionalUNet(torch.nn.Module):
             elif "context" in cond.dropped:
                 null = self.null_context.to(context.dtype).expand_as(context)
                 context = torch.where(cond.dropped["context"][:, None, None], null, context)
-        if self._haar is not None:
+        for _ in range(self.haar_levels):
             inp = self._haar[0](inp)
         out = self.unet(inp, timesteps, context=context, class_labels=cond if self.uses_embedding else None)
-        return self._haar[1](out) if self._haar is not None else out
+        for _ in range(self.haar_levels):
+            out = self._haar[1](out)
+        return out
 
 
 def build_network(spec: dict) -> ConditionalUNet:

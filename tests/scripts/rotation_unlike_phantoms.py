@@ -21,30 +21,16 @@ ANGLES = {"out of plane": [[10, 0, 0], [-10, 0, 0], [0, 0, 10], [0, 0, -10]], "i
 
 
 def variants(hu: np.ndarray, affine: np.ndarray, rng: np.random.Generator) -> dict:
-    from scipy import ndimage
+    from medsci.tasks.rotation.demo import add_noise, broaden, crop_apices, enhance_mediastinum, rescale_voxels
 
-    out = {"as generated": (hu, affine)}
-    out["noise 40 HU"] = (hu + rng.normal(0, 40, hu.shape).astype(np.float32), affine)
-    x, y = np.meshgrid(*(np.linspace(-1, 1, n) for n in hu.shape[:2]), indexing="ij")
-    centre = (np.hypot(x, y * 1.3) < 0.3)[:, :, None] & (hu > -100) & (hu < 150)
-    out["contrast-enhanced mediastinum (+250 HU)"] = (np.where(centre, hu + 250, hu).astype(np.float32), affine)
-    # The head-foot axis is the one the affine maps to z; the top quarter of the scan is left out (air).
-    axis = int(np.argmax(np.abs(affine[2, :3])))
-    cropped = np.moveaxis(hu.copy(), axis, 0)
-    top = slice(int(cropped.shape[0] * 0.75), None) if affine[2, axis] > 0 else slice(0, int(cropped.shape[0] * 0.25))
-    cropped[top] = -1000.0
-    out["cropped at the lung apices"] = (np.moveaxis(cropped, 0, axis), affine)
-    lateral = [a for a in range(3) if a != axis]
-    zoom = [1.2 if a in lateral else 1.0 for a in range(3)]
-    broad = ndimage.zoom(hu, zoom, order=1, mode="nearest")
-    pad = [((n - m) // 2, n - m - (n - m) // 2) if n >= m else (0, 0) for n, m in zip(hu.shape, broad.shape)]
-    crop = tuple(slice((m - n) // 2, (m - n) // 2 + n) if m > n else slice(None) for n, m in zip(hu.shape, broad.shape))
-    broad = np.pad(broad[crop], pad, constant_values=-1000.0)
-    out["broader habitus (1.2x across)"] = (broad.astype(np.float32), affine)
-    small = affine.copy()
-    small[:3, :3] *= 0.8
-    out["voxels 0.8x (smaller on the detector)"] = (hu, small)
-    return out
+    return {
+        "as generated": (hu, affine),
+        "noise 40 HU": add_noise(hu, affine, rng, 40.0),
+        "contrast-enhanced mediastinum (+250 HU)": enhance_mediastinum(hu, affine, rng, 250.0),
+        "cropped at the lung apices": crop_apices(hu, affine, rng, 0.25),
+        "broader habitus (1.2x across)": broaden(hu, affine, rng, 1.2),
+        "voxels 0.8x (smaller on the detector)": rescale_voxels(hu, affine, rng, 0.8),
+    }
 
 
 def main() -> int:

@@ -25,7 +25,7 @@ def homography_warp(source: np.ndarray, angles, geometry: DetectorGeometry) -> n
     img = torch.as_tensor(np.asarray(source, dtype=np.float32))
     h, w = img.shape
     if (h, w) != tuple(geometry.pixels):
-        geometry = DetectorGeometry(geometry.sdd, geometry.sid, (h, w), geometry.spacing, geometry.samples)
+        geometry = DetectorGeometry(geometry.sdd, geometry.sid, (h, w), geometry.spacing, geometry.samples, geometry.step)
     centre = torch.zeros(3, dtype=torch.float64)
     src, pixels = source_and_pixels(geometry, centre)
     rot = rotation_matrix(angles).reshape(3, 3)

@@ -290,6 +290,9 @@ def _write_std(output: Path, like, std, note: str) -> tuple[Path, str]:
 def register_demo_data(tasks) -> None:
     p = add_demo_data(tasks, "rotation", run_demo_data, ("--cts", "CTs", 10), [64, 64, 64])
     p.add_argument("--spacing", type=spacing_mm, nargs=3, default=[5.0, 5.0, 5.0])
+    p.add_argument("--variety", type=bounded_float(0.0, 1.0, "a probability"), default=0.0,
+                   help="probability of each change unlike the generator (noise, contrast, apices cropped, habitus, "
+                        "voxel size) per CT (default 0: as generated)")
 
 
 def run_demo_data(args) -> int:
@@ -301,7 +304,8 @@ def run_demo_data(args) -> int:
     from medsci.tasks.rotation.demo import write_demo_cts
 
     return write_demo(args, ("ct_*.nii.gz",), "synthetic chest CTs", lambda: write_demo_cts(
-        args.out, n=args.cts, seed=args.seed, shape=tuple(args.shape), spacing=tuple(args.spacing)))
+        args.out, n=args.cts, seed=args.seed, shape=tuple(args.shape), spacing=tuple(args.spacing),
+        variety=args.variety))
 
 
 def register_preprocess(tasks) -> None:

@@ -30,7 +30,7 @@ MIRROR = np.array([1.0, -1.0, -1.0])  # a left-right mirror negates the angles a
 
 def geometry_of(drr_cfg) -> DetectorGeometry:
     return DetectorGeometry(sdd=drr_cfg.sdd, sid=drr_cfg.sid, pixels=tuple(drr_cfg.pixels),
-                            spacing=tuple(drr_cfg.spacing), samples=drr_cfg.samples)
+                            spacing=tuple(drr_cfg.spacing), samples=drr_cfg.samples, step=drr_cfg.step)
 
 
 def display(line_integrals: np.ndarray, divisor: float) -> np.ndarray:

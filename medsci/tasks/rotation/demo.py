@@ -422,15 +422,94 @@ def chest_ct(seed: int, shape: tuple[int, int, int] = (64, 64, 64),
     return vol, _chest_affine(shape, spacing)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# CTs unlike the generator's: each change acts on a volume in HU and its affine, with a strength. The demo set
+# draws them at random (``variety``) so the model trains on scans of other extent, size and noise; the evaluation
+# script of docs/radiograph-rotation.md applies them at fixed strengths to held-out CTs.
+
+
+def _head_foot_axis(affine: np.ndarray) -> int:
+    return int(np.argmax(np.abs(np.asarray(affine)[2, :3])))
+
+
+def add_noise(hu, affine, rng: np.random.Generator, sigma_hu: float = 40.0):
+    """Quantum-noise-like Gaussian noise of ``sigma_hu``."""
+    return (hu + rng.normal(0.0, sigma_hu, hu.shape)).astype(np.float32), affine
+
+
+def enhance_mediastinum(hu, affine, rng, plus_hu: float = 250.0):
+    """Contrast enhancement: soft tissue (-100 to 150 HU) in the central third of the cross-section + ``plus_hu``."""
+    x, y = np.meshgrid(*(np.linspace(-1, 1, n) for n in hu.shape[:2]), indexing="ij")
+    centre = (np.hypot(x, y * 1.3) < 0.3)[:, :, None] & (hu > -100) & (hu < 150)
+    return np.where(centre, hu + plus_hu, hu).astype(np.float32), affine
+
+
+def crop_apices(hu, affine, rng, fraction: float = 0.25):
+    """A scan that stops below the lung apices: its top ``fraction`` along the head-foot axis is air."""
+    axis = _head_foot_axis(affine)
+    out = np.moveaxis(hu.copy(), axis, 0)
+    k = int(round(out.shape[0] * fraction))
+    if k:  # superior is the high index where the affine's z grows with it
+        out[(slice(out.shape[0] - k, None) if affine[2, axis] > 0 else slice(0, k))] = -1000.0
+    return np.moveaxis(out, 0, axis).astype(np.float32), affine
+
+
+def broaden(hu, affine, rng, factor: float = 1.2):
+    """Another body habitus: the cross-section stretched by ``factor`` (centred, same grid)."""
+    from scipy import ndimage
+
+    axis = _head_foot_axis(affine)
+    zoom = [1.0 if a == axis else factor for a in range(3)]
+    wide = ndimage.zoom(hu, zoom, order=1, mode="nearest")
+    pad = [((n - m) // 2, n - m - (n - m) // 2) if n >= m else (0, 0) for n, m in zip(hu.shape, wide.shape)]
+    crop = tuple(slice((m - n) // 2, (m - n) // 2 + n) if m > n else slice(None) for n, m in zip(hu.shape, wide.shape))
+    return np.pad(wide[crop], pad, constant_values=-1000.0).astype(np.float32), affine
+
+
+def rescale_voxels(hu, affine, rng, factor: float = 0.8):
+    """Another patient size: every voxel ``factor`` times as large (about the grid's centre)."""
+    out = np.asarray(affine, dtype=np.float64).copy()
+    centre = out[:3, :3] @ ((np.asarray(hu.shape, np.float64) - 1) / 2) + out[:3, 3]
+    out[:3, :3] *= factor
+    out[:3, 3] = centre - out[:3, :3] @ ((np.asarray(hu.shape, np.float64) - 1) / 2)
+    return hu, out
+
+
+# The random ranges of `vary_ct`, per change: (function, low strength, high strength).
+VARIATIONS = {
+    "noise": (add_noise, 10.0, 40.0),
+    "contrast": (enhance_mediastinum, 150.0, 300.0),
+    "apices cropped": (crop_apices, 0.1, 0.3),
+    "habitus": (broaden, 0.9, 1.25),
+    "voxel size": (rescale_voxels, 0.8, 1.1),
+}
+
+
+def vary_ct(hu: np.ndarray, affine: np.ndarray, rng: np.random.Generator, probability: float
+            ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Each change of :data:`VARIATIONS` with ``probability``, at a strength drawn from its range; returns the
+    volume, its affine and the changes made (name -> strength). The draws do not depend on ``probability``."""
+    draws = {name: (rng.random() < probability, float(rng.uniform(lo, hi))) for name, (_, lo, hi) in VARIATIONS.items()}
+    noise_rng = np.random.default_rng(rng.integers(2**63))
+    made = {}
+    for name, (apply, strength) in draws.items():
+        if apply:
+            hu, affine = VARIATIONS[name][0](hu, affine, noise_rng, strength)
+            made[name] = round(strength, 3)
+    return hu, affine, made
+
+
 def _case_seed(seed: int, index: int) -> int:
     """The ``chest_ct`` seed of case ``index`` in a set drawn with ``seed``."""
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint64)[0])
 
 
-def write_demo_cts(out_dir, n: int = 8, seed: int = 0, shape=(64, 64, 64), spacing=(5.0, 5.0, 5.0)) -> list[Path]:
+def write_demo_cts(out_dir, n: int = 8, seed: int = 0, shape=(64, 64, 64), spacing=(5.0, 5.0, 5.0),
+                   variety: float = 0.0) -> list[Path]:
     """Writes ct_000.nii.gz, ct_001.nii.gz, ... (CT i uses a seed derived from (seed, i)); returns the paths.
 
-    CT ``i`` is ``chest_ct(_case_seed(seed, i), shape, spacing)``: it does not depend on ``n``, and the
+    CT ``i`` is ``chest_ct(_case_seed(seed, i), shape, spacing)``, changed by :func:`vary_ct` with
+    probability ``variety`` per change (0: as generated): it does not depend on ``n``, and the
     same arguments give the same bytes. Like the project's other demo writers, existing files of the same
     names are replaced (atomically) and other files in ``out_dir`` are left alone.
     """
@@ -444,5 +523,8 @@ def write_demo_cts(out_dir, n: int = 8, seed: int = 0, shape=(64, 64, 64), spaci
     paths: list[Path] = []
     for i in range(int(n)):
         volume, affine = chest_ct(_case_seed(seed, i), shape_t, spacing_t)
+        if variety > 0:
+            rng = np.random.default_rng([_case_seed(seed, i), 1])
+            volume, affine, _ = vary_ct(volume, affine, rng, float(variety))
         paths.append(write_nifti(out / f"ct_{i:03d}.nii.gz", volume, affine, description=DESCRIP))
     return paths

@@ -16,8 +16,9 @@ Geometry (world space = the CT's RAS+ scanner space in mm, from its affine; +x =
   the source and detector turn by ``R^T`` about the isocentre.
 
 Attenuation: ``mu = mu_water * max(0, 1 + HU / 1000)`` per mm (water-equivalent, monoenergetic), so air gives 0.
-Each ray is sampled at ``samples`` equidistant points over the chord of the volume's bounding sphere and
-trilinearly interpolated (``grid_sample``); the line integral is ``sum(mu) * step``, the Beer-Lambert
+Each ray is sampled at ``samples`` equidistant points over the chord of the volume's bounding sphere (at that
+density, over the stretch where the view's rays cross the volume) and trilinearly interpolated
+(``grid_sample``); the line integral is ``sum(mu) * step``, the Beer-Lambert
 intensity ``exp(-line integral)``. Everything runs batched over views on the volume's device.
 """
 
@@ -40,12 +41,14 @@ class DetectorGeometry:
     sid: float = 750.0  # source-to-isocentre distance, mm
     pixels: tuple[int, int] = (64, 64)  # detector rows, columns
     spacing: tuple[float, float] = (7.0, 7.0)  # detector pixel size (row, column) in mm, at the detector
-    samples: int | None = None  # points per ray; None = one per half voxel along the bounding-sphere chord
+    samples: int | None = None  # points per ray along the bounding-sphere chord; None = one per `step` voxels
+    step: float = 0.5  # voxels between ray samples when `samples` is None
 
     def __post_init__(self):
         if not (self.sdd > self.sid > 0) or not all(float(s) > 0 for s in self.spacing) \
-                or min(self.pixels) < 1 or (self.samples is not None and self.samples < 2):
-            raise ValueError(f"need sdd > sid > 0, positive pixel spacing and sizes, samples >= 2; got {self}")
+                or min(self.pixels) < 1 or (self.samples is not None and self.samples < 2) or not self.step > 0:
+            raise ValueError(f"need sdd > sid > 0, positive pixel spacing and sizes, samples >= 2, step > 0; "
+                             f"got {self}")
 
     @property
     def magnification(self) -> float:
@@ -103,6 +106,31 @@ def project_points(points, geometry: DetectorGeometry, isocentre) -> torch.Tenso
     return torch.stack([r, k], -1)
 
 
+def _view_spans(m_lin: torch.Tensor, m_off: torch.Tensor, source: torch.Tensor, dirs: torch.Tensor,
+                shape: tuple[int, ...], chord: tuple[float, float]) -> list[tuple[float, float]]:
+    """Per view, the distances from the source between which some ray is inside the volume's interpolation
+    support (the voxel grid plus the half voxel ``grid_sample`` fades to zero over), within ``chord``.
+
+    Slab test in normalised grid coordinates, where the ray ``p = source + t * dir`` is ``a + t * d`` (float64)."""
+    a = m_lin @ source + m_off  # (B, 3)
+    d = torch.einsum("bij,hwj->bhwi", m_lin, dirs)  # (B, H, W, 3)
+    half = torch.tensor([1.0 + 2.0 / max(1, n - 1) for n in shape], dtype=torch.float64)
+    with torch.no_grad():
+        safe = torch.where(d.abs() < 1e-12, torch.full_like(d, 1e-12), d)
+        t1 = (-half - a[:, None, None, :]) / safe
+        t2 = (half - a[:, None, None, :]) / safe
+        t_in = torch.minimum(t1, t2).amax(-1).clamp_min(chord[0])
+        t_out = torch.maximum(t1, t2).amin(-1).clamp_max(chord[1])
+    spans = []
+    for b in range(a.shape[0]):
+        hit = t_out[b] > t_in[b]
+        if not bool(hit.any()):
+            spans.append(chord)
+        else:
+            spans.append((float(t_in[b][hit].min()), float(t_out[b][hit].max())))
+    return spans
+
+
 def hu_to_mu(hu: torch.Tensor, mu_water: float = MU_WATER) -> torch.Tensor:
     return (mu_water * (1.0 + hu / 1000.0)).clamp_min(0.0)
 
@@ -131,12 +159,10 @@ def render_drr(mu: torch.Tensor, affine: np.ndarray, geometry: DetectorGeometry,
     corners = (corners * (shape - 1) + 0.5 * torch.sign(corners - 0.5)) @ aff[:3, :3].T + aff[:3, 3]
     radius = float((corners - centre).norm(dim=1).max())
     voxel = float(torch.linalg.norm(aff[:3, :3], dim=0).min())
-    n = geometry.samples or max(2, int(math.ceil(2 * radius / (0.5 * voxel))))
+    n = geometry.samples or max(2, int(math.ceil(2 * radius / (geometry.step * voxel))))
     dirs = pixels - source
     dirs = dirs / dirs.norm(dim=-1, keepdim=True)  # (H, W, 3)
     dist = float((centre - source).norm())
-    t = dist - radius + (torch.arange(n, dtype=torch.float64) + 0.5) * (2 * radius / n)
-    step = 2 * radius / n
     rot_t = rotation_matrix(angles).transpose(-1, -2)  # sample the unrotated volume at R^T (p - c) + c
     # World -> normalised grid_sample coordinates (align_corners=True): index = A^-1 (p - t).
     inv = torch.linalg.inv(aff)
@@ -149,13 +175,19 @@ def render_drr(mu: torch.Tensor, affine: np.ndarray, geometry: DetectorGeometry,
         + world_to_grid[:3, 3]
     vol = mu.to(torch.float32)[None, None]
     h, w = geometry.pixels
-    rows_per_chunk = max(1, min(h, max_points // max(1, w * n)))
     out = torch.empty(n_views, h, w, dtype=torch.float32, device=device)
     m_lin_f, m_off_f = m_lin.to(device, torch.float32), m_off.to(device, torch.float32)
     src = source.to(device, torch.float32)
-    t_f = t.to(device, torch.float32)
     dirs_f = dirs.to(device, torch.float32)
+    spans = _view_spans(m_lin, m_off, source, dirs, tuple(mu.shape), (dist - radius, dist + radius))
     for b in range(n_views):
+        # Only the part of the sphere chord where some ray of this view is inside the volume is sampled, at the
+        # same density: outside it every sample is 0 (1.5-1.7x fewer samples for a chest CT).
+        lo, hi = spans[b]
+        n_b = max(2, int(math.ceil(n * (hi - lo) / (2 * radius))))
+        step = (hi - lo) / n_b
+        t_f = (lo + (torch.arange(n_b, dtype=torch.float64) + 0.5) * step).to(device, torch.float32)
+        rows_per_chunk = max(1, min(h, max_points // max(1, w * n_b)))
         for r0 in range(0, h, rows_per_chunk):
             d = dirs_f[r0:r0 + rows_per_chunk]  # (h', W, 3)
             pts = src + d[:, :, None, :] * t_f[None, None, :, None]  # (h', W, n, 3) world
