@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from medsci.config import config_from_dict, load_config, read_preset, workflow_settings
@@ -105,8 +106,34 @@ def test_seismic_real_preset_schedules_seismic_only(tmp_path):
                                                "seismic_evaluate"}}
 
 
+@pytest.mark.parametrize("preset, pixels, grid", [("rotation-256.yaml", 256, 64), ("rotation-512.yaml", 512, 128)])
+def test_radiograph_scale_rotation_presets_schedule_rotation_only_at_their_size(tmp_path, preset, pixels, grid):
+    """The GPU presets train on a folder of CTs (here three tiny stand-ins) at 256^2 / 512^2 over 430 mm, and the
+    network they define sees its two Haar levels: 16 subbands per channel on a grid 4x smaller."""
+    from medsci.diffusion.conditioning import Conditions
+    from medsci.diffusion.networks import build_network
+    from medsci.tasks.rotation.demo import write_demo_cts
+    from medsci.tasks.rotation.pipeline import checkpoint_config
+
+    cts = tmp_path / "cts"
+    write_demo_cts(cts, n=3, shape=(16, 16, 16), spacing=(20.0, 20.0, 20.0))
+    rules = scheduled(dry_run(tmp_path, "--configfile", f"configs/{preset}", "--config", f"results={tmp_path}",
+                              f'rotation={{"data": {{"raw_dir": "{cts}", "heldout": 1}}}}'))
+    assert by_generator(rules) == {"rotation": DEMO_RULES["rotation"] - {"rotation_demo_data"}}
+    assert rules["rotation_pairs"] == 3
+    cfg = load_config(REPO / "configs" / preset).rotation
+    assert tuple(cfg.drr.pixels) == (pixels, pixels) and cfg.drr.pixels[0] * cfg.drr.spacing[0] == pytest.approx(430, abs=1)
+    net = build_network(checkpoint_config(cfg)["model"])
+    seen = {}
+    net.unet.conv_in.register_forward_hook(lambda m, i, o: seen.update(shape=tuple(i[0].shape)))
+    with torch.no_grad():
+        out = net(torch.zeros(1, 1, pixels, pixels), torch.tensor([500]),
+                  Conditions(condition=torch.zeros(1, 2, pixels, pixels), vector=torch.zeros(1, 6)))
+    assert out.shape == (1, 1, pixels, pixels) and seen["shape"] == (1, 3 * 16, grid, grid)
+
+
 def test_every_shipped_preset_is_dry_run_here():
-    tested = {"demo.yaml", "test.yaml", "brats.yaml", "seismic-real.yaml"}
+    tested = {"demo.yaml", "test.yaml", "brats.yaml", "seismic-real.yaml", "rotation-256.yaml", "rotation-512.yaml"}
     assert {p.name for p in (REPO / "configs").glob("*.yaml")} == tested
 
 

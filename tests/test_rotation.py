@@ -221,6 +221,21 @@ def test_mirror_of_a_ct_gives_mirrored_views_with_mirrored_angles():
     assert np.abs(unmirrored_angles[:, ::-1] - views).max() > 0.05 * views.max()
 
 
+def test_a_fraction_of_training_rotations_turn_about_one_axis_only():
+    from medsci.tasks.rotation.data import random_angles
+
+    plain = random_angles(np.random.default_rng(3), 40, (15.0, 10.0, 5.0))
+    mixed = random_angles(np.random.default_rng(3), 40, (15.0, 10.0, 5.0), single_axis=0.25)
+    assert (np.count_nonzero(plain, axis=1) == 3).all() and (np.abs(plain) <= (15.0, 10.0, 5.0)).all()
+    nonzero = np.count_nonzero(mixed, axis=1)
+    assert (nonzero[:10] == 1).all() and (nonzero[10:] == 3).all()
+    assert [int(np.flatnonzero(a)[0]) for a in mixed[:10]] == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]  # each axis in turn
+    np.testing.assert_array_equal(mixed[10:], plain[10:])  # the other views are the same draws
+    np.testing.assert_array_equal(mixed[:10][mixed[:10] != 0], plain[:10][mixed[:10] != 0])
+    with pytest.raises(ConfigError, match="single_axis"):
+        RotationConfig.from_dict({"pairs": {"single_axis": 1.5}})
+
+
 def test_angle_features_are_sin_cos_over_the_trained_range():
     f = angle_features([[15.0, 0.0, -7.5]], (15.0, 15.0, 15.0)).numpy()[0]
     np.testing.assert_allclose(f, [1, 0, 0, 1, -np.sqrt(0.5), np.sqrt(0.5)], atol=1e-6)
@@ -561,3 +576,45 @@ def test_rotate_keeps_the_aspect_ratio_and_the_physical_scale(trained, tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "tiny.dcm: the image spans 6x3 mm (ImagerPixelSpacing), 1 % of the model's 448x448 mm" in r.stderr
     assert not (tmp_path / "t.dcm").exists()
+
+
+def test_a_folder_of_cts_takes_volume_files_and_dicom_series_folders(tmp_path):
+    """rotation.data.raw_dir: one CT per volume file or per subfolder holding a DICOM series (read in HU with its
+    spacing); other files, hidden entries and folders without DICOM are not CTs."""
+    import SimpleITK as sitk
+
+    from medsci.tasks.rotation.data import load_ct
+    from medsci.tasks.rotation.demo import write_demo_cts
+    from medsci.tasks.rotation.workflow import ct_files
+
+    raw = tmp_path / "cts"
+    write_demo_cts(raw, n=1, shape=(16, 16, 16), spacing=(20.0, 20.0, 20.0))
+    hu, _ = chest_ct(1, (16, 16, 16), (20.0, 20.0, 25.0))
+    image = sitk.GetImageFromArray(np.round(hu.transpose(2, 1, 0)).astype(np.int16))  # sitk order (k, j, i)
+    image.SetSpacing((20.0, 20.0, 25.0))
+    series = raw / "patient_b"
+    series.mkdir()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(image.GetSize()[2]):
+        sl = image[:, :, k]
+        for tag, value in {"0020|000e": "1.2.826.0.1.3680043.2.1125.9.1", "0020|000d": "1.2.826.0.1.3680043.2.1125.9.2",
+                           "0008|0060": "CT", "0020|0037": "1\\0\\0\\0\\1\\0", "0020|0013": str(k + 1),
+                           "0020|0032": "\\".join(map(str, image.TransformIndexToPhysicalPoint((0, 0, k))))}.items():
+            sl.SetMetaData(tag, value)
+        writer.SetFileName(str(series / f"{k:03d}.dcm"))
+        writer.Execute(sl)
+    (raw / "notes.txt").write_text("not a CT")
+    (raw / ".hidden.nii.gz").write_bytes(b"")
+    (raw / "empty_folder").mkdir()
+    cfg = RotationConfig.from_dict({"data": {"raw_dir": str(raw)}})
+    found = ct_files(cfg, raw)
+    assert found == {"ct_000": str(raw / "ct_000.nii.gz"), "patient_b": str(series)}
+    from medsci.tasks.rotation.commands import _ct_id  # the pairs job names its output by the workflow's id
+
+    assert {name: _ct_id(Path(path)) for name, path in found.items()} == {"ct_000": "ct_000", "patient_b": "patient_b"}
+    dotted = series.rename(raw / "patient.b")
+    assert _ct_id(dotted) == "patient.b" and "patient.b" in ct_files(cfg, raw)
+    vol, affine = load_ct(dotted)
+    assert vol.shape == (16, 16, 16) and np.allclose(np.abs(np.diag(affine))[:3], (20.0, 20.0, 25.0))
+    assert np.abs(np.sort(vol.ravel()) - np.sort(np.round(hu).ravel())).max() <= 1.0  # HU kept (orientation aside)

@@ -348,7 +348,7 @@ def run_preprocess(args) -> int:
                 angles = evaluation_angles(cfg.evaluation, cfg.pairs.max_angle, cfg.pairs.seed + i)
             else:
                 rng = np.random.default_rng([cfg.pairs.seed, i, 0xD22])
-                angles = random_angles(rng, cfg.pairs.per_ct, cfg.pairs.max_angle)
+                angles = random_angles(rng, cfg.pairs.per_ct, cfg.pairs.max_angle, cfg.pairs.single_axis)
             pairs = render_pairs(hu, affine, geometry_of(cfg.drr), angles, cfg.drr.mu_water,
                                  cfg.pairs.window_percentile, device)
             save_pairs(safe_join(args.out, f"{name}.npz"), pairs)
@@ -365,8 +365,14 @@ def run_preprocess(args) -> int:
 
 
 def _ct_id(path: Path) -> str:
+    """The id the workflow gives a CT (medsci.tasks.rotation.workflow.ct_files): a DICOM folder's name, a file's
+    name without its volume suffix."""
+    from medsci.tasks.rotation.workflow import CT_SUFFIXES
+
     name = Path(path).name
-    for suffix in (".nii.gz", ".nii", ".mha", ".nrrd", ".npz"):
+    if Path(path).is_dir():
+        return name
+    for suffix in (*CT_SUFFIXES, ".npz"):
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return Path(path).stem

@@ -62,6 +62,9 @@ class PairsConfig(ConfigSection):
 
     max_angle: tuple[float, float, float] = (15.0, 15.0, 15.0)  # degrees, |angle| about x, y, z
     per_ct: int = 256  # rotated views rendered (and cached) per training CT
+    # Fraction of those views turned about one axis only (x, y, z in turn), as a user usually asks; uniform draws
+    # about all three axes almost never give the pure in-plane turn whose interior the warp already gets right.
+    single_axis: float = 0.0
     seed: int = 0
     # Display window: line integrals divided by the source view's `window_percentile` (the same divisor for
     # the rotated view), then clipped to [0, 1]: images in [0, 1], bright bone, as RadRotator's.
@@ -72,6 +75,8 @@ class PairsConfig(ConfigSection):
             raise ConfigError("rotation.pairs.max_angle must be three angles in [0, 90] degrees")
         if self.per_ct < 1:
             raise ConfigError("rotation.pairs.per_ct must be >= 1")
+        if not 0.0 <= self.single_axis <= 1.0:
+            raise ConfigError(f"rotation.pairs.single_axis must be a fraction in [0, 1], got {self.single_axis!r}")
 
 
 @dataclass

@@ -42,10 +42,16 @@ def window_divisor(source_line_integral: np.ndarray, percentile: float) -> float
     return value if value > 0 else 1.0
 
 
-def random_angles(rng: np.random.Generator, n: int, max_angle) -> np.ndarray:
-    """(n, 3) angles uniform in [-max, max] about each axis (float64 degrees)."""
+def random_angles(rng: np.random.Generator, n: int, max_angle, single_axis: float = 0.0) -> np.ndarray:
+    """(n, 3) angles uniform in [-max, max] about each axis (float64 degrees); a ``single_axis`` fraction of them
+    (the first ones) turn about one axis only, each axis in turn. The uniform draws come first, so the fraction
+    changes which angles are zeroed, not the others."""
     m = np.asarray(max_angle, dtype=np.float64)
-    return rng.uniform(-1.0, 1.0, size=(n, 3)) * m
+    angles = rng.uniform(-1.0, 1.0, size=(n, 3)) * m
+    for k in range(int(round(n * single_axis))):
+        keep = k % 3
+        angles[k, [a for a in range(3) if a != keep]] = 0.0
+    return angles
 
 
 @dataclass

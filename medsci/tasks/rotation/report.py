@@ -144,7 +144,7 @@ def _markdown(cfg, s, methods) -> str:
         lines.append(f"| {m} | {n:g} | {s['seconds_per_image'][m]:.3f} | {_fmt(s['overall'][m]['ssim'])} |")
     q = s["quality_bar"]
     lines += ["", "## Quality bar", "",
-              f"- out-of-plane rotations >= 10 deg, SSIM: " +
+              "- out-of-plane rotations >= 10 deg, SSIM: " +
               ", ".join(f"{m} {_fmt(v)}" for m, v in q["out_of_plane_10_ssim"].items()) +
               f" -> model beats identity and warp: {q['model_beats_identity_and_warp']}",
               f"- worst change on remapped inputs (out-of-plane >= 10 deg): {_fmt(q['worst_remap_ssim_change'])} "
