@@ -70,6 +70,9 @@ def register_commands(subparsers) -> None:
     p.add_argument("--output", required=True, type=Path, help="output file (same format as the input)")
     p.add_argument("--device", type=device_name, default="auto")
     p.add_argument("--threads", type=thread_count)
+    p.add_argument("--detail", choices=["shift", "warp"], default="shift",
+                   help="how the input's detail finer than the model's pixels reaches the output: 'shift' moves the "
+                        "warped input as the model moved the anatomy (default), 'warp' keeps the projective warp")
     p.add_argument("--allow-extrapolation", action="store_true",
                    help="rotate up to 1.9x the trained angle range (otherwise refused beyond 1.5x; beyond the "
                         "range itself, a warning in the output's metadata)")
@@ -219,11 +222,16 @@ def run_rotate(args) -> int:
     small = np.clip(fit.to_model(radiograph.pixels) / divisor, 0.0, 1.0)
     sampler = sampler_with(loaded.sample, loaded.schedule, **sampler_overrides(args))
     result = rotate(loaded, small[None], np.array([angles]), sampler)
-    # Back at the input's resolution: the projective warp of the input (its full detail, moved with the
-    # anatomy) plus the model's correction over its own first guess, upsampled.
-    correction = fit.to_input(result.image[0] - result.first_guess[0]) * divisor
+    # Back at the input's resolution: the projective warp of the input (its full detail), moved as the model moved
+    # the anatomy over its first guess, plus what a displacement does not explain, upsampled (rotation.detail).
+    from medsci.tasks.rotation.detail import carry_detail
+
     base = homography_warp(radiograph.pixels, angles, fit.input_geometry(loaded.geometry))
-    out = np.clip(base + correction, 0.0, 1.0).astype(np.float32)
+    # A turn about the beam axis alone is exact in the warp: no parallax to carry.
+    in_plane = angles[0] == 0 and angles[2] == 0
+    out, detail = carry_detail(base, result.image[0], result.first_guess[0], fit, divisor,
+                               shift=args.detail == "shift" and not in_plane)
+    out = np.clip(out, 0.0, 1.0).astype(np.float32)
     note = (f"SYNTHETIC: medsci radiograph rotation of {args.input.name} by rx,ry,rz={list(angles)} deg "
             f"(diffusion model, {result.network_evaluations} network evaluations); not an acquired image. "
             f"Geometry: {fit.summary()}")
@@ -239,7 +247,7 @@ def run_rotate(args) -> int:
                            std_max=float(std.max()))
     record = {"input": str(args.input), "output": str(written), "angles_deg": list(angles),
               "trained_max_angle_deg": list(loaded.max_angle), "resampling": fit.to_dict(),
-              "display_divisor": divisor, "sampler": sampler.to_dict(),
+              "display_divisor": divisor, "detail": detail, "sampler": sampler.to_dict(),
               "network_evaluations": result.network_evaluations, "seconds": round(result.seconds, 3),
               "warnings": warnings, "synthetic": True, "checkpoint": str(args.checkpoint),
               "uncertainty": uncertainty}

@@ -75,6 +75,10 @@ class DetectorFit:
         scaled[sr, sc] = np.asarray(image, dtype=np.float32)[mr, mc]
         return resize(scaled, self.input_pixels)
 
+    def displacement_to_input(self, u: np.ndarray) -> np.ndarray:
+        """A (2, rows, cols) displacement in model pixels -> (2, H, W) in input pixels; 0 outside the field of view."""
+        return np.stack([self.to_input(u[k]) * (self.input_pixels[k] / self.scaled[k]) for k in range(2)])
+
     def span_fraction(self) -> float:
         """The image's longer physical side as a fraction of the model's field of view along that axis."""
         return max(n * s / (m * g) for n, s, m, g in
