@@ -3,8 +3,9 @@
 Renders a held-out CT at radiograph-like resolution (default 640x560 px of 0.7 mm), writes the 0-degree view as a
 15-bit MONOCHROME1 DX DICOM with ImagerPixelSpacing, rotates it with a trained checkpoint and scores:
 - at 0,0,0: mean absolute difference to the input in % of the stored range, shape, polarity, bit depth;
-- per rotation: SSIM / MAE of the model, the full-resolution projective warp and the identity against the DRR
-  rendered at that rotation.
+- per rotation: SSIM / MAE of the model (its fine detail moved with the anatomy, the default, and as the plain
+  warp plus the upsampled correction: `--detail warp`), the full-resolution projective warp and the identity
+  against the DRR rendered at that rotation.
 
     python tests/scripts/rotation_full_resolution.py --checkpoint results/demo/rotation/model \\
         --ct results/demo/rotation/demo_data/ct_009.nii.gz --work /tmp/r26
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROTATIONS = ("0,0,10", "10,0,0", "0,10,0")
+ROTATIONS = ("0,0,10", "0,0,-10", "10,0,0", "-10,0,0", "0,0,15", "15,0,0", "0,10,0")
 
 
 def main() -> int:
@@ -46,7 +47,8 @@ def main() -> int:
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     angles = ("0,0,0", *ROTATIONS)
-    subprocess.run(["medsci", "drr", "--ct", args.ct, "--angles", *angles, "--output", str(work / "drr"),
+    subprocess.run(["medsci", "drr", "--ct", args.ct, *(f"--angles={a}" for a in angles),
+                    "--output", str(work / "drr"),
                     "--pixels", *map(str, args.pixels), "--spacing", str(args.spacing), str(args.spacing),
                     "--format", "png"], check=True)
     spacing = [f"{args.spacing:g}"] * 2
@@ -63,7 +65,7 @@ def main() -> int:
     for a in angles:
         out = work / f"out_{a.replace(',', '_')}.dcm"
         subprocess.run(["medsci", "rotate", "--checkpoint", args.checkpoint, "--input", str(views["0,0,0"]),
-                        "--angles", a, "--output", str(out)], check=True)
+                        f"--angles={a}", "--output", str(out)], check=True)
         if a == "0,0,0":
             ds_in, ds_out = pydicom.dcmread(views[a]), pydicom.dcmread(out)
             x, y = ds_in.pixel_array.astype(float), ds_out.pixel_array.astype(float)
@@ -72,7 +74,10 @@ def main() -> int:
                          "photometric": ds_out.PhotometricInterpretation, "bits_stored": int(ds_out.BitsStored)}
             continue
         truth = read_radiograph(views[a]).pixels
-        methods = {"model": read_radiograph(out).pixels,
+        plain = work / f"out_{a.replace(',', '_')}_warp.dcm"
+        subprocess.run(["medsci", "rotate", "--checkpoint", args.checkpoint, "--input", str(views["0,0,0"]),
+                        f"--angles={a}", "--detail", "warp", "--output", str(plain)], check=True)
+        methods = {"model": read_radiograph(out).pixels, "model, --detail warp": read_radiograph(plain).pixels,
                    "warp": homography_warp(source.pixels, [float(v) for v in a.split(",")], geometry),
                    "identity": source.pixels}
         report[a] = {m: {"ssim": round(float(structural_similarity(v, truth, data_range=1.0)), 4),
