@@ -2,8 +2,8 @@
 
 ``ConditionalUNet(x_t, t, conditions)`` concatenates the condition channels to ``x_t``, runs the UNet (on the
 Haar subbands of that input when ``haar`` is set, 2D or 3D; ``haar_levels`` > 1 repeats the transform on every
-subband, so a 2D image of side ``n`` reaches the UNet as ``4**levels`` bands of side ``n / 2**levels``), and injects labels and vectors through
-the time embedding and context through cross-attention. Dropped kinds (classifier-free guidance) are replaced
+subband, so a 2D image of side ``n`` reaches the UNet as ``4**levels`` bands of side ``n / 2**levels``), and
+injects labels and vectors through the time embedding and context through cross-attention. Dropped kinds (classifier-free guidance) are replaced
 by their nulls here, so training and sampling share one definition of "unconditional".
 
 Everything that rebuilds the network is in one ``spec`` dict stored in the checkpoint's ``config.json``.

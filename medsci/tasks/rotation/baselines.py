@@ -10,6 +10,8 @@ first-order approximation (parallax of structures away from the isocentre is los
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -25,7 +27,7 @@ def homography_warp(source: np.ndarray, angles, geometry: DetectorGeometry) -> n
     img = torch.as_tensor(np.asarray(source, dtype=np.float32))
     h, w = img.shape
     if (h, w) != tuple(geometry.pixels):
-        geometry = DetectorGeometry(geometry.sdd, geometry.sid, (h, w), geometry.spacing, geometry.samples, geometry.step)
+        geometry = replace(geometry, pixels=(h, w))
     centre = torch.zeros(3, dtype=torch.float64)
     src, pixels = source_and_pixels(geometry, centre)
     rot = rotation_matrix(angles).reshape(3, 3)

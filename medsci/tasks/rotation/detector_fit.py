@@ -12,7 +12,7 @@ guess, upsampled. Outside the model's field of view (a cropped margin) the corre
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -48,7 +48,7 @@ class DetectorFit:
         """The model's detector at the input's resolution (the spacing rounded as the resampling rounds it)."""
         (h, w), (sh, sw) = self.input_pixels, self.scaled
         spacing = (self.model_spacing[0] * sh / h, self.model_spacing[1] * sw / w)
-        return DetectorGeometry(geometry.sdd, geometry.sid, (h, w), spacing, geometry.samples, geometry.step)
+        return replace(geometry, pixels=(h, w), spacing=spacing)
 
     def _windows(self):
         """(model slice, scaled slice) per axis: the overlap of the scaled radiograph and the model grid."""

@@ -115,12 +115,11 @@ def _view_spans(m_lin: torch.Tensor, m_off: torch.Tensor, source: torch.Tensor, 
     a = m_lin @ source + m_off  # (B, 3)
     d = torch.einsum("bij,hwj->bhwi", m_lin, dirs)  # (B, H, W, 3)
     half = torch.tensor([1.0 + 2.0 / max(1, n - 1) for n in shape], dtype=torch.float64)
-    with torch.no_grad():
-        safe = torch.where(d.abs() < 1e-12, torch.full_like(d, 1e-12), d)
-        t1 = (-half - a[:, None, None, :]) / safe
-        t2 = (half - a[:, None, None, :]) / safe
-        t_in = torch.minimum(t1, t2).amax(-1).clamp_min(chord[0])
-        t_out = torch.maximum(t1, t2).amin(-1).clamp_max(chord[1])
+    safe = torch.where(d.abs() < 1e-12, torch.full_like(d, 1e-12), d)  # a ray parallel to a slab
+    t1 = (-half - a[:, None, None, :]) / safe
+    t2 = (half - a[:, None, None, :]) / safe
+    t_in = torch.minimum(t1, t2).amax(-1).clamp_min(chord[0])
+    t_out = torch.maximum(t1, t2).amin(-1).clamp_max(chord[1])
     spans = []
     for b in range(a.shape[0]):
         hit = t_out[b] > t_in[b]
@@ -182,7 +181,7 @@ def render_drr(mu: torch.Tensor, affine: np.ndarray, geometry: DetectorGeometry,
     spans = _view_spans(m_lin, m_off, source, dirs, tuple(mu.shape), (dist - radius, dist + radius))
     for b in range(n_views):
         # Only the part of the sphere chord where some ray of this view is inside the volume is sampled, at the
-        # same density: outside it every sample is 0 (1.5-1.7x fewer samples for a chest CT).
+        # same density: outside it every sample is 0 (1.3-1.5x fewer samples for the demo's chest CTs).
         lo, hi = spans[b]
         n_b = max(2, int(math.ceil(n * (hi - lo) / (2 * radius))))
         step = (hi - lo) / n_b
