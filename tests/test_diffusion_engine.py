@@ -10,7 +10,7 @@ from medsci.diffusion.checkpoint import load_training_state, load_weights, read_
 from medsci.diffusion.conditioning import Conditions
 from medsci.diffusion.config import SamplerConfig, ScheduleConfig, TrainConfig, UNetConfig
 from medsci.diffusion.schedulers import build_scheduler, set_inference_steps
-from medsci.diffusion.networks import WindowedNetwork, build_network, network_spec
+from medsci.diffusion.networks import FlipAveraged, WindowedNetwork, build_network, network_spec
 from medsci.diffusion.sampling import sample, to_x0
 from medsci.diffusion.training import TrainingBatch, lr_factor, train
 from medsci.errors import ConfigError
@@ -229,6 +229,50 @@ def test_windowed_network_blends_windows_back_into_the_whole_volume():
     norm = torch.nn.GroupNorm(1, 1)
     ctx = lambda inp, tt, c=None: norm(inp)  # noqa: E731
     assert not torch.allclose(WindowedNetwork(ctx, (4, 4, 4))(x, t, Conditions()), ctx(x, t), atol=1e-3)
+
+
+class Weighted(torch.nn.Module):
+    """x * w + condition * v for fixed maps w, v with no symmetry: mirrored calls give different answers."""
+
+    def __init__(self, shape):
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        self.w, self.v = torch.rand(shape, generator=g), torch.rand(shape, generator=g)
+        self.calls = 0
+
+    def forward(self, x, t, conditions=None):
+        self.calls += 1
+        return x * self.w + conditions.condition * self.v
+
+
+def test_flip_averaged_network_is_the_mean_of_the_mirrored_calls():
+    torch.manual_seed(0)
+    x, c = torch.randn(2, 1, 6, 5, 4), torch.randn(2, 1, 6, 5, 4)
+    net = Weighted((6, 5, 4))
+    out = FlipAveraged(net, (0, 1))(x, torch.full((2,), 10), Conditions(condition=c))
+    assert net.calls == 4
+    # flip(f(flip(x), flip(c))) = x * flip(w) + c * flip(v): the average symmetrises both maps over the axes.
+    sym = lambda m: (m + m.flip(0) + m.flip(1) + m.flip(0, 1)) / 4  # noqa: E731
+    assert torch.allclose(out, x * sym(net.w) + c * sym(net.v), atol=1e-6)
+    assert not torch.allclose(out, net(x, None, Conditions(condition=c)), atol=1e-3)
+    with pytest.raises(ValueError, match="exceed"):
+        FlipAveraged(net, (3,))(x, torch.full((2,), 10), Conditions(condition=c))
+
+
+def test_generate_counts_every_mirrored_call_as_a_network_evaluation():
+    from medsci.diffusion.config import InferenceConfig
+    from medsci.diffusion.inference import generate
+
+    c = torch.randn(1, 1, 6, 6, 4)
+    sampler = SamplerConfig(steps=2, uncertainty="none")
+    plain = generate(Weighted((6, 6, 4)), SCHEDULE, sampler, InferenceConfig(), Conditions(condition=c),
+                     (1, 1, 6, 6, 4))
+    flipped = generate(Weighted((6, 6, 4)), SCHEDULE, sampler, InferenceConfig(flip_axes=(0, 1)),
+                       Conditions(condition=c), (1, 1, 6, 6, 4))
+    assert flipped.network_evaluations == 4 * plain.network_evaluations == 8
+    assert not torch.allclose(flipped.mean, plain.mean, atol=1e-4)
+    with pytest.raises(ConfigError, match="flip_axes"):
+        InferenceConfig(flip_axes=(0, 0))
 
 
 def _unet(**kw):

@@ -156,12 +156,17 @@ class InferenceConfig(ConfigSection):
     sigma_scale: float = 0.125  # Gaussian blending window (MONAI's default)
     input_guidance: bool = True  # known entries replaced by the noised observation at every step (if any)
     resample_jumps: int = 0  # RePaint resampling jumps per step (network calls x (1 + jumps))
+    # Spatial axes (0-based) along which the network has no preferred direction: every evaluation averages the
+    # network over all flips of them (network calls x 2 ** len(flip_axes)). () = off.
+    flip_axes: tuple[int, ...] = ()
 
     def __post_init__(self):
         if self.window_mode not in ("network", "sampler"):
             raise ConfigError(f"inference.window_mode must be network or sampler, got {self.window_mode!r}")
         if self.resample_jumps < 0:
             raise ConfigError("inference.resample_jumps must be >= 0")
+        if any(a < 0 or a > 2 for a in self.flip_axes) or len(set(self.flip_axes)) != len(self.flip_axes):
+            raise ConfigError(f"inference.flip_axes must be distinct spatial axes 0, 1 or 2, got {list(self.flip_axes)}")
         if not 0.0 <= self.overlap < 1.0:
             raise ConfigError("inference.overlap must be in [0, 1)")
         if self.sw_batch_size < 1:

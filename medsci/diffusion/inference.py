@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
 
 from medsci.diffusion.conditioning import Conditions
 from medsci.diffusion.config import InferenceConfig, SamplerConfig, ScheduleConfig, resolve_sampler
-from medsci.diffusion.networks import WindowedNetwork
+from medsci.diffusion.networks import FlipAveraged, WindowedNetwork
 from medsci.diffusion.sampling import sample
 
 
@@ -35,7 +35,8 @@ class Generated:
     # Voxelwise uncertainty (a standard deviation) per ``uncertainty``: the variance head's, plus the spread
     # over samples when there are several (law of total variance); the spread alone; or None.
     std: torch.Tensor | None
-    network_evaluations: int  # network calls per window batch (steps x (1 + jumps) x guidance x samples)
+    # network calls per window batch (steps x (1 + jumps) x guidance x samples x 2 ** flip axes)
+    network_evaluations: int
     windows: int  # sampler windows (window_mode: sampler), else 0
     window_evaluations: int  # network evaluations summed over sampler windows
     empty_windows: int  # sampler windows without a single known entry
@@ -121,8 +122,14 @@ def generate(model: torch.nn.Module, schedule: ScheduleConfig, sampler: SamplerC
         else 0
     check_memory(model, shape, window, inference.sw_batch_size, device, cond_channels, source)
     try:
-        return _generate(model, schedule, sampler, inference, conditions, shape, known, known_mask, offset,
-                         x0_transform, device, progress)
+        result = _generate(model, schedule, sampler, inference, conditions, shape, known, known_mask, offset,
+                           x0_transform, device, progress)
+        calls = 2 ** len(inference.flip_axes)  # network calls per evaluation of the flip-averaged network
+        if calls == 1:
+            return result
+        return replace(result, network_evaluations=result.network_evaluations * calls,
+                       window_evaluations=result.window_evaluations * calls,
+                       item_evaluations=None if result.item_evaluations is None else result.item_evaluations * calls)
     except (RuntimeError, MemoryError) as err:
         if not is_out_of_memory(err):
             raise
@@ -137,6 +144,8 @@ def _generate(model, schedule, sampler, inference, conditions, shape, known, kno
     jumps = inference.resample_jumps if guided else 0
     window = tuple(inference.window) if inference.window else None
     started = time.perf_counter()
+    if inference.flip_axes:
+        model = FlipAveraged(model, tuple(inference.flip_axes))
     if window is None or inference.window_mode == "network":
         net = model if window is None else WindowedNetwork(model, window, inference.overlap, inference.sw_batch_size)
         total, total_sq, total_var, nfe, item_nfe = _samples(

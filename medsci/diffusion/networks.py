@@ -11,6 +11,7 @@ Everything that rebuilds the network is in one ``spec`` dict stored in the check
 
 from __future__ import annotations
 
+import itertools
 import warnings
 
 import torch
@@ -176,6 +177,40 @@ def build_network(spec: dict) -> ConditionalUNet:
         raise ConfigError(f"checkpoint network format {spec.get('format', 1)} is from an older medsci; retrain it "
                           f"with this version (format {SPEC_FORMAT})")
     return ConditionalUNet(spec)
+
+
+class FlipAveraged(torch.nn.Module):
+    """The network's output averaged over every combination of flips along ``axes`` (spatial axes, 0-based):
+    2 ** len(axes) calls per evaluation.
+
+    For data without a preferred direction along those axes (seismic inlines and crosslines, which training
+    flips at random), the mirrored predictions are an ensemble of the same network: their average has a lower
+    error than any one of them. The condition channels are flipped with the sample; a variance head's
+    log-variance is averaged like the prediction.
+    """
+
+    def __init__(self, model: torch.nn.Module, axes: tuple[int, ...]):
+        super().__init__()
+        self.model = model
+        self.null_kinds = tuple(getattr(model, "null_kinds", ()))
+        self.variance_head = bool(getattr(model, "variance_head", False))
+        self.flips = [tuple(2 + a for a in combo) for n in range(len(axes) + 1)
+                      for combo in itertools.combinations(sorted(axes), n)]
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, conditions: Conditions | None = None):
+        if self.flips[-1] and self.flips[-1][-1] >= x.ndim:
+            raise ValueError(f"flip axes {[d - 2 for d in self.flips[-1]]} exceed the {x.ndim - 2} spatial axes")
+        total = None
+        for dims in self.flips:
+            if not dims:
+                out = self.model(x, timesteps, conditions)
+            else:
+                cond = conditions
+                if cond is not None and cond.condition is not None:
+                    cond = cond.windowed(cond.condition.flip(dims))
+                out = self.model(x.flip(dims), timesteps, cond).flip(dims)
+            total = out if total is None else total + out
+        return total / len(self.flips)
 
 
 class WindowedNetwork(torch.nn.Module):
