@@ -35,7 +35,8 @@ SEISMIC = {
     # The preset's objective and variance head spelled out: the in-process reference reads this section alone.
     "model": {"unet": {"channels": [8, 16], "attention_levels": [False, False], "num_res_blocks": 1,
                        "norm_num_groups": 8, "num_head_channels": 8, "variance_head": True}, "patch": [8, 8, 16],
-              "schedule": {"objective": "rflow", "timestep_sampling": "logit-normal", "logit_loc": 1.5}},
+              "schedule": {"objective": "rflow", "timestep_sampling": "logit-normal", "logit_loc": 1.5},
+              "condition": "pocs+mssa+linear", "residual": False, "domain": "image"},
     "train": {"steps": TRAIN_STEPS, "batch_size": 2, "lr": 0.001, "warmup_steps": 1, "checkpoint_every": 3,
               "seed": 0, "threads": 1},
     "sample": {"steps": 2, "seed": 0},
