@@ -166,7 +166,8 @@ class InferenceConfig(ConfigSection):
         if self.resample_jumps < 0:
             raise ConfigError("inference.resample_jumps must be >= 0")
         if any(a < 0 or a > 2 for a in self.flip_axes) or len(set(self.flip_axes)) != len(self.flip_axes):
-            raise ConfigError(f"inference.flip_axes must be distinct spatial axes 0, 1 or 2, got {list(self.flip_axes)}")
+            raise ConfigError("inference.flip_axes must be distinct spatial axes 0, 1 or 2, got "
+                              f"{list(self.flip_axes)}")
         if not 0.0 <= self.overlap < 1.0:
             raise ConfigError("inference.overlap must be in [0, 1)")
         if self.sw_batch_size < 1:

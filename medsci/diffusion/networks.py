@@ -179,7 +179,18 @@ def build_network(spec: dict) -> ConditionalUNet:
     return ConditionalUNet(spec)
 
 
-class FlipAveraged(torch.nn.Module):
+class NetworkWrapper(torch.nn.Module):
+    """A network around ``model`` that the sampler treats like it: the kinds guidance may drop and whether a
+    variance head is in the output are the inner network's."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.null_kinds = tuple(getattr(model, "null_kinds", ()))
+        self.variance_head = bool(getattr(model, "variance_head", False))
+
+
+class FlipAveraged(NetworkWrapper):
     """The network's output averaged over every combination of flips along ``axes`` (spatial axes, 0-based):
     2 ** len(axes) calls per evaluation.
 
@@ -190,10 +201,7 @@ class FlipAveraged(torch.nn.Module):
     """
 
     def __init__(self, model: torch.nn.Module, axes: tuple[int, ...]):
-        super().__init__()
-        self.model = model
-        self.null_kinds = tuple(getattr(model, "null_kinds", ()))
-        self.variance_head = bool(getattr(model, "variance_head", False))
+        super().__init__(model)
         self.flips = [tuple(2 + a for a in combo) for n in range(len(axes) + 1)
                       for combo in itertools.combinations(sorted(axes), n)]
 
@@ -213,7 +221,7 @@ class FlipAveraged(torch.nn.Module):
         return total / len(self.flips)
 
 
-class WindowedNetwork(torch.nn.Module):
+class WindowedNetwork(NetworkWrapper):
     """Runs a network on overlapping windows of its input, blended by MONAI's ``SlidingWindowInferer``.
 
     For networks trained on patches: GroupNorm statistics of a whole volume (much more background) differ
@@ -224,12 +232,9 @@ class WindowedNetwork(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module, roi_size: tuple[int, ...], overlap: float = 0.5,
                  sw_batch_size: int = 8):
-        super().__init__()
+        super().__init__(model)
         from monai.inferers import SlidingWindowInferer
 
-        self.model = model
-        self.null_kinds = tuple(getattr(model, "null_kinds", ()))  # what guidance may drop: the inner network's
-        self.variance_head = bool(getattr(model, "variance_head", False))
         self.inferer = SlidingWindowInferer(roi_size=tuple(roi_size), sw_batch_size=sw_batch_size, overlap=overlap,
                                             mode="gaussian")
 
